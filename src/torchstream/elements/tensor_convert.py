@@ -1,0 +1,83 @@
+"""tensor_convert: video/x-raw frames -> one uint8 tensor, sharing memory when rows are packed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from torchstream.caps import config_from_fields
+from torchstream.elements._base import FLOW_ERROR, guarded
+from torchstream.gst import GObject, Gst, GstBase, GstVideo
+from torchstream.video import VIDEO_FORMATS, frame_layout, tensor_to_video_caps, video_to_tensor_caps
+
+_SINK_CAPS = "video/x-raw,format=(string){ " + ", ".join(VIDEO_FORMATS) + " }"
+_COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
+
+
+class TensorConvert(GstBase.BaseTransform):
+    __gstmetadata__ = (
+        "Video to tensor",
+        "Filter/Converter/Video/Tensor",
+        "Turns RGB/BGR video frames into a uint8 tensor: [H,W,C] for packed formats, [C,H,W] for "
+        "planar ones; shares the frame memory unless rows are padded",
+        "torchstream",
+    )
+    __gsttemplates__ = (
+        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.from_string(_SINK_CAPS)),
+        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.from_string("other/tensors,num_tensors=(uint)1,types=uint8")),
+    )
+    __gproperties__: dict = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layout = None
+
+    @guarded(None)
+    def do_transform_caps(self, direction, caps, filter_):
+        convert = video_to_tensor_caps if direction == Gst.PadDirection.SINK else tensor_to_video_caps
+        result = Gst.Caps.new_empty()
+        for i in range(caps.get_size()):
+            for text in convert(caps.get_structure(i)):
+                result = result.merge(Gst.Caps.from_string(text))
+        if filter_ is not None:
+            result = filter_.intersect_full(result, Gst.CapsIntersectMode.FIRST)
+        return result
+
+    @guarded(False)
+    def do_set_caps(self, incaps, outcaps):
+        info = GstVideo.VideoInfo.new_from_caps(incaps)
+        layout = frame_layout(info)
+        config = config_from_fields(outcaps.get_structure(0))
+        if config.tensors[0].shape != layout.shape:
+            raise ValueError(f"output caps {outcaps.to_string()} do not match the frame {layout}")
+        self.layout = layout
+        return True
+
+    @guarded((FLOW_ERROR, None))
+    def do_prepare_output_buffer(self, inbuf):
+        layout = self.layout
+        if layout.is_contiguous and inbuf.get_size() >= layout.nbytes:
+            # same memory, new buffer: timestamps and metadata come along, pixels are not copied
+            return Gst.FlowReturn.OK, inbuf.copy_region(_COPY_FLAGS | Gst.BufferCopyFlags.MEMORY,
+                                                         0, layout.nbytes)
+        out = Gst.Buffer.new_allocate(None, layout.nbytes, None)
+        out.copy_into(inbuf, _COPY_FLAGS, 0, 0)
+        ok_in, src = inbuf.map(Gst.MapFlags.READ)
+        ok_out, dst = out.map(Gst.MapFlags.WRITE)
+        try:
+            if not (ok_in and ok_out):
+                raise RuntimeError("could not map the frame")
+            layout.pack(src.data, np.frombuffer(dst.data, np.uint8).reshape(layout.shape))
+        finally:
+            if ok_in:
+                inbuf.unmap(src)
+            if ok_out:
+                out.unmap(dst)
+        return Gst.FlowReturn.OK, out
+
+    def do_transform(self, inbuf, outbuf):
+        return Gst.FlowReturn.OK
+
+
+GObject.type_register(TensorConvert)

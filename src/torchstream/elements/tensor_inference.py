@@ -1,0 +1,215 @@
+"""pytorch_tensor_inference: other/tensors in, a PyTorch model's outputs out, per buffer.
+
+A plain element with a chain function rather than a BaseTransform: with ``batch-size`` > 1 a
+buffer's output leaves only when its batch is full (or at EOS / caps change), which does not
+fit BaseTransform's one-in-one-out contract.
+"""
+
+from __future__ import annotations
+
+from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
+from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop, uint_prop
+from torchstream.errors import CapsError
+from torchstream.gst import GObject, Gst
+from torchstream.inference import InferenceEngine
+from torchstream.meta import TensorsRecord, attach_tensors_record
+from torchstream.model import (
+    classifier_preprocess,
+    is_torchvision_name,
+    load_model,
+    preferred_input_size,
+    torchvision_default_weights,
+)
+from torchstream.tensors import MappedTensors, buffer_from_tensors, to_torch
+
+_TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
+_COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
+
+
+class PytorchTensorInference(PropertyStore, Gst.Element):
+    __gstmetadata__ = (
+        "PyTorch tensor inference",
+        "Filter/Tensor/Inference",
+        "Runs a PyTorch model (torchvision factory, TorchScript, torch.export or pickled module) "
+        "on other/tensors buffers, one output buffer per input buffer",
+        "torchstream",
+    )
+    __gsttemplates__ = (
+        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _TEMPLATE),
+        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _TEMPLATE),
+    )
+    __gproperties__ = {
+        "model": string_prop(
+            "Model",
+            "torchvision factory path (e.g. torchvision.models.resnet50) or a model file: "
+            "TorchScript archive, torch.export .pt2, or a pickled nn.Module .pt/.pth (loading a "
+            "pickled module runs code from the file; TORCHSTREAM_REFUSE_PICKLE=1 refuses it)",
+            None,
+        ),
+        "model-weights": string_prop(
+            "Model weights",
+            "State-dict file loaded (weights_only) into the torchvision model; without it the "
+            "torchvision DEFAULT weights are used",
+            None,
+        ),
+        "device": string_prop("Device", "Where the model runs: cpu, cuda or cuda:N (any case)",
+                              "cpu"),
+        "batch-size": uint_prop("Batch size", "Buffers run together in one forward pass", 1,
+                                1024, 1),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.sinkpad = Gst.Pad.new_from_template(self.get_pad_template("sink"), "sink")
+        self.sinkpad.set_chain_function_full(self._chain)
+        self.sinkpad.set_event_function_full(self._sink_event)
+        self.sinkpad.set_query_function_full(self._sink_query)
+        self.add_pad(self.sinkpad)
+        self.srcpad = Gst.Pad.new_from_template(self.get_pad_template("src"), "src")
+        self.srcpad.set_query_function_full(self._src_query)
+        self.add_pad(self.srcpad)
+        self.model = None
+        self.engine = None
+        self.output_spec = None
+        self.in_config = None
+        self.src_caps = None
+        self.pending: list[Gst.Buffer] = []
+
+    # -- state ------------------------------------------------------------------------------
+
+    def do_change_state(self, transition):
+        if transition == Gst.StateChange.READY_TO_PAUSED:
+            try:
+                self.model = load_model(
+                    self.settings["model"], self.settings["model-weights"], self.settings["device"]
+                )
+            except Exception as exc:  # noqa: BLE001 - reported on the bus
+                from torchstream.errors import post_error
+
+                post_error(self, exc)
+                return Gst.StateChangeReturn.FAILURE
+        result = Gst.Element.do_change_state(self, transition)
+        if transition == Gst.StateChange.PAUSED_TO_READY:
+            self.pending.clear()
+            self.engine = self.output_spec = self.in_config = self.src_caps = None
+        elif transition == Gst.StateChange.READY_TO_NULL:
+            self.model = None
+        return result
+
+    # -- negotiation ------------------------------------------------------------------------
+
+    def _proposed_caps(self) -> Gst.Caps:
+        """The weights' preprocessing size first (CHW, 3 channels), then anything."""
+        caps = Gst.Caps.new_empty()
+        size = None
+        if self.model is not None:
+            size = self.model.preferred_input_size()
+        elif self.settings["model"] and is_torchvision_name(self.settings["model"]):
+            try:
+                weights = torchvision_default_weights(self.settings["model"])
+                size = preferred_input_size(classifier_preprocess(weights)) if weights else None
+            except Exception:  # noqa: BLE001 - a bad name is reported when the model loads
+                size = None
+        if size is not None:
+            h, w = size
+            caps.append(Gst.Caps.from_string(
+                f'{MEDIA_TYPE},num_tensors=(uint)1,dimensions=(string)"{w}:{h}:3"'))
+        caps.append(_TEMPLATE.copy())
+        return caps
+
+    def _sink_query(self, pad, parent, query):
+        if query.type == Gst.QueryType.CAPS:
+            caps = self._proposed_caps()
+            filter_ = query.parse_caps()
+            if filter_ is not None:
+                caps = filter_.intersect_full(caps, Gst.CapsIntersectMode.FIRST)
+            query.set_caps_result(caps)
+            return True
+        return pad.query_default(parent, query)
+
+    def _src_query(self, pad, parent, query):
+        if query.type == Gst.QueryType.CAPS:
+            caps = self.src_caps.copy() if self.src_caps is not None else _TEMPLATE.copy()
+            filter_ = query.parse_caps()
+            if filter_ is not None:
+                caps = filter_.intersect_full(caps, Gst.CapsIntersectMode.FIRST)
+            query.set_caps_result(caps)
+            return True
+        return pad.query_default(parent, query)
+
+    @guarded(False)
+    def _set_caps(self, caps: Gst.Caps) -> bool:
+        if self.model is None:
+            raise CapsError("caps arrived before the model was loaded")
+        config = config_from_fields(caps.get_structure(0))
+        for info in config.tensors:
+            if not info.is_fixed:
+                raise CapsError(
+                    f"input tensor dims must be fixed, got {caps.get_structure(0).to_string()}"
+                )
+        engine = InferenceEngine(self.model, config)
+        spec = engine.probe(int(self.settings["batch-size"]))
+        self.in_config, self.engine, self.output_spec = config, engine, spec
+        self.src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
+        return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _sink_event(self, pad, parent, event):
+        kind = event.type
+        if kind == Gst.EventType.CAPS:
+            if self.pending and self._flush_pending() != Gst.FlowReturn.OK:
+                return False
+            return self._set_caps(event.parse_caps())
+        if kind == Gst.EventType.EOS:
+            self._flush_pending()
+        elif kind == Gst.EventType.FLUSH_STOP:
+            self.pending.clear()
+        return pad.event_default(parent, event)
+
+    def _chain(self, pad, parent, buf):
+        self.pending.append(buf)
+        if len(self.pending) < int(self.settings["batch-size"]):
+            return Gst.FlowReturn.OK
+        return self._flush_pending()
+
+    @guarded(FLOW_ERROR)
+    def _flush_pending(self):
+        batch, self.pending = self.pending, []
+        if not batch:
+            return Gst.FlowReturn.OK
+        if self.engine is None:
+            raise CapsError("buffers arrived before caps were negotiated")
+        maps = [MappedTensors(buf, self.in_config) for buf in batch]
+        try:
+            inputs = []
+            for mapped in maps:
+                arrays = mapped.__enter__()
+                inputs.append([to_torch(a, t.dtype)
+                               for a, t in zip(arrays, self.in_config.tensors, strict=True)])
+            names, rows = self.engine.run(inputs)
+        finally:
+            for mapped in maps:
+                mapped.__exit__(None, None, None)
+        outputs = []
+        for inbuf, tensors in zip(batch, rows, strict=True):
+            out = buffer_from_tensors(tensors)
+            out.copy_into(inbuf, _COPY_FLAGS, 0, 0)
+            attach_tensors_record(out, TensorsRecord(
+                model=self.model.name,
+                names=names,
+                types=tuple(t.dtype for t in self.output_spec.config.tensors),
+                dimensions=format_dimensions([tuple(t.shape) for t in tensors]),
+                input_types=tuple(t.dtype for t in self.in_config.tensors),
+                input_dimensions=self.in_config.dimensions_string,
+            ))
+            outputs.append(out)
+        for out in outputs:
+            result = self.srcpad.push(out)
+            if result != Gst.FlowReturn.OK:
+                return result
+        return Gst.FlowReturn.OK
+
+
+GObject.type_register(PytorchTensorInference)

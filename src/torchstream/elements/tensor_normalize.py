@@ -1,0 +1,133 @@
+"""opencv_tensor_normalize: uint8 tensors -> float32 ``((x/255)*(max-min)+min - mean)/std``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from torchstream.caps import MEDIA_TYPE, config_from_fields, parse_types
+from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop
+from torchstream.errors import CapsError
+from torchstream.gst import GObject, Gst, GstBase
+from torchstream.normalize import Normalizer, NormalizeParams
+from torchstream.props import parse_float_list
+
+
+def _retype(structure, new_type: str, expect: str):
+    """Same tensor caps with every tensor's type changed from ``expect`` to ``new_type``."""
+    s = structure.copy()
+    if s.has_field("types"):
+        try:
+            types = parse_types(s.get_value("types"))
+        except CapsError:
+            return None
+        if any(t != expect for t in types):
+            return None
+        s.set_value("types", ",".join([new_type] * len(types)))
+    return s
+
+
+class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
+    __gstmetadata__ = (
+        "Tensor normalize",
+        "Filter/Tensor",
+        "uint8 tensors to float32: ((x/255)*(max-min)+min - mean[c]) / std[c], per channel, "
+        "CHW or HWC as the caps say; one pass through a per-channel look-up table",
+        "torchstream",
+    )
+    __gsttemplates__ = (
+        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.from_string(f"{MEDIA_TYPE},types=uint8")),
+        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.from_string(f"{MEDIA_TYPE},types=float32")),
+    )
+    __gproperties__ = {
+        "range": string_prop("Range", "Output range <min,max> that 0..255 maps to", "<0,1>"),
+        "mean": string_prop("Mean", "Per-channel mean <a,b,c> (or one value) subtracted after "
+                            "scaling to range", "<0>"),
+        "std": string_prop("Std", "Per-channel standard deviation <a,b,c> (or one value) "
+                           "divided by last", "<1>"),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.params = None
+        self.normalizers = []
+
+    @guarded(False)
+    def do_start(self):
+        rng = parse_float_list(self.settings["range"], "range")
+        if len(rng) != 2:
+            raise CapsError(f"property 'range' needs two values <min,max>, got {rng}")
+        self.params = NormalizeParams(
+            range=(rng[0], rng[1]),
+            mean=parse_float_list(self.settings["mean"], "mean"),
+            std=parse_float_list(self.settings["std"], "std"),
+        )
+        return True
+
+    @guarded(None)
+    def do_transform_caps(self, direction, caps, filter_):
+        to_src = direction == Gst.PadDirection.SINK
+        result = Gst.Caps.new_empty()
+        for i in range(caps.get_size()):
+            s = _retype(caps.get_structure(i), "float32" if to_src else "uint8",
+                        "uint8" if to_src else "float32")
+            if s is not None:
+                result.append_structure(s)
+        if filter_ is not None:
+            result = filter_.intersect_full(result, Gst.CapsIntersectMode.FIRST)
+        return result
+
+    @guarded(False)
+    def do_set_caps(self, incaps, outcaps):
+        config = config_from_fields(incaps.get_structure(0))
+        if not all(t.is_fixed for t in config.tensors):
+            raise CapsError("opencv_tensor_normalize needs fixed tensor dimensions")
+        self.normalizers = [Normalizer(self.params, t.shape) for t in config.tensors]
+        self.in_config = config
+        return True
+
+    def do_transform_size(self, direction, caps, size, othercaps):
+        factor = 4 if direction == Gst.PadDirection.SINK else 0.25
+        return True, int(size * factor)
+
+    @guarded(FLOW_ERROR)
+    def do_transform(self, inbuf, outbuf):
+        if len(self.normalizers) != 1:
+            return self._transform_multi(inbuf, outbuf)
+        shape = self.normalizers[0].shape
+        ok_in, src = inbuf.map(Gst.MapFlags.READ)
+        ok_out, dst = outbuf.map(Gst.MapFlags.WRITE)
+        try:
+            if not (ok_in and ok_out):
+                raise RuntimeError("could not map buffers")
+            n = int(np.prod(shape))
+            self.normalizers[0](
+                np.frombuffer(src.data, np.uint8, count=n).reshape(shape),
+                np.frombuffer(dst.data, np.float32, count=n).reshape(shape),
+            )
+        finally:
+            if ok_in:
+                inbuf.unmap(src)
+            if ok_out:
+                outbuf.unmap(dst)
+        return Gst.FlowReturn.OK
+
+    def _transform_multi(self, inbuf, outbuf):
+        from torchstream.tensors import MappedTensors, buffer_from_tensors
+
+        with MappedTensors(inbuf, self.in_config) as arrays:
+            outs = []
+            for normalizer, array in zip(self.normalizers, arrays, strict=True):
+                out = np.empty(array.shape, np.float32)
+                normalizer(array, out)
+                outs.append(out)
+        fresh = buffer_from_tensors(outs)
+        outbuf.remove_all_memory()
+        for i in range(fresh.n_memory()):
+            outbuf.append_memory(fresh.get_memory(i))
+        return Gst.FlowReturn.OK
+
+
+GObject.type_register(OpenCVTensorNormalize)

@@ -1,0 +1,45 @@
+"""Where torchstream's pieces live, and the environment GStreamer tools need to find them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCE_DIR = PACKAGE_DIR.parent  # src/
+REPO_DIR = SOURCE_DIR.parent
+PLUGIN_DIR = REPO_DIR / "plugins"
+LABELS_DIR = REPO_DIR / "labels"
+
+
+def _registry_path() -> Path:
+    """A registry file private to this checkout and its element set, so a stale cache written
+    by another environment never hides an element."""
+    listing = sorted(p.name for p in (PLUGIN_DIR / "python").glob("*.py"))
+    key = hashlib.sha1(f"{PLUGIN_DIR}|{sys.prefix}|{listing}".encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "torchstream" / f"registry-{key}.bin"
+
+
+def gst_environment() -> dict[str, str]:
+    """Variables that let gst-launch-1.0 / gst-inspect-1.0 (and their embedded Python) load
+    the torchstream elements with this interpreter's packages."""
+    site = sysconfig.get_paths()["purelib"]
+    old_path = os.environ.get("PYTHONPATH", "")
+    pythonpath = os.pathsep.join(p for p in (str(SOURCE_DIR), site, old_path) if p)
+    plugin_path = os.pathsep.join(
+        p for p in (str(PLUGIN_DIR), os.environ.get("GST_PLUGIN_PATH", "")) if p
+    )
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in (bin_dir, os.environ.get("PATH", "")) if p)
+    registry = _registry_path()
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "GST_PLUGIN_PATH": plugin_path,
+        "PYTHONPATH": pythonpath,
+        "PATH": path,
+        "GST_REGISTRY": str(registry),
+    }

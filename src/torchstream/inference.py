@@ -1,0 +1,145 @@
+"""Running a loaded model on batches of buffers' tensors, GStreamer-free.
+
+A model may return a tensor, a tuple/list of tensors, a dict of tensors, a list of dicts (one
+per image, torchvision detection) or TorchScript detection's ``(losses, detections)``. All of
+them are turned into the same thing: output names, and per input buffer a list of tensors
+without the batch dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torchstream.caps import TensorInfo, TensorsConfig
+from torchstream.errors import TorchstreamError
+from torchstream.model import LoadedModel
+from torchstream.tensors import type_name_of
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Names and per-buffer caps of a model's outputs (0 where a dim varies per buffer)."""
+
+    names: tuple[str, ...]
+    config: TensorsConfig
+
+
+def split_outputs(output, batch: int) -> tuple[tuple[str, ...], list[list], bool]:
+    """-> (names, per-buffer tensors, whether the first dim of every tensor varies)."""
+    import torch
+
+    def per_buffer(named: list[tuple[str, torch.Tensor]]):
+        for name, t in named:
+            if not isinstance(t, torch.Tensor):
+                raise TorchstreamError(
+                    f"model output '{name}' is a {type(t).__name__}, not a tensor"
+                )
+            if t.dim() == 0 or t.shape[0] != batch:
+                raise TorchstreamError(
+                    f"model output '{name}' has shape {tuple(t.shape)}: its first dim should be "
+                    f"the batch ({batch})"
+                )
+        names = tuple(n for n, _ in named)
+        return names, [[t[i] for _, t in named] for i in range(batch)], False
+
+    if isinstance(output, torch.Tensor):
+        return per_buffer([("output", output)])
+    if isinstance(output, dict):
+        return per_buffer([(str(k), v) for k, v in output.items()])
+    if isinstance(output, (tuple, list)) and output:
+        if (len(output) == 2 and isinstance(output[0], dict) and isinstance(output[1], list)
+                and output[1] and isinstance(output[1][0], dict)):
+            return split_outputs(output[1], batch)  # scripted torchvision detector
+        if all(isinstance(o, dict) for o in output):
+            if len(output) != batch:
+                raise TorchstreamError(
+                    f"model returned {len(output)} result dicts for a batch of {batch}"
+                )
+            names = tuple(str(k) for k in output[0])
+            rows = []
+            for d in output:
+                if tuple(str(k) for k in d) != names:
+                    raise TorchstreamError("model result dicts do not all have the same keys")
+                for k, v in d.items():
+                    if not isinstance(v, torch.Tensor):
+                        raise TorchstreamError(
+                            f"model output '{k}' is a {type(v).__name__}, not a tensor"
+                        )
+                rows.append(list(d.values()))
+            return names, rows, True
+        if all(isinstance(o, torch.Tensor) for o in output):
+            return per_buffer([(f"output{i}", t) for i, t in enumerate(output)])
+    raise TorchstreamError(
+        f"model returned an unsupported type ({type(output).__name__}); supported: a tensor, "
+        "a tuple/list of tensors, a dict of tensors, or a list of such dicts"
+    )
+
+
+class InferenceEngine:
+    """Runs ``model`` on batches whose per-buffer inputs match ``input_config``."""
+
+    def __init__(self, model: LoadedModel, input_config: TensorsConfig) -> None:
+        for info in input_config.tensors:
+            if not info.is_fixed:
+                raise TorchstreamError(f"input tensor shape {info.shape} must be fixed")
+        self.model = model
+        self.input_config = input_config
+
+    def forward(self, inputs: Sequence[Sequence]):
+        """``inputs[b][j]``: tensor j of buffer b. Returns the model's raw output."""
+        import torch
+
+        device = self.model.device
+        with torch.inference_mode():
+            if self.model.takes_image_list:
+                images = [buffer_inputs[0].to(device) for buffer_inputs in inputs]
+                return self.model.module(images)
+            args = []
+            for j in range(len(self.input_config)):
+                if len(inputs) == 1:
+                    batch = inputs[0][j].unsqueeze(0)
+                else:
+                    batch = torch.stack([buffer_inputs[j] for buffer_inputs in inputs])
+                args.append(batch.to(device, non_blocking=True))
+            return self.model.module(*args)
+
+    def run(self, inputs: Sequence[Sequence]) -> tuple[tuple[str, ...], list[list]]:
+        names, rows, _ = split_outputs(self.forward(inputs), len(inputs))
+        return names, rows
+
+    def probe(self, batch: int = 1) -> OutputSpec:
+        """Run twice on random inputs; dims that differ between runs vary per buffer."""
+        import torch
+
+        generator = torch.Generator().manual_seed(0)
+        shapes_seen = []
+        for _ in range(2):
+            inputs = [[self._random(info, generator) for info in self.input_config.tensors]
+                      for _ in range(batch)]
+            names, rows, first_dim_varies = split_outputs(self.forward(inputs), batch)
+            shapes_seen.append([tuple(t.shape) for t in rows[0]])
+            types = [type_name_of(t.dtype) for t in rows[0]]
+        infos = []
+        for i, (a, b) in enumerate(zip(*shapes_seen, strict=True)):
+            shape = [d if d == e and len(a) == len(b) else 0 for d, e in zip(a, b, strict=False)]
+            if len(a) != len(b):
+                raise TorchstreamError(f"model output '{names[i]}' changes rank between runs")
+            if first_dim_varies and shape:
+                shape[0] = 0
+            infos.append(TensorInfo(types[i], tuple(shape)))
+        return OutputSpec(names, TensorsConfig(tuple(infos)))
+
+    @staticmethod
+    def _random(info: TensorInfo, generator):
+        import torch
+
+        from torchstream.tensors import NUMPY_DTYPES
+
+        if info.dtype in ("float16", "bfloat16", "float32", "float64"):
+            dtype = getattr(torch, info.dtype)
+            return torch.rand(info.shape, generator=generator).to(dtype)
+        if info.dtype == "bool":
+            return torch.randint(0, 2, info.shape, generator=generator).bool()
+        dtype = getattr(torch, str(NUMPY_DTYPES[info.dtype]().dtype))
+        return torch.randint(0, 100, info.shape, generator=generator).to(dtype)

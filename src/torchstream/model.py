@@ -1,0 +1,337 @@
+"""The one model loader: torchvision factories, state dicts and model files, on a device.
+
+Model files are code: a whole pickled ``nn.Module`` executes code from the file when loaded.
+Such files are refused when the environment variable ``TORCHSTREAM_REFUSE_PICKLE`` is set to
+``1``; state dicts are always read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from torchstream.errors import ConfigError, Domain, TorchstreamError
+
+TORCHVISION_PREFIX = "torchvision.models."
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".jit", ".torchscript")
+
+
+@dataclass(frozen=True)
+class ClassifierPreprocess:
+    """The preprocessing a torchvision classifier's weights were trained with."""
+
+    resize_size: tuple[int, ...]
+    crop_size: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    antialias: bool
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: the callable, where it runs, and what is known about it."""
+
+    module: Any
+    name: str
+    device: Any  # torch.device
+    source: str  # "torchvision", "torchscript", "export" or "pickle"
+    preprocess: ClassifierPreprocess | None = None
+    takes_image_list: bool = False
+    categories: tuple[str, ...] = field(default=())
+
+    def preferred_input_size(self) -> tuple[int, int] | None:
+        """(height, width) the weights' preprocessing resizes to, when the weights name one."""
+        return preferred_input_size(self.preprocess)
+
+
+def preferred_input_size(preprocess: ClassifierPreprocess | None) -> tuple[int, int] | None:
+    if preprocess is None or not preprocess.resize_size:
+        return None
+    size = preprocess.resize_size
+    return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
+
+
+def parse_device(text: str):
+    """``cpu``, ``cuda``, ``cuda:N`` in any case -> torch.device, checked for availability."""
+    import torch
+
+    value = (text or "cpu").strip().lower()
+    kind, _, index = value.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ConfigError(f"device '{text}' is not one of cpu, cuda, cuda:N")
+    if kind == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device '{text}' asked for, but CUDA is not available here "
+            f"(torch {torch.__version__}, {torch.cuda.device_count()} CUDA devices)"
+        )
+    n = int(index) if index else 0
+    if n >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device '{text}' asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
+    return torch.device("cuda", n)
+
+
+def is_torchvision_name(model: str) -> bool:
+    return model.startswith(TORCHVISION_PREFIX)
+
+
+def _torchvision_builder(model: str):
+    """Resolve ``torchvision.models[.sub].name`` to (builder, short name)."""
+    import torchvision.models as tvm
+
+    module_name, _, name = model.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"model '{model}': no such torchvision module '{module_name}'") from exc
+    known = tvm.list_models(module=module)
+    if name not in known:
+        close = difflib.get_close_matches(name, tvm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"model '{model}': torchvision has no model '{name}' in {module_name}{hint}")
+    return tvm.get_model_builder(name), name
+
+
+def classifier_preprocess(weights) -> ClassifierPreprocess | None:
+    """Read resize/crop/mean/std off a torchvision weights entry (None for non-classifiers)."""
+    try:
+        transform = weights.transforms()
+    except Exception:
+        return None
+    if not hasattr(transform, "crop_size") or not hasattr(transform, "resize_size"):
+        return None
+    interpolation = getattr(transform, "interpolation", "bilinear")
+    return ClassifierPreprocess(
+        resize_size=tuple(int(s) for s in transform.resize_size),
+        crop_size=tuple(int(s) for s in transform.crop_size),
+        mean=tuple(float(m) for m in transform.mean),
+        std=tuple(float(s) for s in transform.std),
+        interpolation=str(getattr(interpolation, "value", interpolation)),
+        antialias=bool(getattr(transform, "antialias", True)),
+    )
+
+
+def torchvision_default_weights(model: str):
+    """The ``<Name>_Weights.DEFAULT`` entry of a torchvision factory path (None if it has none)."""
+    import torchvision.models as tvm
+
+    _, name = _torchvision_builder(model)
+    try:
+        return tvm.get_model_weights(name).DEFAULT
+    except Exception:
+        return None
+
+
+def weights_cache_path(weights) -> Path:
+    import torch
+
+    filename = os.path.basename(urlparse(weights.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _check_file(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} '{path}' does not exist", )
+    if p.is_dir():
+        raise ConfigError(f"{what} '{path}' is a directory, not a file")
+    if not os.access(p, os.R_OK):
+        raise ConfigError(f"{what} '{path}' is not readable (permissions)")
+    return p
+
+
+def load_state_dict_file(path: str) -> dict:
+    """Read a state dict with ``weights_only=True`` (never runs code from the file)."""
+    import torch
+
+    p = _check_file(path, "model-weights file")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"model-weights file '{path}' is not a readable weights-only state dict: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            detail=str(exc),
+        ) from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ConfigError(f"model-weights file '{path}' does not hold a state dict of tensors")
+    return state
+
+
+def apply_state_dict(module, state: dict, model: str, path: str) -> None:
+    """Load ``state`` into ``module``; a mismatch names the first offending keys."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} (file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            parts.append("shape mismatch: " + ", ".join(mismatched[:3]))
+        if missing:
+            parts.append(f"{len(missing)} missing keys, first: " + ", ".join(missing[:3]))
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys, first: " + ", ".join(unexpected[:3]))
+        raise ConfigError(
+            f"model-weights '{path}' do not fit {model} (weights of another architecture?): "
+            + "; ".join(parts)
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def _build_torchvision(model: str, weights_file: str | None):
+    builder, name = _torchvision_builder(model)
+    params = inspect.signature(builder).parameters
+    kwargs: dict[str, Any] = {}
+    if "weights_backbone" in params:
+        kwargs["weights_backbone"] = None
+    default = torchvision_default_weights(model)
+    if weights_file:
+        state = load_state_dict_file(weights_file)
+        module = builder(weights=None, **kwargs)
+        apply_state_dict(module, state, model, weights_file)
+        return module, default
+    if default is None:
+        raise ConfigError(
+            f"model '{model}' has no pretrained weights in torchvision; pass model-weights=<file>"
+        )
+    cached = weights_cache_path(default)
+    try:
+        module = builder(weights=default, **kwargs)
+    except Exception as exc:
+        raise ConfigError(
+            f"the DEFAULT weights of {model} ({default}) could not be obtained "
+            f"({type(exc).__name__}: {exc}). Place the file '{cached.name}' (from "
+            f"{default.url}) at '{cached}' (the folder follows $TORCH_HOME), "
+            "or pass model-weights=<state dict file>",
+            detail=str(exc),
+        ) from exc
+    return module, default
+
+
+def _zip_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def _load_model_file(path: str):
+    """-> (module, source). Picks the loader by the archive's content, not only its name."""
+    import torch
+
+    p = _check_file(path, "model file")
+    names = _zip_names(p)
+    is_export = p.suffix == ".pt2" or any(n.endswith("archive_format") for n in names)
+    is_script = any("/code/" in n or n.endswith("constants.pkl") for n in names)
+    not_model = (
+        f"model file '{path}' is not a model torchstream can read "
+        "(TorchScript archive, torch.export .pt2, or a torch.save'd nn.Module)"
+    )
+    try:
+        if is_export:
+            return torch.export.load(str(p)).module(), "export"
+        if is_script:
+            return torch.jit.load(str(p), map_location="cpu"), "torchscript"
+    except Exception as exc:
+        raise ConfigError(f"{not_model}: {exc}", detail=str(exc)) from exc
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as safe_exc:
+        if not names and not _looks_like_pickle(p):
+            raise ConfigError(f"{not_model}: {safe_exc}", detail=str(safe_exc)) from safe_exc
+        if os.environ.get("TORCHSTREAM_REFUSE_PICKLE") == "1":
+            raise ConfigError(
+                f"model file '{path}' holds a pickled object, and loading it would run code "
+                "from the file; refused because TORCHSTREAM_REFUSE_PICKLE=1"
+            ) from safe_exc
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ConfigError(f"{not_model}: {exc}", detail=str(exc)) from exc
+    if isinstance(obj, dict):
+        raise ConfigError(
+            f"model file '{path}' holds only a state dict (weights, no architecture): pass it as "
+            "model-weights=<file> together with model=torchvision.models.<name>"
+        )
+    if not isinstance(obj, torch.nn.Module):
+        raise ConfigError(f"model file '{path}' holds a {type(obj).__name__}, not an nn.Module")
+    return obj, "pickle"
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and head[1] <= 5
+
+
+def _takes_image_list(module) -> bool:
+    """torchvision detectors take a list of [C,H,W] images rather than one batched tensor."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        try:
+            args = module.forward.schema.arguments
+            return len(args) > 1 and str(args[1].type).startswith("List[Tensor]")
+        except Exception:
+            return False
+    return type(module).__module__.startswith("torchvision.models.detection")
+
+
+def load_model(model: str, weights_file: str | None = None, device: str = "cpu") -> LoadedModel:
+    """Load ``model`` (torchvision factory path or model file) onto ``device``, in eval mode."""
+    if not model:
+        raise ConfigError("property 'model' is not set")
+    dev = parse_device(device)
+    preprocess = None
+    categories: tuple[str, ...] = ()
+    if is_torchvision_name(model):
+        module, weights = _build_torchvision(model, weights_file)
+        source = "torchvision"
+        if weights is not None:
+            preprocess = classifier_preprocess(weights)
+            categories = tuple(weights.meta.get("categories") or ())
+    else:
+        if weights_file:
+            raise ConfigError(
+                "model-weights applies to torchvision factories (model=torchvision.models.<name>);"
+                f" '{model}' is a model file that carries its own weights"
+            )
+        module, source = _load_model_file(model)
+    try:
+        module = module.to(dev)
+    except Exception as exc:
+        raise TorchstreamError(f"could not move {model} to {dev}: {exc}", Domain.RESOURCE) from exc
+    try:
+        module.eval()
+    except Exception:
+        pass  # exported programs manage their own mode
+    return LoadedModel(
+        module=module,
+        name=model,
+        device=dev,
+        source=source,
+        preprocess=preprocess,
+        takes_image_list=_takes_image_list(module),
+        categories=categories,
+    )

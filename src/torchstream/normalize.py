@@ -1,0 +1,99 @@
+"""Normalisation maths: ``((x/255)*(max-min)+min - mean[c]) / std[c]`` on uint8 tensors.
+
+A uint8 input has only 256 values per channel, so the whole formula is precomputed into a
+float32 look-up table per channel (exact to float32 rounding) and applied in one pass by
+``cv2.LUT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from torchstream.errors import CapsError, ConfigError
+
+
+@dataclass(frozen=True)
+class NormalizeParams:
+    range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if len(self.range) != 2:
+            raise ConfigError(f"property 'range' needs two values <min,max>, got {self.range}")
+        if len(self.mean) != len(self.std) and 1 not in (len(self.mean), len(self.std)):
+            raise ConfigError(
+                f"properties 'mean' ({len(self.mean)} values) and 'std' ({len(self.std)} values) "
+                "must have the same length"
+            )
+        if any(s == 0 for s in self.std):
+            raise ConfigError(f"property 'std' must not contain 0, got {self.std}")
+
+    @property
+    def channels(self) -> int:
+        return max(len(self.mean), len(self.std))
+
+    def lookup_tables(self, channels: int) -> np.ndarray:
+        """``[channels, 256]`` float32: the formula evaluated in float64 for every byte value."""
+        n = self.channels
+        if n not in (1, channels):
+            raise CapsError(
+                f"mean/std give {n} channel values but the tensor has {channels} channels"
+            )
+        lo, hi = self.range
+        x = np.arange(256, dtype=np.float64) / 255.0 * (hi - lo) + lo
+        mean = np.broadcast_to(np.asarray(self.mean, np.float64), (channels,))
+        std = np.broadcast_to(np.asarray(self.std, np.float64), (channels,))
+        return ((x[None, :] - mean[:, None]) / std[:, None]).astype(np.float32)
+
+
+def channel_axis(shape: Sequence[int], channels: int) -> int:
+    """Axis holding the channels: CHW (or NCHW) unless only the last dim fits."""
+    if len(shape) < 2:
+        return 0
+    lead = len(shape) - 3 if len(shape) >= 3 else 0
+    first, last = shape[lead], shape[-1]
+    fits = (channels,) if channels > 1 else (1, 3, 4)
+    if first in fits:
+        return lead
+    if last in fits:
+        return len(shape) - 1
+    raise CapsError(f"cannot find a channel dim of size {channels} in tensor shape {tuple(shape)}")
+
+
+class Normalizer:
+    """Applies ``params`` to tensors of one shape, writing into a given float32 array."""
+
+    def __init__(self, params: NormalizeParams, shape: Sequence[int]) -> None:
+        self.shape = tuple(shape)
+        channels = params.channels
+        if channels == 1:
+            self.axis = None
+            self.tables = params.lookup_tables(1)
+        else:
+            self.axis = channel_axis(self.shape, channels)
+            self.tables = params.lookup_tables(self.shape[self.axis])
+        self._packed_table = None
+        if self.axis is not None and self.axis == len(self.shape) - 1 and self.shape[-1] <= 4:
+            # cv2.LUT applies a multi-channel table to interleaved data in one call
+            self._packed_table = np.ascontiguousarray(self.tables.T[None, :, :])
+
+    def __call__(self, src: np.ndarray, dst: np.ndarray) -> None:
+        if self.axis is None:
+            cv2.LUT(src.reshape(-1, 1), self.tables[0].reshape(1, 256), dst=dst.reshape(-1, 1))
+        elif self._packed_table is not None:
+            c = self.shape[-1]
+            cv2.LUT(src.reshape(-1, 1, c), self._packed_table, dst=dst.reshape(-1, 1, c))
+        else:
+            s = np.moveaxis(src, self.axis, 0)
+            d = np.moveaxis(dst, self.axis, 0)
+            for c in range(s.shape[0]):
+                table = self.tables[c].reshape(1, 256)
+                if d[c].flags.c_contiguous and s[c].flags.c_contiguous:
+                    cv2.LUT(s[c].reshape(-1, 1), table, dst=d[c].reshape(-1, 1))
+                else:
+                    d[c] = self.tables[c][s[c]]

@@ -83,6 +83,7 @@ def run_pipeline(description: str, quiet: bool = False, timeout: float | None = 
     """Run a pipeline description with the torchstream elements registered in-process."""
     from torchstream.elements import register_all
     from torchstream.gst import GLib, Gst
+    from torchstream.pipeline import run_to_end
 
     register_all()
     try:
@@ -91,38 +92,17 @@ def run_pipeline(description: str, quiet: bool = False, timeout: float | None = 
         print(f"torchstream: could not build the pipeline: {exc.message}", file=sys.stderr)
         return 2
     progress = _Progress(pipeline, quiet)
-    bus = pipeline.get_bus()
-    status = 0
-    deadline = time.monotonic() + timeout if timeout else None
-    if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-        status = 1
     try:
-        while True:
-            msg = bus.timed_pop_filtered(
-                100 * Gst.MSECOND, Gst.MessageType.ERROR | Gst.MessageType.EOS
-            )
-            progress.report()
-            if msg is not None:
-                if msg.type == Gst.MessageType.ERROR:
-                    err, debug = msg.parse_error()
-                    print(f"\ntorchstream: ERROR from {msg.src.get_path_string()}: {err.message}",
-                          file=sys.stderr)
-                    if debug and os.environ.get("TORCHSTREAM_DEBUG"):
-                        print(debug, file=sys.stderr)
-                    status = 1
-                break
-            if status:
-                break
-            if deadline and time.monotonic() > deadline:
-                print("\ntorchstream: timed out", file=sys.stderr)
-                status = 3
-                break
+        result = run_to_end(pipeline, timeout, tick=progress.report)
     except KeyboardInterrupt:
-        status = 130
-    finally:
-        pipeline.set_state(Gst.State.NULL)
+        return 130
     progress.report(final=True)
-    return status
+    if result.ok:
+        return 0
+    print(f"torchstream: ERROR from {result.error}", file=sys.stderr)
+    if result.debug and os.environ.get("TORCHSTREAM_DEBUG"):
+        print(result.debug, file=sys.stderr)
+    return 3 if result.timed_out else 1
 
 
 def cmd_launch(args) -> int:

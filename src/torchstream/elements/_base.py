@@ -19,11 +19,15 @@ def uint_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int):
 
 
 class PropertyStore:
-    """Keeps property values in ``self.settings`` keyed by property name, with defaults."""
+    """Keeps property values in ``self.settings`` keyed by property name, with defaults.
+
+    PyGObject consumes ``__gproperties__`` when it registers the type, so elements keep the
+    same dict as ``PROPERTIES`` too.
+    """
 
     def _init_settings(self) -> None:
         self.settings = {}
-        for name, spec in self.__gproperties__.items():
+        for name, spec in self.PROPERTIES.items():
             self.settings[name] = spec[3] if spec[0] is str else spec[-2]
 
     def do_get_property(self, prop):

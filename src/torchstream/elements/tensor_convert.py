@@ -14,6 +14,7 @@ _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.B
 
 
 class TensorConvert(GstBase.BaseTransform):
+    __gtype_name__ = "tensor_convert"
     __gstmetadata__ = (
         "Video to tensor",
         "Filter/Converter/Video/Tensor",
@@ -27,7 +28,8 @@ class TensorConvert(GstBase.BaseTransform):
         Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
                             Gst.Caps.from_string("other/tensors,num_tensors=(uint)1,types=uint8")),
     )
-    __gproperties__: dict = {}
+    PROPERTIES: dict = {}
+    __gproperties__ = PROPERTIES
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,4 +82,3 @@ class TensorConvert(GstBase.BaseTransform):
         return Gst.FlowReturn.OK
 
 
-GObject.type_register(TensorConvert)

@@ -27,6 +27,7 @@ _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.B
 
 
 class PytorchTensorInference(PropertyStore, Gst.Element):
+    __gtype_name__ = "pytorch_tensor_inference"
     __gstmetadata__ = (
         "PyTorch tensor inference",
         "Filter/Tensor/Inference",
@@ -38,7 +39,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _TEMPLATE),
         Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _TEMPLATE),
     )
-    __gproperties__ = {
+    PROPERTIES = {
         "model": string_prop(
             "Model",
             "torchvision factory path (e.g. torchvision.models.resnet50) or a model file: "
@@ -57,6 +58,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         "batch-size": uint_prop("Batch size", "Buffers run together in one forward pass", 1,
                                 1024, 1),
     }
+    __gproperties__ = PROPERTIES
 
     def __init__(self) -> None:
         super().__init__()
@@ -212,4 +214,3 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         return Gst.FlowReturn.OK
 
 
-GObject.type_register(PytorchTensorInference)

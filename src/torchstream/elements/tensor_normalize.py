@@ -27,6 +27,7 @@ def _retype(structure, new_type: str, expect: str):
 
 
 class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
+    __gtype_name__ = "opencv_tensor_normalize"
     __gstmetadata__ = (
         "Tensor normalize",
         "Filter/Tensor",
@@ -40,13 +41,14 @@ class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
         Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
                             Gst.Caps.from_string(f"{MEDIA_TYPE},types=float32")),
     )
-    __gproperties__ = {
+    PROPERTIES = {
         "range": string_prop("Range", "Output range <min,max> that 0..255 maps to", "<0,1>"),
         "mean": string_prop("Mean", "Per-channel mean <a,b,c> (or one value) subtracted after "
                             "scaling to range", "<0>"),
         "std": string_prop("Std", "Per-channel standard deviation <a,b,c> (or one value) "
                            "divided by last", "<1>"),
     }
+    __gproperties__ = PROPERTIES
 
     def __init__(self) -> None:
         super().__init__()
@@ -130,4 +132,3 @@ class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
         return Gst.FlowReturn.OK
 
 
-GObject.type_register(OpenCVTensorNormalize)

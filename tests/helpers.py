@@ -1,0 +1,128 @@
+"""Test helpers: real pipelines fed with real frames, outputs collected from an appsink."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from torchstream.caps import config_from_fields
+from torchstream.elements import register_all
+from torchstream.gst import Gst
+from torchstream.meta import TensorsRecord, read_tensors_record
+from torchstream.pipeline import PipelineResult, run_to_end
+from torchstream.tensors import MappedTensors
+
+register_all()
+
+SITE = Path(__file__).resolve().parents[1] / ".venv" / "lib" / "python3.11" / "site-packages"
+
+
+@dataclass
+class Output:
+    pts: int
+    arrays: list[np.ndarray]
+    caps: str
+    record: TensorsRecord | None
+
+
+@dataclass
+class Run:
+    result: PipelineResult
+    outputs: list[Output] = field(default_factory=list)
+    per_sink: dict[str, list[Output]] = field(default_factory=dict)
+
+    @property
+    def error(self) -> str | None:
+        return self.result.error
+
+
+def _collect(outputs: list[Output]):
+    def on_sample(sink):
+        sample = sink.emit("pull-sample")
+        buf, caps = sample.get_buffer(), sample.get_caps()
+        s = caps.get_structure(0)
+        if s.get_name() == "other/tensors":
+            with MappedTensors(buf, config_from_fields(s)) as arrays:
+                copies = [a.copy() for a in arrays]
+        else:
+            ok, info = buf.map(Gst.MapFlags.READ)
+            copies = [np.frombuffer(info.data, np.uint8).copy()]
+            buf.unmap(info)
+        outputs.append(Output(buf.pts, copies, caps.to_string(), read_tensors_record(buf)))
+        return Gst.FlowReturn.OK
+
+    return on_sample
+
+
+def run_pipeline(description: str, frames: list[np.ndarray] | None = None, fmt: str = "RGB",
+                 timeout: float = 60, fps: int = 25, sinks: tuple[str, ...] = ("sink",)) -> Run:
+    """Run ``description`` (which names appsinks ``sinks`` and, with frames, an appsrc "src")."""
+    pipeline = Gst.parse_launch(description)
+    run = Run(PipelineResult(ok=False))
+    per_sink: dict[str, list[Output]] = {}
+    for name in sinks:
+        sink = pipeline.get_by_name(name)
+        sink.set_property("emit-signals", True)
+        sink.set_property("sync", False)
+        per_sink[name] = []
+        sink.connect("new-sample", _collect(per_sink[name]))
+    if frames is not None:
+        src = pipeline.get_by_name("src")
+        h, w = frames[0].shape[:2]
+        src.set_property("caps", Gst.Caps.from_string(
+            f"video/x-raw,format={fmt},width={w},height={h},framerate={fps}/1"))
+        src.set_property("format", Gst.Format.TIME)
+        src.set_property("max-buffers", 4)
+        feed = iter(enumerate(frames))
+
+        def need_data(appsrc, _length):
+            try:
+                i, frame = next(feed)
+            except StopIteration:
+                appsrc.emit("end-of-stream")
+                return
+            buf = Gst.Buffer.new_wrapped(np.ascontiguousarray(frame).tobytes())
+            buf.pts = i * Gst.SECOND // fps
+            buf.duration = Gst.SECOND // fps
+            appsrc.emit("push-buffer", buf)
+
+        src.set_property("block", False)
+        src.connect("need-data", need_data)
+    run.result = run_to_end(pipeline, timeout)
+    run.outputs = per_sink[sinks[0]]
+    run.per_sink = per_sink
+    return run
+
+
+def decode_frames(path: Path, count: int, start: int = 0, fmt: str = "RGB") -> list[np.ndarray]:
+    """The frames ``start``..``start+count-1`` of a video, decoded by GStreamer."""
+    pipeline = Gst.parse_launch(
+        f'filesrc location="{path}" ! decodebin ! videoconvert ! video/x-raw,format={fmt} ! '
+        "appsink name=sink sync=false"
+    )
+    sink = pipeline.get_by_name("sink")
+    frames: list[np.ndarray] = []
+    pipeline.set_state(Gst.State.PLAYING)
+    try:
+        index = 0
+        while len(frames) < count:
+            sample = sink.emit("try-pull-sample", 10 * Gst.SECOND)
+            if sample is None:
+                break
+            if index >= start:
+                s = sample.get_caps().get_structure(0)
+                w, h = s.get_value("width"), s.get_value("height")
+                buf = sample.get_buffer()
+                ok, info = buf.map(Gst.MapFlags.READ)
+                channels = 3 if fmt in ("RGB", "BGR") else 4
+                stride = (w * channels + 3) // 4 * 4
+                raw = np.frombuffer(info.data, np.uint8)
+                rows = np.lib.stride_tricks.as_strided(raw, (h, w * channels), (stride, 1))
+                frames.append(rows.reshape(h, w, channels).copy())
+                buf.unmap(info)
+            index += 1
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    return frames

@@ -83,7 +83,7 @@ def run_pipeline(description: str, frames: list[np.ndarray] | None = None, fmt: 
             except StopIteration:
                 appsrc.emit("end-of-stream")
                 return
-            buf = Gst.Buffer.new_wrapped(np.ascontiguousarray(frame).tobytes())
+            buf = Gst.Buffer.new_wrapped(_padded_rows(frame))
             buf.pts = i * Gst.SECOND // fps
             buf.duration = Gst.SECOND // fps
             appsrc.emit("push-buffer", buf)
@@ -94,6 +94,18 @@ def run_pipeline(description: str, frames: list[np.ndarray] | None = None, fmt: 
     run.outputs = per_sink[sinks[0]]
     run.per_sink = per_sink
     return run
+
+
+def _padded_rows(frame: np.ndarray) -> bytes:
+    """Packed frame bytes with GStreamer's default row stride (rows padded to 4 bytes)."""
+    h = frame.shape[0]
+    row = frame.reshape(h, -1)
+    stride = (row.shape[1] + 3) // 4 * 4
+    if stride == row.shape[1]:
+        return np.ascontiguousarray(row).tobytes()
+    padded = np.zeros((h, stride), np.uint8)
+    padded[:, : row.shape[1]] = row
+    return padded.tobytes()
 
 
 def decode_frames(path: Path, count: int, start: int = 0, fmt: str = "RGB") -> list[np.ndarray]:

@@ -98,3 +98,103 @@ def test_detector_matches_pytorch_with_varying_counts(bikes_frames, ssdlite):
         assert np.array_equal(labels, ref["labels"].numpy())
         assert np.abs(scores - ref["scores"].numpy()).max(initial=0) <= 1e-4
     assert len(set(counts)) > 1, f"detection counts do not vary: {counts}"
+
+
+def _top1(run, categories):
+    logits = run.outputs[0].arrays[0]
+    return categories[int(np.argmax(logits))]
+
+
+@pytest.fixture(scope="module")
+def categories():
+    return torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
+
+
+@pytest.mark.parametrize(
+    ("image", "accepted"),
+    [("chelsea", {"Egyptian cat", "tabby", "tiger cat"}), ("coffee", {"espresso"})],
+)
+def test_pretrained_classifier_gives_the_real_answer(image, accepted, mobilenet_weights,
+                                                     categories):
+    import skimage.data
+
+    frame = getattr(skimage.data, image)()
+    run = run_pipeline(
+        "appsrc name=src ! videoconvert ! videoscale ! video/x-raw,format=RGBP ! tensor_convert ! "
+        f"opencv_tensor_normalize range=<0,1> mean={IMAGENET_MEAN} std={IMAGENET_STD} ! "
+        f"pytorch_tensor_inference model=torchvision.models.mobilenet_v2 "
+        f"model-weights={mobilenet_weights} ! appsink name=sink",
+        [frame],
+    )
+    assert run.result.ok, run.error
+    assert _top1(run, categories) in accepted
+
+
+def test_torchscript_and_export_files_give_the_same_logits(tmp_path, bikes_frames, mobilenet,
+                                                           mobilenet_weights):
+    scripted = tmp_path / "mobilenet_v2.ts"
+    torch.jit.save(torch.jit.script(mobilenet), scripted)
+    exported = tmp_path / "mobilenet_v2.pt2"
+    torch.export.save(torch.export.export(mobilenet, (torch.rand(1, 3, 224, 224),)), exported)
+    frames = bikes_frames[:3]
+    size = "width=224,height=224"
+    reference = run_pipeline(classifier_pipeline(
+        f"model=torchvision.models.mobilenet_v2 model-weights={mobilenet_weights}", size),
+        frames, sinks=("sink", "raw"))
+    assert reference.result.ok, reference.error
+    for path in (scripted, exported):
+        run = run_pipeline(classifier_pipeline(f"model={path}", size), frames,
+                           sinks=("sink", "raw"))
+        assert run.result.ok, run.error
+        assert len(run.outputs) == len(frames)
+        for got, want in zip(run.outputs, reference.outputs, strict=True):
+            assert np.abs(got.arrays[0] - want.arrays[0]).max() <= 1e-4
+
+
+def test_default_weights_load_from_torch_home_without_network(tmp_path, monkeypatch, bikes_frames,
+                                                              mobilenet_weights):
+    from torchstream.model import torchvision_default_weights, weights_cache_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = weights_cache_path(torchvision_default_weights("torchvision.models.mobilenet_v2"))
+    assert expected.parent == tmp_path / "hub" / "checkpoints"
+    # offline and no file: the error names the file to place and where
+    run = run_pipeline(classifier_pipeline("model=torchvision.models.mobilenet_v2"),
+                       bikes_frames[:1], sinks=("sink", "raw"), timeout=30)
+    assert not run.result.ok
+    assert expected.name in run.error and str(expected) in run.error
+    expected.parent.mkdir(parents=True, exist_ok=True)
+    expected.symlink_to(mobilenet_weights)
+    run = run_pipeline(classifier_pipeline("model=torchvision.models.mobilenet_v2"),
+                       bikes_frames[:1], sinks=("sink", "raw"))
+    assert run.result.ok, run.error
+    assert run.outputs[0].arrays[0].shape == (1000,)
+
+
+def test_input_size_is_negotiated_from_the_weights_or_the_caps(bikes_frames, mobilenet_weights):
+    model = f"model=torchvision.models.mobilenet_v2 model-weights={mobilenet_weights}"
+    proposed = run_pipeline(classifier_pipeline(model), bikes_frames[:1], sinks=("sink", "raw"))
+    assert proposed.result.ok, proposed.error
+    # DEFAULT weights of mobilenet_v2 resize to 232 before their crop
+    assert proposed.outputs[0].record.input_dimensions == "232:232:3"
+    assert proposed.per_sink["raw"][0].arrays[0].shape == (3, 232, 232)
+    explicit = run_pipeline(classifier_pipeline(model, size="width=160,height=120"),
+                            bikes_frames[:1], sinks=("sink", "raw"))
+    assert explicit.result.ok, explicit.error
+    assert explicit.outputs[0].record.input_dimensions == "160:120:3"
+    assert explicit.outputs[0].arrays[0].shape == (1000,)
+
+
+def test_batches_give_the_same_outputs_and_every_frame_comes_out(bikes_frames, mobilenet_weights):
+    model = f"model=torchvision.models.mobilenet_v2 model-weights={mobilenet_weights}"
+    size = "width=160,height=160"
+    single = run_pipeline(classifier_pipeline(model, size), bikes_frames, sinks=("sink", "raw"))
+    batched = run_pipeline(classifier_pipeline(model, size, extra="batch-size=4"), bikes_frames,
+                           sinks=("sink", "raw"))
+    assert single.result.ok and batched.result.ok, (single.error, batched.error)
+    # 10 frames in batches of 4: the last batch of 2 is flushed at EOS
+    assert len(batched.outputs) == len(single.outputs) == len(bikes_frames)
+    assert [o.pts for o in batched.outputs] == [o.pts for o in single.outputs]
+    assert [o.pts for o in batched.outputs] == [r.pts for r in batched.per_sink["raw"]]
+    for a, b in zip(batched.outputs, single.outputs, strict=True):
+        assert np.abs(a.arrays[0] - b.arrays[0]).max() <= 1e-4

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
 from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop, uint_prop
-from torchstream.errors import CapsError
+from torchstream.errors import CapsError, TorchstreamError
 from torchstream.gst import GObject, Gst
 from torchstream.inference import InferenceEngine
 from torchstream.meta import TensorsRecord, attach_tensors_record
@@ -151,7 +151,17 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
                     f"input tensor dims must be fixed, got {caps.get_structure(0).to_string()}"
                 )
         engine = InferenceEngine(self.model, config)
-        spec = engine.probe(int(self.settings["batch-size"]))
+        try:
+            spec = engine.probe(int(self.settings["batch-size"]))
+        except TorchstreamError:
+            raise
+        except Exception as exc:
+            shapes = ", ".join(f"{t.dtype}{list(t.shape)}" for t in config.tensors)
+            raise CapsError(
+                f"model {self.model.name} fails on the negotiated input ({shapes}): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                detail=str(exc),
+            ) from exc
         self.in_config, self.engine, self.output_spec = config, engine, spec
         self.src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
         return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))

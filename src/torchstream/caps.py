@@ -94,7 +94,7 @@ def parse_dims(text: str) -> tuple[int, ...]:
     dims = []
     for part in parts:
         part = part.strip()
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit()):
             raise CapsError(f"'dimensions' has a malformed dim {part!r} in {text!r}")
         dims.append(int(part))
     return tuple(reversed(dims))
@@ -137,6 +137,9 @@ def config_from_fields(structure) -> TensorsConfig:
     dims_text = _field(structure, "dimensions")
     if dims_text is None:
         raise CapsError("tensor caps lack the required field 'dimensions'")
+    if isinstance(dims_text, int) and not isinstance(dims_text, bool):
+        # an unquoted single dim (``dimensions=1000``) is typed as an int by GStreamer's parser
+        dims_text = str(dims_text)
     types = parse_types(types_text)
     shapes = parse_dimensions(dims_text)
     if len(types) != len(shapes):
@@ -182,10 +185,7 @@ def _split_fields(text: str):
             typ = text[j + 1 : close]
             j = close + 1
         if j < n and text[j] == '"':
-            end = text.find('"', j + 1)
-            if end < 0:
-                raise CapsError(f"unterminated string in caps field {key!r}")
-            raw, i = text[j + 1 : end], end + 1
+            raw, i = _quoted(text, j, key)
             value: object = raw
         else:
             end = text.find(",", j)
@@ -200,3 +200,21 @@ def _split_fields(text: str):
         if i < n and text[i] == ",":
             i += 1
         yield key, value
+
+
+def _quoted(text: str, start: int, key: str) -> tuple[str, int]:
+    """The string quoted at ``text[start]`` with GStreamer's backslash escapes undone
+    (``Gst.Caps.to_string`` writes ``"a\\,b"``), and the index after the closing quote."""
+    out = []
+    i, n = start + 1, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n:
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if ch == '"':
+            return "".join(out), i + 1
+        out.append(ch)
+        i += 1
+    raise CapsError(f"unterminated string in caps field {key!r}")

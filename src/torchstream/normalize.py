@@ -42,7 +42,8 @@ class NormalizeParams:
         n = self.channels
         if n not in (1, channels):
             raise CapsError(
-                f"mean/std give {n} channel values but the tensor has {channels} channels"
+                f"properties 'mean'/'std' give {n} channel values but the tensor has "
+                f"{channels} channels"
             )
         lo, hi = self.range
         x = np.arange(256, dtype=np.float64) / 255.0 * (hi - lo) + lo
@@ -62,7 +63,10 @@ def channel_axis(shape: Sequence[int], channels: int) -> int:
         return lead
     if last in fits:
         return len(shape) - 1
-    raise CapsError(f"cannot find a channel dim of size {channels} in tensor shape {tuple(shape)}")
+    raise CapsError(
+        f"properties 'mean'/'std' give {channels} channel values but tensor shape "
+        f"{tuple(shape)} has no channel dim of that size (first or last)"
+    )
 
 
 class Normalizer:

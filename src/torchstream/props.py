@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 from torchstream.errors import ConfigError
+
+_BRACKETS = {"<": ">", "[": "]", "(": ")", "{": "}"}
+# a plain decimal number; float() alone would also take Python-only forms such as "1_0"
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.I)
 
 
 def parse_float_list(text: str, prop: str) -> tuple[float, ...]:
@@ -12,13 +17,20 @@ def parse_float_list(text: str, prop: str) -> tuple[float, ...]:
     if not isinstance(text, str):
         raise ConfigError(f"property '{prop}' must be a list like <a,b,c>, got {text!r}")
     body = text.strip()
-    if body[:1] in "<[({" and body[-1:] in ">])}":
+    if body[:1] in _BRACKETS:
+        if len(body) < 2 or body[-1] != _BRACKETS[body[0]]:
+            raise ConfigError(
+                f"property '{prop}' opens with {body[0]!r} but does not end with "
+                f"{_BRACKETS[body[0]]!r}: {text!r}"
+            )
         body = body[1:-1]
     if not body.strip():
         raise ConfigError(f"property '{prop}' is empty; expected a list like <a,b,c>")
     values = []
     for part in body.split(","):
         try:
+            if not _NUMBER.fullmatch(part.strip()):
+                raise ValueError(part)
             value = float(part.strip())
         except ValueError:
             raise ConfigError(

@@ -7,8 +7,8 @@ import numpy as np
 from torchstream.caps import MEDIA_TYPE, config_from_fields, parse_types
 from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop
 from torchstream.errors import CapsError
-from torchstream.gst import GObject, Gst, GstBase
-from torchstream.normalize import Normalizer, NormalizeParams
+from torchstream.gst import Gst, GstBase
+from torchstream.normalize import NormalizeParams, Normalizer
 from torchstream.props import parse_float_list
 
 
@@ -58,11 +58,9 @@ class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
 
     @guarded(False)
     def do_start(self):
-        rng = parse_float_list(self.settings["range"], "range")
-        if len(rng) != 2:
-            raise CapsError(f"property 'range' needs two values <min,max>, got {rng}")
+        # a bad value is a settings error (ConfigError), not a caps one
         self.params = NormalizeParams(
-            range=(rng[0], rng[1]),
+            range=parse_float_list(self.settings["range"], "range"),
             mean=parse_float_list(self.settings["mean"], "mean"),
             std=parse_float_list(self.settings["std"], "std"),
         )

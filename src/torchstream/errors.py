@@ -72,3 +72,14 @@ def post_error(element, exc: BaseException, context: str = "") -> None:
     quark, code = _gst_error(domain)
     gerror = GLib.Error.new_literal(quark, text, code)
     element.post_message(Gst.Message.new_error(element, gerror, debug))
+
+
+def exception_summary(exc: BaseException) -> str:
+    """One line for a user: the exception's first line, plus its last when they differ
+    (TorchScript puts the real cause on the last line of a long message)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) == 1 or lines[-1] == lines[0]:
+        return lines[0]
+    return f"{lines[0]} ... {lines[-1]}"

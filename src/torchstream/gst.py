@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# torch goes first: when GLib/GStreamer are loaded before torch, a C++ exception raised inside
+# torch while a GStreamer callback is on the stack (a corrupt archive in torch.load, an error in
+# a TorchScript forward) aborts the process instead of becoming a Python exception.
+import torch  # noqa: F401, I001
+
 import gi
 
 gi.require_version("Gst", "1.0")

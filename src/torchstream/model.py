@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from torchstream.errors import ConfigError, Domain, TorchstreamError
+from torchstream.errors import ConfigError, Domain, TorchstreamError, exception_summary
 
 TORCHVISION_PREFIX = "torchvision.models."
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".jit", ".torchscript")
@@ -161,7 +161,7 @@ def load_state_dict_file(path: str) -> dict:
     except Exception as exc:
         raise ConfigError(
             f"model-weights file '{path}' is not a readable weights-only state dict: "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            f"{exception_summary(exc)}",
             detail=str(exc),
         ) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -220,7 +220,7 @@ def _build_torchvision(model: str, weights_file: str | None):
     except Exception as exc:
         raise ConfigError(
             f"the DEFAULT weights of {model} ({default}) could not be obtained "
-            f"({type(exc).__name__}: {exc}). Place the file '{cached.name}' (from "
+            f"({type(exc).__name__}: {exception_summary(exc)}). Place the file '{cached.name}' (from "
             f"{default.url}) at '{cached}' (the folder follows $TORCH_HOME), "
             "or pass model-weights=<state dict file>",
             detail=str(exc),
@@ -254,12 +254,14 @@ def _load_model_file(path: str):
         if is_script:
             return torch.jit.load(str(p), map_location="cpu"), "torchscript"
     except Exception as exc:
-        raise ConfigError(f"{not_model}: {exc}", detail=str(exc)) from exc
+        raise ConfigError(f"{not_model}: {exception_summary(exc)}", detail=str(exc)) from exc
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as safe_exc:
         if not names and not _looks_like_pickle(p):
-            raise ConfigError(f"{not_model}: {safe_exc}", detail=str(safe_exc)) from safe_exc
+            raise ConfigError(
+                f"{not_model}: {exception_summary(safe_exc)}", detail=str(safe_exc)
+            ) from safe_exc
         if os.environ.get("TORCHSTREAM_REFUSE_PICKLE") == "1":
             raise ConfigError(
                 f"model file '{path}' holds a pickled object, and loading it would run code "
@@ -268,7 +270,7 @@ def _load_model_file(path: str):
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise ConfigError(f"{not_model}: {exc}", detail=str(exc)) from exc
+            raise ConfigError(f"{not_model}: {exception_summary(exc)}", detail=str(exc)) from exc
     if isinstance(obj, dict):
         raise ConfigError(
             f"model file '{path}' holds only a state dict (weights, no architecture): pass it as "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
 from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop, uint_prop
-from torchstream.errors import CapsError, TorchstreamError
+from torchstream.errors import CapsError, TorchstreamError, exception_summary
 from torchstream.gst import GObject, Gst
 from torchstream.inference import InferenceEngine
 from torchstream.meta import TensorsRecord, attach_tensors_record
@@ -159,7 +159,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
             shapes = ", ".join(f"{t.dtype}{list(t.shape)}" for t in config.tensors)
             raise CapsError(
                 f"model {self.model.name} fails on the negotiated input ({shapes}): "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                f"{type(exc).__name__}: {exception_summary(exc)}",
                 detail=str(exc),
             ) from exc
         self.in_config, self.engine, self.output_spec = config, engine, spec

@@ -114,16 +114,34 @@ class FrameLayout:
     def pack(self, data, out: np.ndarray) -> None:
         """Copy the frame in ``data`` (bytes-like) into ``out`` (C-contiguous, ``shape``)."""
         raw = np.frombuffer(data, dtype=np.uint8)
+        if raw.size < self.min_size:
+            # as_strided does no bounds checks: a short buffer would be read past its end
+            raise CapsError(
+                f"frame buffer holds {raw.size} bytes but the video caps need {self.min_size}"
+            )
         as_strided = np.lib.stride_tricks.as_strided
         if self.planar:
             c, h, w = self.shape
             for p in range(c):
-                plane = as_strided(raw[self.offsets[p]:], shape=(h, w), strides=(self.strides[p], 1))
-                out[p] = plane
+                out[p] = as_strided(raw[self.offsets[p]:], shape=(h, w),
+                                    strides=(self.strides[p], 1))
         else:
             h, w, c = self.shape
-            rows = as_strided(raw[self.offsets[0]:], shape=(h, w * c), strides=(self.strides[0], 1))
+            rows = as_strided(raw[self.offsets[0]:], shape=(h, w * c),
+                              strides=(self.strides[0], 1))
             out.reshape(h, w * c)[:] = rows
+
+    @property
+    def min_size(self) -> int:
+        """Bytes a buffer needs to hold every row of every plane (the last row unpadded)."""
+        if self.planar:
+            _, h, w = self.shape
+            row = w
+        else:
+            h, w, c = self.shape
+            row = w * c
+        pairs = zip(self.offsets, self.strides, strict=True)
+        return max(off + (h - 1) * stride + row for off, stride in pairs)
 
 
 def frame_layout(video_info) -> FrameLayout:

@@ -6,8 +6,13 @@ import numpy as np
 
 from torchstream.caps import config_from_fields
 from torchstream.elements._base import FLOW_ERROR, guarded
-from torchstream.gst import GObject, Gst, GstBase, GstVideo
-from torchstream.video import VIDEO_FORMATS, frame_layout, tensor_to_video_caps, video_to_tensor_caps
+from torchstream.gst import Gst, GstBase, GstVideo
+from torchstream.video import (
+    VIDEO_FORMATS,
+    frame_layout,
+    tensor_to_video_caps,
+    video_to_tensor_caps,
+)
 
 _SINK_CAPS = "video/x-raw,format=(string){ " + ", ".join(VIDEO_FORMATS) + " }"
 _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
@@ -37,7 +42,8 @@ class TensorConvert(GstBase.BaseTransform):
 
     @guarded(None)
     def do_transform_caps(self, direction, caps, filter_):
-        convert = video_to_tensor_caps if direction == Gst.PadDirection.SINK else tensor_to_video_caps
+        to_src = direction == Gst.PadDirection.SINK
+        convert = video_to_tensor_caps if to_src else tensor_to_video_caps
         result = Gst.Caps.new_empty()
         for i in range(caps.get_size()):
             for text in convert(caps.get_structure(i)):
@@ -59,12 +65,16 @@ class TensorConvert(GstBase.BaseTransform):
     @guarded((FLOW_ERROR, None))
     def do_prepare_output_buffer(self, inbuf):
         layout = self.layout
-        if layout.is_contiguous and inbuf.get_size() >= layout.nbytes:
-            # same memory, new buffer: timestamps and metadata come along, pixels are not copied
-            return Gst.FlowReturn.OK, inbuf.copy_region(_COPY_FLAGS | Gst.BufferCopyFlags.MEMORY,
-                                                         0, layout.nbytes)
+        # Timestamps, flags and metadata are copied as for the whole buffer: a copy of a region
+        # (size smaller than the buffer) would drop the duration and offset_end.
+        whole = inbuf.get_size()
+        if layout.is_contiguous and whole >= layout.nbytes:
+            # same memory, new buffer: the pixels are not copied
+            out = inbuf.copy_region(Gst.BufferCopyFlags.MEMORY, 0, layout.nbytes)
+            out.copy_into(inbuf, _COPY_FLAGS, 0, whole)
+            return Gst.FlowReturn.OK, out
         out = Gst.Buffer.new_allocate(None, layout.nbytes, None)
-        out.copy_into(inbuf, _COPY_FLAGS, 0, 0)
+        out.copy_into(inbuf, _COPY_FLAGS, 0, whole)
         ok_in, src = inbuf.map(Gst.MapFlags.READ)
         ok_out, dst = out.map(Gst.MapFlags.WRITE)
         try:

@@ -266,3 +266,29 @@ def test_bad_property_is_a_settings_error(props):
         assert debug  # the traceback travels as the debug detail
     finally:
         pipeline.set_state(Gst.State.NULL)
+
+
+@pytest.mark.parametrize("mean, std", [((0.5,), (0.25,)), (MEAN, STD)])
+def test_strided_views_in_and_out(mean, std):
+    """Views (a crop of a frame, a transposed output) are read and written in place."""
+    frame = random_u8((3, 40, 60), seed=6)
+    src = frame[:, 5:25, 10:40]  # not contiguous
+    out = np.full((30, 20, 3), np.nan, np.float32)
+    dst = out.transpose(2, 1, 0)  # shape (3, 20, 30), not contiguous
+    assert not src.flags.c_contiguous and not dst.flags.c_contiguous
+    Normalizer(NormalizeParams(mean=mean, std=std), src.shape)(src, dst)
+    assert_close(dst, reference(src, (0.0, 1.0), mean, std, 0))
+
+    hwc = np.ascontiguousarray(frame.transpose(1, 2, 0))[5:25, 10:40]
+    big = np.full((20, 30, 4), np.nan, np.float32)
+    Normalizer(NormalizeParams(mean=mean, std=std), hwc.shape)(hwc, big[..., :3])
+    assert_close(big[..., :3], reference(hwc, (0.0, 1.0), mean, std, 2))
+    assert np.isnan(big[..., 3]).all()
+
+
+def test_wrong_arrays_are_refused():
+    normalizer = Normalizer(NormalizeParams(), (3, 4, 5))
+    with pytest.raises(ValueError, match="shape"):
+        normalizer(np.zeros((3, 4, 6), np.uint8), np.zeros((3, 4, 6), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        normalizer(np.zeros((3, 4, 5), np.uint8), np.zeros((3, 4, 5), np.float64))

@@ -87,6 +87,17 @@ class Normalizer:
             self._packed_table = np.ascontiguousarray(self.tables.T[None, :, :])
 
     def __call__(self, src: np.ndarray, dst: np.ndarray) -> None:
+        if src.shape != self.shape or dst.shape != self.shape:
+            raise ValueError(f"expected arrays of shape {self.shape}, got {src.shape}, {dst.shape}")
+        if src.dtype != np.uint8 or dst.dtype != np.float32:
+            raise ValueError(f"expected uint8 -> float32 arrays, got {src.dtype} -> {dst.dtype}")
+        if not dst.flags.c_contiguous:
+            # the reshapes below would write into a copy of a strided dst and lose the result
+            out = np.empty(self.shape, np.float32)
+            self(src, out)
+            dst[...] = out
+            return
+        src = np.ascontiguousarray(src)
         if self.axis is None:
             cv2.LUT(src.reshape(-1, 1), self.tables[0].reshape(1, 256), dst=dst.reshape(-1, 1))
         elif self._packed_table is not None:

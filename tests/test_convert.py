@@ -9,6 +9,7 @@ import pytest
 from tests.helpers import run_pipeline
 from torchstream.caps import parse_caps_string
 from torchstream.gst import GLib, Gst, GstVideo
+from torchstream.video import tensor_to_video_caps, video_to_tensor_caps
 
 FPS = 25
 
@@ -252,3 +253,50 @@ def test_short_buffer_is_an_error_not_a_read_past_its_end(fmt, width):
         assert pipeline.get_by_name("sink").emit("try-pull-sample", 0) is None
     finally:
         pipeline.set_state(Gst.State.NULL)
+
+
+# --- the caps mapping itself ------------------------------------------------------------------
+
+
+def caps_list(texts: list[str]) -> list[tuple[str, str]]:
+    configs = []
+    for text in texts:
+        s = Gst.Caps.from_string(text).get_structure(0)
+        configs.append((s.get_value("types"), s.get_value("dimensions")))
+    return configs
+
+
+def test_video_caps_to_tensor_caps():
+    def convert(text):
+        return caps_list(video_to_tensor_caps(Gst.Caps.from_string(text).get_structure(0)))
+
+    assert convert("video/x-raw,format=RGBP,width=640,height=272") == [("uint8", "640:272:3")]
+    assert convert("video/x-raw,format=BGRA,width=321,height=241") == [("uint8", "4:321:241")]
+    assert sorted(convert("video/x-raw,format={RGB,RGBP,RGBx},width=8,height=6")) == [
+        ("uint8", "3:8:6"), ("uint8", "4:8:6"), ("uint8", "8:6:3")]
+    # no fixed size: no dimensions claimed; formats tensor_convert cannot take: nothing
+    assert video_to_tensor_caps(Gst.Caps.from_string(
+        "video/x-raw,format=RGB,width=[1,100],height=50").get_structure(0)) == [
+        "other/tensors,num_tensors=(uint)1,types=(string)uint8"]
+    assert video_to_tensor_caps(Gst.Caps.from_string(
+        "video/x-raw,format=I420,width=8,height=6").get_structure(0)) == []
+
+
+def test_tensor_caps_to_video_caps():
+    def convert(text):
+        out = Gst.Caps.new_empty()
+        for t in tensor_to_video_caps(Gst.Caps.from_string(text).get_structure(0)):
+            out = out.merge(Gst.Caps.from_string(t))
+        return out
+
+    planar = convert('other/tensors,types=uint8,dimensions=(string)"100:50:3"')
+    assert planar.is_equal(Gst.Caps.from_string(
+        "video/x-raw,format={RGBP,BGRP},width=100,height=50"))
+    packed = convert('other/tensors,types=uint8,dimensions=(string)"4:100:50"')
+    assert packed.is_equal(Gst.Caps.from_string(
+        "video/x-raw,format={RGBA,BGRA,RGBx,BGRx},width=100,height=50"))
+    assert convert('other/tensors,types=float32,dimensions=(string)"100:50:3"').is_empty()
+    assert convert('other/tensors,types=uint8,dimensions=(string)"100:50:5"').is_empty()
+    assert convert('other/tensors,types=uint8,dimensions=(string)"3:4,3:4"').is_empty()
+    assert convert("other/tensors,types=uint8").is_equal(Gst.Caps.from_string(
+        "video/x-raw,format={RGB,BGR,RGBA,BGRA,RGBx,BGRx,RGBP,BGRP}"))

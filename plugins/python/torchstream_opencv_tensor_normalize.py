@@ -1,4 +1,4 @@
-"""gst-python loader entry for the opencv_tensor_normalize element (implementation in torchstream.elements)."""
+"""gst-python loader entry: opencv_tensor_normalize (see torchstream.elements)."""
 
 from torchstream.elements import gst_element_factory
 

@@ -1,4 +1,4 @@
-"""gst-python loader entry for the pytorch_tensor_inference element (implementation in torchstream.elements)."""
+"""gst-python loader entry: pytorch_tensor_inference (see torchstream.elements)."""
 
 from torchstream.elements import gst_element_factory
 

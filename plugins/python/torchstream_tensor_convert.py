@@ -1,4 +1,4 @@
-"""gst-python loader entry for the tensor_convert element (implementation in torchstream.elements)."""
+"""gst-python loader entry: tensor_convert (see torchstream.elements)."""
 
 from torchstream.elements import gst_element_factory
 

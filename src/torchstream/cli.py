@@ -22,11 +22,13 @@ def cmd_inspect(args) -> int:
     env = {**os.environ, **gst_environment()}
     if args.element:
         return subprocess.call(["gst-inspect-1.0", args.element], env=env)
-    from torchstream.elements import ELEMENTS, element_class
+    from torchstream.elements import ELEMENTS, register_all
+    from torchstream.gst import Gst
 
+    register_all()
     for name in ELEMENTS:
-        meta = element_class(name).__gstmetadata__
-        print(f"{name:28s} {meta[0]}")
+        factory = Gst.ElementFactory.find(name)
+        print(f"{name:28s} {factory.get_metadata('description')}")
     return 0
 
 

@@ -1,5 +1,15 @@
 """The metadata codec: what torchstream attaches to buffers, written and read in one place.
 
+Two kinds of records travel on buffers:
+
+- the tensors record (:class:`TensorsRecord`): what an inference element says about the
+  tensors of a buffer it produced (model, output names, this buffer's real shapes);
+- the results (:class:`FrameResults`): regions (:class:`Region`), frame-level classifications
+  (:class:`Classification`) and the models that made them (:class:`ModelRecord`), read and
+  written with :func:`read_results`, :func:`write_results`, :func:`add_classification`,
+  :func:`add_region` (see docs/metadata.md). Regions are mirrored as standard
+  ``GstVideoRegionOfInterestMeta`` for C elements and other tools.
+
 Custom metas (``GstCustomMeta``) survive queue, tee, videoconvert and videoscale, but the
 PyGObject binding of 1.22 hands out a *copy* of a custom meta's structure, so writes through it
 are lost. Writing therefore goes through the C API (ctypes on libgstreamer); reading stays in
@@ -9,8 +19,12 @@ PyGObject.
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
+import json
+import math
+import re
+from dataclasses import dataclass, field
 
+from torchstream.errors import TorchstreamError
 from torchstream.gst import Gst
 
 TENSORS_META = "TorchstreamTensorsMeta"
@@ -54,10 +68,10 @@ def write_custom_meta(buf: Gst.Buffer, name: str, fields: dict[str, str]) -> Non
     if not meta:
         raise RuntimeError(f"could not add custom meta {name} (buffer not writable?)")
     structure = ctypes.c_void_p(_lib.gst_custom_meta_get_structure(meta))
-    for field, value in fields.items():
+    for key, value in fields.items():
         _lib.gst_structure_set(
             structure,
-            ctypes.c_char_p(field.encode()),
+            ctypes.c_char_p(key.encode()),
             ctypes.c_size_t(_G_TYPE_STRING),
             ctypes.c_char_p(value.encode()),
             ctypes.c_void_p(None),
@@ -114,3 +128,376 @@ def read_tensors_record(buf: Gst.Buffer) -> TensorsRecord | None:
         input_types=split("input-types"),
         input_dimensions=fields.get("input-dimensions", ""),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Results: classifications and regions on frames (and on tensor buffers before aggregation)
+# ---------------------------------------------------------------------------------------------
+
+RESULTS_META = "TorchstreamResultsMeta"
+RESULTS_FIELD = "results"
+RESULTS_VERSION = 1
+DETECTION_PARAM = "detection"
+
+
+@dataclass
+class Classification:
+    """One classification result: ``attribute`` (what was classified, e.g. ``classification``,
+    ``color``) -> ``label`` / ``label_id`` with its ``confidence``."""
+
+    attribute: str
+    label: str
+    label_id: int
+    confidence: float
+
+
+@dataclass
+class Region:
+    """A detected object: a box normalised to [0, 1] of the frame (x right, y down), its label,
+    an id unique in the frame, an optional parent region id, and the classifications attached
+    to this region."""
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+    label: str
+    label_id: int
+    confidence: float
+    region_id: int
+    parent_id: int | None = None
+    classifications: list[Classification] = field(default_factory=list)
+
+    def classification(self, attribute: str) -> Classification | None:
+        return _by_attribute(self.classifications, attribute)
+
+    def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The box in pixels of a ``width`` x ``height`` frame: ``(x, y, w, h)``, rounded and
+        clipped to the frame (what the GstVideoRegionOfInterestMeta mirror holds)."""
+        x0 = _clip(round(self.x_min * width), width)
+        y0 = _clip(round(self.y_min * height), height)
+        x1 = _clip(round(self.x_max * width), width)
+        y1 = _clip(round(self.y_max * height), height)
+        return x0, y0, max(x1 - x0, 0), max(y1 - y0, 0)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Which model (and which of its output layers) produced results on a buffer."""
+
+    name: str
+    layers: tuple[str, ...] = ()
+
+
+@dataclass
+class FrameResults:
+    """Everything torchstream knows about one frame: regions, frame-level classifications and
+    the models that produced them. Empty when a buffer carries no results."""
+
+    regions: list[Region] = field(default_factory=list)
+    classifications: list[Classification] = field(default_factory=list)
+    models: list[ModelRecord] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.regions or self.classifications or self.models)
+
+    def classification(self, attribute: str) -> Classification | None:
+        """The frame-level classification of ``attribute``, or None."""
+        return _by_attribute(self.classifications, attribute)
+
+    def region(self, region_id: int) -> Region | None:
+        return next((r for r in self.regions if r.region_id == region_id), None)
+
+    def next_region_id(self) -> int:
+        """An id no region of this frame uses yet (one more than the largest)."""
+        return max((r.region_id for r in self.regions), default=-1) + 1
+
+    def set_classification(self, c: Classification) -> None:
+        """Add ``c``, replacing a frame-level classification of the same attribute."""
+        _set_by_attribute(self.classifications, c)
+
+    def add_model(self, record: ModelRecord) -> None:
+        if record not in self.models:
+            self.models.append(record)
+
+
+def _by_attribute(items: list[Classification], attribute: str) -> Classification | None:
+    return next((c for c in items if c.attribute == attribute), None)
+
+
+def _set_by_attribute(items: list[Classification], c: Classification) -> None:
+    for i, old in enumerate(items):
+        if old.attribute == c.attribute:
+            items[i] = c
+            return
+    items.append(c)
+
+
+def _clip(value: int, limit: int) -> int:
+    return min(max(int(value), 0), int(limit))
+
+
+# --- serialisation: one compact JSON string in the custom meta's "results" field --------------
+#
+#   {"v":1, "c":[classification...], "r":[region...], "m":[[model, [layer...]]...],
+#    "roi":[[region_id, label]...] (the ROI metas written as mirrors, to replace them later)}
+#   classification = [attribute, label, label_id, confidence]
+#   region = [x_min, y_min, x_max, y_max, label, label_id, confidence, region_id, parent_id|null,
+#             [classification...]]
+#
+# Python's JSON writes floats with repr(), so every float reads back bit for bit.
+
+
+def _finite(value, what: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise TorchstreamError(f"results metadata: {what} is not a finite number ({value!r})")
+    return number
+
+
+def _encode_classification(c: Classification) -> list:
+    return [str(c.attribute), str(c.label), int(c.label_id),
+            _finite(c.confidence, f"confidence of '{c.attribute}'")]
+
+
+def _decode_classification(item: list) -> Classification:
+    attribute, label, label_id, confidence = item
+    return Classification(attribute, label, int(label_id), float(confidence))
+
+
+def _encode_region(r: Region) -> list:
+    box = [_finite(getattr(r, k), f"{k} of region {r.region_id}")
+           for k in ("x_min", "y_min", "x_max", "y_max")]
+    if not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
+        raise TorchstreamError(
+            f"results metadata: region {r.region_id} box {box} is not a normalised box "
+            "(0 <= min <= max <= 1); clip it to the frame first"
+        )
+    return box + [
+        str(r.label), int(r.label_id), _finite(r.confidence, f"confidence of region {r.region_id}"),
+        int(r.region_id), None if r.parent_id is None else int(r.parent_id),
+        [_encode_classification(c) for c in r.classifications],
+    ]
+
+
+def _decode_region(item: list) -> Region:
+    x0, y0, x1, y1, label, label_id, confidence, region_id, parent_id, classes = item
+    return Region(float(x0), float(y0), float(x1), float(y1), label, int(label_id),
+                  float(confidence), int(region_id), None if parent_id is None else int(parent_id),
+                  [_decode_classification(c) for c in classes])
+
+
+def encode_results(results: FrameResults, extra: dict | None = None) -> str:
+    """``results`` as the compact string the results meta holds (validated)."""
+    ids = [int(r.region_id) for r in results.regions]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise TorchstreamError(f"results metadata: region ids {dup} are used more than once")
+    doc: dict = {"v": RESULTS_VERSION}
+    if results.classifications:
+        doc["c"] = [_encode_classification(c) for c in results.classifications]
+    if results.regions:
+        doc["r"] = [_encode_region(r) for r in results.regions]
+    if results.models:
+        doc["m"] = [[str(m.name), [str(x) for x in m.layers]] for m in results.models]
+    doc.update(extra or {})
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def decode_results(text: str) -> tuple[FrameResults, dict]:
+    """The results of a results-meta string, and its bookkeeping fields (``roi``)."""
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("v") != RESULTS_VERSION:
+            raise ValueError(f"version {doc.get('v') if isinstance(doc, dict) else None}")
+        results = FrameResults(
+            regions=[_decode_region(r) for r in doc.get("r", [])],
+            classifications=[_decode_classification(c) for c in doc.get("c", [])],
+            models=[ModelRecord(name, tuple(layers)) for name, layers in doc.get("m", [])],
+        )
+    except (ValueError, TypeError) as exc:
+        raise TorchstreamError(f"results metadata cannot be read: {exc}") from None
+    return results, {k: doc[k] for k in ("roi",) if k in doc}
+
+
+# --- the GstVideoRegionOfInterestMeta mirror --------------------------------------------------
+
+_STRUCTURE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9/\-_.:+]*")
+
+
+class _RoiMetaC(ctypes.Structure):
+    """The C layout of GstVideoRegionOfInterestMeta (GstMeta header first)."""
+
+    _fields_ = [
+        ("flags", ctypes.c_int),
+        ("info", ctypes.c_void_p),
+        ("roi_type", ctypes.c_uint32),
+        ("id", ctypes.c_int),
+        ("parent_id", ctypes.c_int),
+        ("x", ctypes.c_uint),
+        ("y", ctypes.c_uint),
+        ("w", ctypes.c_uint),
+        ("h", ctypes.c_uint),
+        ("params", ctypes.c_void_p),
+    ]
+
+
+_lib.gst_buffer_iterate_meta_filtered.restype = ctypes.c_void_p
+_lib.gst_buffer_iterate_meta_filtered.argtypes = [
+    ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
+_glib = ctypes.CDLL("libglib-2.0.so.0")
+_glib.g_quark_to_string.restype = ctypes.c_char_p
+_glib.g_quark_to_string.argtypes = [ctypes.c_uint32]
+
+
+_video = ctypes.CDLL("libgstvideo-1.0.so.0")
+_video.gst_video_region_of_interest_meta_api_get_type.restype = ctypes.c_size_t
+
+
+def _remove_roi_mirrors(buf: Gst.Buffer, mirrors: set[tuple[int, str]]) -> None:
+    """Remove the ROI metas whose (id, roi_type) is in ``mirrors``."""
+    if not mirrors:
+        return
+    ptr = hash(buf)
+    api = _video.gst_video_region_of_interest_meta_api_get_type()
+    state = ctypes.c_void_p(None)
+    doomed = []
+    while True:
+        meta = _lib.gst_buffer_iterate_meta_filtered(ptr, ctypes.byref(state), api)
+        if not meta:
+            break
+        roi = _RoiMetaC.from_address(meta)
+        roi_type = (_glib.g_quark_to_string(roi.roi_type) or b"").decode("utf-8", "replace")
+        if (roi.id, roi_type) in mirrors:
+            doomed.append(meta)
+    for meta in doomed:
+        _lib.gst_buffer_remove_meta(ptr, meta)
+
+
+def _add_roi_mirror(buf: Gst.Buffer, r: Region, width: int, height: int) -> None:
+    from torchstream.gst import GstVideo
+
+    x, y, w, h = r.pixels(width, height)
+    roi = GstVideo.buffer_add_video_region_of_interest_meta(buf, r.label, x, y, w, h)
+    if roi is None:
+        raise TorchstreamError("could not add a region-of-interest meta (buffer not writable?)")
+    roi.id = int(r.region_id)
+    roi.parent_id = -1 if r.parent_id is None else int(r.parent_id)
+    detection = Gst.Structure.new_empty(DETECTION_PARAM)
+    for key in ("x_min", "y_min", "x_max", "y_max", "confidence"):
+        detection.set_value(key, float(getattr(r, key)))
+    detection.set_value("label_id", int(r.label_id))
+    detection.set_value("label", str(r.label))
+    roi.add_param(detection)
+    for c in r.classifications:
+        if not _STRUCTURE_NAME.fullmatch(c.attribute) or c.attribute == DETECTION_PARAM:
+            continue  # not a valid GstStructure name: the results meta still holds it
+        param = Gst.Structure.new_empty(c.attribute)
+        param.set_value("label", str(c.label))
+        param.set_value("label_id", int(c.label_id))
+        param.set_value("confidence", float(c.confidence))
+        roi.add_param(param)
+
+
+def _frame_size_of(buf: Gst.Buffer) -> tuple[int, int] | None:
+    from torchstream.gst import GstVideo
+
+    vmeta = GstVideo.buffer_get_video_meta(buf)
+    if vmeta is not None and vmeta.width and vmeta.height:
+        return int(vmeta.width), int(vmeta.height)
+    return None
+
+
+# --- the public API ---------------------------------------------------------------------------
+
+
+def read_results(buf: Gst.Buffer) -> FrameResults:
+    """The results on ``buf`` as plain objects (empty when it carries none).
+
+    Works wherever the buffer went: the results meta survives queue, tee, videoconvert and
+    videoscale, and boxes are normalised, so they hold for any frame size.
+    """
+    fields = read_custom_meta(buf, RESULTS_META)
+    if not fields or not fields.get(RESULTS_FIELD):
+        return FrameResults()
+    return decode_results(fields[RESULTS_FIELD])[0]
+
+
+def write_results(buf: Gst.Buffer, results: FrameResults, frame_width: int | None = None,
+                  frame_height: int | None = None) -> None:
+    """Put ``results`` on ``buf`` (writable), replacing any results it carried.
+
+    Regions are also mirrored as ``GstVideoRegionOfInterestMeta`` (roi_type = label, pixel
+    box, id = region_id, a ``detection`` param, one param per region classification) when the
+    frame size is known: given here, or from the buffer's ``GstVideoMeta``. The mirrors written
+    by an earlier call are removed first; ROI metas of other elements are left alone. Without a
+    frame size, the mirrors of regions still present (same id and label) are kept as they are
+    and the others are removed.
+    """
+    old: set[tuple[int, str]] = set()
+    fields = read_custom_meta(buf, RESULTS_META)
+    if fields and fields.get(RESULTS_FIELD):
+        try:
+            _, extra = decode_results(fields[RESULTS_FIELD])
+            old = {(int(i), str(label)) for i, label in extra.get("roi", [])}
+        except TorchstreamError:
+            old = set()
+    if (frame_width is None) != (frame_height is None):
+        raise TorchstreamError("write_results: give both frame_width and frame_height, or neither")
+    size = (int(frame_width), int(frame_height)) if frame_width is not None else None
+    if size is None:
+        size = _frame_size_of(buf)
+    if size is not None and (size[0] <= 0 or size[1] <= 0):
+        raise TorchstreamError(f"write_results: frame size {size[0]}x{size[1]} is not positive")
+    text_extra: dict = {}
+    current = {(int(r.region_id), str(r.label)) for r in results.regions}
+    keep = set() if size is not None else old & current
+    # encode first: invalid results must not leave the buffer half-written
+    mirrors = current if size is not None else keep
+    if mirrors:
+        text_extra["roi"] = sorted([i, label] for i, label in mirrors)
+    text = encode_results(results, text_extra)
+    _remove_roi_mirrors(buf, old - keep)
+    if size is not None:
+        for r in results.regions:
+            _add_roi_mirror(buf, r, *size)
+    write_custom_meta(buf, RESULTS_META, {RESULTS_FIELD: text})
+
+
+def add_classification(buf: Gst.Buffer, c: Classification,
+                       model: ModelRecord | None = None) -> None:
+    """Attach a frame-level classification (replacing one of the same attribute), and the
+    record of the model that made it."""
+    results = read_results(buf)
+    results.set_classification(c)
+    if model is not None:
+        results.add_model(model)
+    write_results(buf, results)
+
+
+def add_region(buf: Gst.Buffer, r: Region, frame_width: int, frame_height: int) -> None:
+    """Attach one more region (its region_id must be new in the frame) and its ROI mirror."""
+    results = read_results(buf)
+    if results.region(r.region_id) is not None:
+        raise TorchstreamError(
+            f"region id {r.region_id} is already used on this buffer; "
+            f"FrameResults.next_region_id() gives a free one"
+        )
+    results.regions.append(r)
+    write_results(buf, results, frame_width, frame_height)
+
+
+def clear_results(buf: Gst.Buffer) -> None:
+    """Remove the results meta and the ROI metas it mirrored from ``buf`` (writable)."""
+    fields = read_custom_meta(buf, RESULTS_META)
+    if not fields:
+        return
+    try:
+        _, extra = decode_results(fields.get(RESULTS_FIELD) or "{}")
+        _remove_roi_mirrors(buf, {(int(i), str(label)) for i, label in extra.get("roi", [])})
+    except TorchstreamError:
+        pass
+    ptr = hash(buf)
+    meta = _lib.gst_buffer_get_custom_meta(ptr, RESULTS_META.encode())
+    if meta:
+        _lib.gst_buffer_remove_meta(ptr, meta)

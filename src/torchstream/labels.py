@@ -1,0 +1,141 @@
+"""Class labels: the ``labels`` property string, label files, and their fit to a model.
+
+A label list maps a class id (an index into a model's class scores, or a label id a model
+outputs) to a name. It comes either from a ``labels`` property written like the other list
+properties (``<cat,dog,bird>``; gst-launch hands it over literally) or from a label file: UTF-8
+text, one label per line, line index = class id (the shipped ``labels/imagenet_2012.txt`` and
+``labels/coco_91cl_bkgr.txt``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchstream.errors import ConfigError
+from torchstream.props import _BRACKETS
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Label names by class id, and where they came from (for error messages)."""
+
+    names: tuple[str, ...]
+    source: str  # "property 'labels'" or "labels-file '/path/file.txt'"
+    from_file: bool = False
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def name(self, label_id: int) -> str:
+        """The name of ``label_id``; a ConfigError when the list has no such id."""
+        if not 0 <= label_id < len(self.names):
+            raise ConfigError(
+                f"label id {label_id} is outside the {len(self.names)} labels of {self.source}"
+            )
+        return self.names[label_id]
+
+
+def parse_labels(text: str, prop: str = "labels") -> tuple[str, ...]:
+    """``<a,b,c>`` (or ``[a,b,c]``, ``a,b,c``) -> label names; an error names ``prop``.
+
+    Items are stripped of surrounding spaces and may be double-quoted; a label cannot hold a
+    comma (use a label file for such names). Empty items are refused.
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"property '{prop}' must be a list like <a,b,c>, got {text!r}")
+    body = text.strip()
+    if body[:1] in _BRACKETS:
+        if len(body) < 2 or body[-1] != _BRACKETS[body[0]]:
+            raise ConfigError(
+                f"property '{prop}' opens with {body[0]!r} but does not end with "
+                f"{_BRACKETS[body[0]]!r}: {text!r}"
+            )
+        body = body[1:-1]
+    if not body.strip():
+        raise ConfigError(f"property '{prop}' is empty; expected a list like <cat,dog>")
+    names = []
+    for index, part in enumerate(body.split(",")):
+        name = part.strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1]
+        if not name.strip():
+            raise ConfigError(f"property '{prop}' has an empty label at position {index} "
+                              f"in {text!r}")
+        names.append(name)
+    return tuple(names)
+
+
+def read_labels_file(path: str | Path, prop: str = "labels-file") -> tuple[str, ...]:
+    """The labels of a UTF-8 text file, one per line, line index = class id.
+
+    Line ends (``\\n`` or ``\\r\\n``) and surrounding spaces are stripped; blank lines inside
+    the file are kept as empty labels (they hold a class id's place), blank lines at its end are
+    not labels. An empty, missing, unreadable, binary or JSON file is a ConfigError naming
+    ``prop`` and the file.
+    """
+    where = f"{prop} '{path}'"
+    p = Path(path)
+    if not str(path).strip():
+        raise ConfigError(f"property '{prop}' is empty; expected the path of a label file")
+    if not p.exists():
+        raise ConfigError(f"{where}: no such file")
+    if p.is_dir():
+        raise ConfigError(f"{where} is a directory, not a label file")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    if b"\0" in raw:
+        raise ConfigError(f"{where} is a binary file, not a text file with one label per line")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte {exc.start}); expected one label per line"
+        ) from None
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise ConfigError(f"{where} is empty; expected one label per line")
+    if lines[0][:1] in ("{", "[") and (lines[-1][-1:] in ("}", "]")):
+        raise ConfigError(
+            f"{where} looks like JSON; a label file is plain text with one label per line"
+        )
+    return tuple(lines)
+
+
+def load_labels(labels: str | None, labels_file: str | None,
+                labels_prop: str = "labels", file_prop: str = "labels-file") -> Labels | None:
+    """The labels given by a ``labels`` property or a ``labels-file`` property, or None.
+
+    Setting both is a ConfigError (it would be unclear which one wins).
+    """
+    has_list = bool(labels and labels.strip())
+    has_file = bool(labels_file and labels_file.strip())
+    if has_list and has_file:
+        raise ConfigError(f"set '{labels_prop}' or '{file_prop}', not both")
+    if has_list:
+        return Labels(parse_labels(labels, labels_prop), f"property '{labels_prop}'")
+    if has_file:
+        return Labels(read_labels_file(labels_file, file_prop), f"{file_prop} '{labels_file}'",
+                      from_file=True)
+    return None
+
+
+def check_covers(labels: Labels | Sequence[str], num_classes: int, source: str = "") -> None:
+    """A ConfigError unless there is a label for each of a model's ``num_classes`` classes.
+
+    More labels than classes is accepted (a model may use the first classes of a list).
+    """
+    count = len(labels)
+    if count >= num_classes:
+        return
+    where = source or getattr(labels, "source", "the labels")
+    unit = "lines" if getattr(labels, "from_file", False) else "labels"
+    raise ConfigError(
+        f"{where} has {count} {unit} but the model outputs {num_classes} classes; "
+        f"every class id needs a label (line index = class id)"
+    )

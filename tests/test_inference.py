@@ -39,8 +39,10 @@ def mobilenet(mobilenet_weights):
 
 def test_classifier_matches_pytorch_on_real_frames(bikes_frames, mobilenet, mobilenet_weights):
     run = run_pipeline(
-        classifier_pipeline(f"model=torchvision.models.mobilenet_v2 model-weights={mobilenet_weights}",
-                            size="width=224,height=224"),
+        classifier_pipeline(
+            f"model=torchvision.models.mobilenet_v2 model-weights={mobilenet_weights}",
+            size="width=224,height=224",
+        ),
         bikes_frames, sinks=("sink", "raw"),
     )
     assert run.result.ok, run.error

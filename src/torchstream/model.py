@@ -99,7 +99,9 @@ def _torchvision_builder(model: str):
     if name not in known:
         close = difflib.get_close_matches(name, tvm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"model '{model}': torchvision has no model '{name}' in {module_name}{hint}")
+        raise ConfigError(
+            f"model '{model}': torchvision has no model '{name}' in {module_name}{hint}"
+        )
     return tvm.get_model_builder(name), name
 
 
@@ -220,7 +222,8 @@ def _build_torchvision(model: str, weights_file: str | None):
     except Exception as exc:
         raise ConfigError(
             f"the DEFAULT weights of {model} ({default}) could not be obtained "
-            f"({type(exc).__name__}: {exception_summary(exc)}). Place the file '{cached.name}' (from "
+            f"({type(exc).__name__}: {exception_summary(exc)}). "
+            f"Place the file '{cached.name}' (from "
             f"{default.url}) at '{cached}' (the folder follows $TORCH_HOME), "
             "or pass model-weights=<state dict file>",
             detail=str(exc),

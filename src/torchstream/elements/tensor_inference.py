@@ -10,7 +10,7 @@ from __future__ import annotations
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
 from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop, uint_prop
 from torchstream.errors import CapsError, TorchstreamError, exception_summary
-from torchstream.gst import GObject, Gst
+from torchstream.gst import Gst
 from torchstream.inference import InferenceEngine
 from torchstream.meta import TensorsRecord, attach_tensors_record
 from torchstream.model import (
@@ -64,12 +64,12 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         super().__init__()
         self._init_settings()
         self.sinkpad = Gst.Pad.new_from_template(self.get_pad_template("sink"), "sink")
-        self.sinkpad.set_chain_function_full(self._chain)
-        self.sinkpad.set_event_function_full(self._sink_event)
-        self.sinkpad.set_query_function_full(self._sink_query)
+        self.sinkpad.set_chain_function_full(self._chain, None)
+        self.sinkpad.set_event_function_full(self._sink_event, None)
+        self.sinkpad.set_query_function_full(self._sink_query, None)
         self.add_pad(self.sinkpad)
         self.srcpad = Gst.Pad.new_from_template(self.get_pad_template("src"), "src")
-        self.srcpad.set_query_function_full(self._src_query)
+        self.srcpad.set_query_function_full(self._src_query, None)
         self.add_pad(self.srcpad)
         self.model = None
         self.engine = None

@@ -1,0 +1,141 @@
+"""tensor_postproc_label: class scores (or indices) -> a Classification on the buffer.
+
+The tensors pass through untouched (in place: the buffer is made writable for its metadata,
+which copies no tensor memory); each buffer gains a frame-level classification in its results
+metadata (``torchstream.meta.read_results``). The methods are defined in
+:mod:`torchstream.postproc`.
+"""
+
+from __future__ import annotations
+
+from torchstream.caps import MEDIA_TYPE, config_from_fields
+from torchstream.elements._base import FLOW_ERROR, READWRITE, PropertyStore, guarded, string_prop
+from torchstream.errors import ConfigError, TorchstreamError
+from torchstream.gst import GLib, Gst, GstBase
+from torchstream.labels import check_covers, load_labels
+from torchstream.meta import ModelRecord, add_classification, read_tensors_record
+from torchstream.postproc import LABEL_METHODS, LabelParams, classify, num_classes
+from torchstream.tensors import MappedTensors, buffer_shapes, to_torch
+
+
+def double_prop(nick: str, blurb: str, default: float):
+    # the range is checked at start, so a bad value is an element error, not a GLib warning
+    return (float, nick, blurb, -GLib.MAXDOUBLE, GLib.MAXDOUBLE, default, READWRITE)
+
+
+class TensorPostprocLabel(PropertyStore, GstBase.BaseTransform):
+    __gtype_name__ = "tensor_postproc_label"
+    __gstmetadata__ = (
+        "Tensor to label",
+        "Filter/Tensor",
+        "Turns a classifier's output tensor into a label, label id and confidence attached to "
+        "the buffer as a classification (tensors pass through unchanged)",
+        "torchstream",
+    )
+    __gsttemplates__ = (
+        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.from_string(MEDIA_TYPE)),
+        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.from_string(MEDIA_TYPE)),
+    )
+    PROPERTIES = {
+        "method": string_prop(
+            "Method", "How scores become a label: max (argmax, raw value as confidence), "
+            "softmax (argmax, softmax probability as confidence), compound (every class with "
+            "sigmoid >= compound-threshold, labels joined by spaces), index (the tensor holds "
+            "the class index)", "max"),
+        "labels": string_prop("Labels", "Label names by class id, <a,b,c> (or use labels-file)",
+                              None),
+        "labels-file": string_prop(
+            "Labels file", "Text file with one label per line, line index = class id; it must "
+            "have a line for every class the model outputs", None),
+        "attribute-name": string_prop(
+            "Attribute name", "Attribute of the classification attached to the buffer",
+            "classification"),
+        "layer-name": string_prop(
+            "Layer name", "Output tensor to read, by name, when the model has several outputs",
+            None),
+        "threshold": double_prop(
+            "Threshold", "0..1: a result whose confidence is below it is not attached "
+            "(0 attaches every result)", 0.0),
+        "compound-threshold": double_prop(
+            "Compound threshold", "0..1: sigmoid value from which a class joins the label "
+            "of method=compound", 0.5),
+    }
+    __gproperties__ = PROPERTIES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.set_in_place(True)
+        self.set_passthrough(False)  # in place on a writable buffer: its metadata changes
+        self.params: LabelParams | None = None
+        self.config = None
+
+    @guarded(False)
+    def do_start(self):
+        s = self.settings
+        method = (s["method"] or "").strip().lower()
+        if method not in LABEL_METHODS:
+            raise ConfigError(
+                f"property 'method' is {s['method']!r}; expected one of {', '.join(LABEL_METHODS)}"
+            )
+        self.params = LabelParams(
+            method=method,
+            attribute=s["attribute-name"] or "",
+            threshold=s["threshold"],
+            compound_threshold=s["compound-threshold"],
+            labels=load_labels(s["labels"], s["labels-file"]),
+        )
+        return True
+
+    @guarded(False)
+    def do_set_caps(self, incaps, outcaps):
+        config = config_from_fields(incaps.get_structure(0))
+        self.config = config
+        params = self.params
+        # with a single fixed-size output the label coverage is known now: refuse at once
+        if params.labels is not None and len(config) == 1 and config.tensors[0].is_fixed:
+            classes = num_classes(config.tensors[0].shape, params.method)
+            if classes is not None:
+                check_covers(params.labels, classes)
+        return True
+
+    def _select(self, buf, record) -> tuple[int, str]:
+        """The index and name of the tensor to read."""
+        layer = (self.settings["layer-name"] or "").strip()
+        names = list(record.names) if record is not None else []
+        if layer:
+            if record is None:
+                raise TorchstreamError(
+                    f"layer-name '{layer}' needs the output names that pytorch_tensor_inference "
+                    "attaches to its buffers; this buffer carries none"
+                )
+            if layer not in names:
+                raise ConfigError(
+                    f"layer-name '{layer}' is not an output of {record.model or 'the model'}; "
+                    f"its outputs are: {', '.join(names)}"
+                )
+            return names.index(layer), layer
+        if len(self.config) != 1:
+            known = f": {', '.join(names)}" if names else ""
+            raise ConfigError(
+                f"the model has {len(self.config)} outputs; set layer-name to the one holding "
+                f"the class scores{known}"
+            )
+        return 0, names[0] if names else ""
+
+    @guarded(FLOW_ERROR)
+    def do_transform_ip(self, buf):
+        record = read_tensors_record(buf)
+        index, layer = self._select(buf, record)
+        info = self.config.tensors[index]
+        with MappedTensors(buf, self.config, buffer_shapes(buf, self.config)) as arrays:
+            array = arrays[index]
+            if info.dtype == "bfloat16":
+                array = to_torch(array, "bfloat16").float().numpy()
+            result = classify(array, self.params)
+        if result is not None:
+            model = ModelRecord(record.model, (layer,) if layer else ()) if record else None
+            add_classification(buf, result, model)
+        return Gst.FlowReturn.OK

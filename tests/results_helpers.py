@@ -1,0 +1,177 @@
+"""Test helpers for results metadata: run a pipeline fed from an appsrc and read, from every
+buffer that reaches each appsink, its tensors or pixels and the results it carries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tests.helpers import _padded_rows
+from torchstream.caps import config_from_fields
+from torchstream.elements._base import FLOW_ERROR, guarded
+from torchstream.gst import Gst, GstBase, GstVideo
+from torchstream.meta import FrameResults, TensorsRecord, read_results, read_tensors_record
+from torchstream.pipeline import PipelineResult, run_to_end
+from torchstream.tensors import MappedTensors
+
+ROI_API = GstVideo.VideoRegionOfInterestMeta.get_info().api
+
+
+@dataclass
+class Roi:
+    """A GstVideoRegionOfInterestMeta as read with PyGObject."""
+
+    roi_type: str
+    id: int
+    parent_id: int
+    x: int
+    y: int
+    w: int
+    h: int
+    params: dict[str, dict]
+
+
+@dataclass
+class Received:
+    pts: int
+    caps: str
+    arrays: list[np.ndarray]
+    results: FrameResults
+    record: TensorsRecord | None
+    rois: list[Roi]
+
+
+@dataclass
+class ResultsRun:
+    result: PipelineResult
+    per_sink: dict[str, list[Received]] = field(default_factory=dict)
+
+    @property
+    def error(self) -> str | None:
+        return self.result.error
+
+
+class MetaWriter(GstBase.BaseTransform):
+    """``test_meta_writer``: an in-place element that lets a test write metadata on each
+    buffer, as a user's own element would (``self.write(buf, index)``)."""
+
+    __gtype_name__ = "test_meta_writer"
+    __gstmetadata__ = ("Test meta writer", "Filter", "Calls a test function per buffer", "tests")
+    __gsttemplates__ = (
+        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.new_any()),
+        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.new_any()),
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_in_place(True)
+        self.set_passthrough(False)
+        self.write = None
+        self.count = 0
+
+    @guarded(FLOW_ERROR)
+    def do_transform_ip(self, buf):
+        if self.write is not None:
+            self.write(buf, self.count)
+        self.count += 1
+        return Gst.FlowReturn.OK
+
+
+if Gst.ElementFactory.find("test_meta_writer") is None:
+    Gst.Element.register(None, "test_meta_writer", Gst.Rank.NONE, MetaWriter)
+
+
+def read_rois(buf: Gst.Buffer, ids, param_names=("detection",)) -> list[Roi]:
+    """The ROI metas of ``buf`` with the given ids (looked up by id, the public C API)."""
+    rois = []
+    for roi_id in ids:
+        meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, roi_id)
+        if meta is None:
+            continue
+        params = {}
+        for name in param_names:
+            s = meta.get_param(name)
+            if s is not None:
+                params[name] = {s.nth_field_name(i): s.get_value(s.nth_field_name(i))
+                                for i in range(s.n_fields())}
+        roi_type = GLib_quark_to_string(meta.roi_type)
+        rois.append(Roi(roi_type, meta.id, meta.parent_id, meta.x, meta.y, meta.w, meta.h,
+                        params))
+    return rois
+
+
+def GLib_quark_to_string(quark: int) -> str:  # noqa: N802 - mirrors the C name
+    from torchstream.gst import GLib
+
+    return GLib.quark_to_string(quark)
+
+
+def _receive(buf: Gst.Buffer, caps: Gst.Caps, roi_ids, param_names) -> Received:
+    s = caps.get_structure(0)
+    if s.get_name() == "other/tensors":
+        with MappedTensors(buf, config_from_fields(s)) as arrays:
+            copies = [a.copy() for a in arrays]
+    else:
+        ok, info = buf.map(Gst.MapFlags.READ)
+        copies = [np.frombuffer(info.data, np.uint8).copy()]
+        buf.unmap(info)
+    results = read_results(buf)
+    ids = roi_ids if roi_ids is not None else [r.region_id for r in results.regions]
+    return Received(buf.pts, caps.to_string(), copies, results, read_tensors_record(buf),
+                    read_rois(buf, ids, param_names))
+
+
+def run_results(description: str, frames: list[np.ndarray], fmt: str = "RGB",
+                sinks: tuple[str, ...] = ("sink",), fps: int = 25, timeout: float = 60,
+                writers: dict[str, Callable[[Gst.Buffer, int], None]] | None = None,
+                roi_ids=None, param_names=("detection",)) -> ResultsRun:
+    """Run ``description`` (an appsrc named "src", appsinks named ``sinks``).
+
+    ``writers`` maps the name of a ``test_meta_writer`` element to a function called with each
+    buffer passing it (writable) and the buffer's index, to write metadata.
+    """
+    pipeline = Gst.parse_launch(description)
+    run = ResultsRun(PipelineResult(ok=False))
+    for name in sinks:
+        received: list[Received] = []
+        run.per_sink[name] = received
+        sink = pipeline.get_by_name(name)
+        sink.set_property("emit-signals", True)
+        sink.set_property("sync", False)
+
+        def on_sample(appsink, received=received):
+            sample = appsink.emit("pull-sample")
+            received.append(_receive(sample.get_buffer(), sample.get_caps(), roi_ids,
+                                     param_names))
+            return Gst.FlowReturn.OK
+
+        sink.connect("new-sample", on_sample)
+    for name, write in (writers or {}).items():
+        pipeline.get_by_name(name).write = write
+    src = pipeline.get_by_name("src")
+    h, w = frames[0].shape[:2]
+    src.set_property("caps", Gst.Caps.from_string(
+        f"video/x-raw,format={fmt},width={w},height={h},framerate={fps}/1"))
+    src.set_property("format", Gst.Format.TIME)
+    src.set_property("max-buffers", 4)
+    src.set_property("block", False)
+    feed = iter(enumerate(frames))
+
+    def need_data(appsrc, _length):
+        try:
+            i, frame = next(feed)
+        except StopIteration:
+            appsrc.emit("end-of-stream")
+            return
+        buf = Gst.Buffer.new_wrapped(_padded_rows(frame))
+        buf.pts = i * Gst.SECOND // fps
+        buf.duration = Gst.SECOND // fps
+        appsrc.emit("push-buffer", buf)
+
+    src.connect("need-data", need_data)
+    run.result = run_to_end(pipeline, timeout)
+    return run

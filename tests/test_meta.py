@@ -219,6 +219,26 @@ def test_invalid_results_are_refused_and_leave_the_buffer_as_it_was(region, mess
     assert read_results(buf) == results_for(4)
 
 
+def test_a_shared_buffer_is_refused_with_a_clear_error():
+    import ctypes
+
+    gst = ctypes.CDLL("libgstreamer-1.0.so.0")
+    gst.gst_mini_object_ref.restype = ctypes.c_void_p
+    gst.gst_mini_object_ref.argtypes = gst.gst_mini_object_unref.argtypes = [ctypes.c_void_p]
+    buf = new_buffer()
+    write_results(buf, results_for(6), W, H)
+    gst.gst_mini_object_ref(hash(buf))  # a second owner, as after a tee
+    try:
+        with pytest.raises(TorchstreamError, match="only be written on a writable buffer"):
+            write_results(buf, results_for(7), W, H)
+        with pytest.raises(TorchstreamError, match="writable"):
+            clear_results(buf)
+        assert read_results(buf) == results_for(6)  # reading needs no ownership
+    finally:
+        gst.gst_mini_object_unref(hash(buf))
+    assert n_rois(buf) == 3
+
+
 def test_results_and_tensors_record_live_side_by_side():
     buf = new_buffer()
     record = TensorsRecord("torchvision.models.mobilenet_v2", ("output",), ("float32",), "1000",

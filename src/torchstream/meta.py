@@ -41,6 +41,8 @@ _lib.gst_buffer_remove_meta.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 _lib.gst_custom_meta_get_structure.restype = ctypes.c_void_p
 _lib.gst_custom_meta_get_structure.argtypes = [ctypes.c_void_p]
 _lib.gst_structure_set.restype = None
+_lib.gst_mini_object_is_writable.restype = ctypes.c_int
+_lib.gst_mini_object_is_writable.argtypes = [ctypes.c_void_p]
 
 _registered: set[str] = set()
 
@@ -399,6 +401,14 @@ def _add_roi_mirror(buf: Gst.Buffer, r: Region, width: int, height: int) -> None
         roi.add_param(param)
 
 
+def _check_writable(buf: Gst.Buffer) -> None:
+    if not _lib.gst_mini_object_is_writable(hash(buf)):
+        raise TorchstreamError(
+            "results metadata can only be written on a writable buffer (this one is shared): "
+            "write from an in-place, non-passthrough element, or on a buffer you own"
+        )
+
+
 def _frame_size_of(buf: Gst.Buffer) -> tuple[int, int] | None:
     from torchstream.gst import GstVideo
 
@@ -434,6 +444,7 @@ def write_results(buf: Gst.Buffer, results: FrameResults, frame_width: int | Non
     frame size, the mirrors of regions still present (same id and label) are kept as they are
     and the others are removed.
     """
+    _check_writable(buf)
     old: set[tuple[int, str]] = set()
     fields = read_custom_meta(buf, RESULTS_META)
     if fields and fields.get(RESULTS_FIELD):
@@ -492,6 +503,7 @@ def clear_results(buf: Gst.Buffer) -> None:
     fields = read_custom_meta(buf, RESULTS_META)
     if not fields:
         return
+    _check_writable(buf)
     try:
         _, extra = decode_results(fields.get(RESULTS_FIELD) or "{}")
         _remove_roi_mirrors(buf, {(int(i), str(label)) for i, label in extra.get("roi", [])})

@@ -184,6 +184,9 @@ def test_convenience_writers_accumulate():
     add_classification(buf, Classification("scene", "indoor", 3, 0.6), model)
     add_classification(buf, Classification("classification", "tabby", 282, 0.8), model)
     region = Region(0.25, 0.5, 0.75, 1.0, "cat", 17, 0.9, region_id=0)
+    region.set_classification(Classification("color", "grey", 1, 0.4))
+    region.set_classification(Classification("color", "brown", 2, 0.5))
+    assert region.classifications == [Classification("color", "brown", 2, 0.5)]
     add_region(buf, region, W, H)
     results = read_results(buf)
     assert results.classifications == [Classification("classification", "tabby", 282, 0.8),

@@ -171,7 +171,12 @@ class Region:
     classifications: list[Classification] = field(default_factory=list)
 
     def classification(self, attribute: str) -> Classification | None:
+        """This region's classification of ``attribute``, or None."""
         return _by_attribute(self.classifications, attribute)
+
+    def set_classification(self, c: Classification) -> None:
+        """Add ``c`` to this region, replacing a classification of the same attribute."""
+        _set_by_attribute(self.classifications, c)
 
     def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
         """The box in pixels of a ``width`` x ``height`` frame: ``(x, y, w, h)``, rounded and

@@ -11,7 +11,7 @@ import numpy as np
 from tests.helpers import _padded_rows
 from torchstream.caps import config_from_fields
 from torchstream.elements._base import FLOW_ERROR, guarded
-from torchstream.gst import Gst, GstBase, GstVideo
+from torchstream.gst import GLib, Gst, GstBase, GstVideo
 from torchstream.meta import FrameResults, TensorsRecord, read_results, read_tensors_record
 from torchstream.pipeline import PipelineResult, run_to_end
 from torchstream.tensors import MappedTensors
@@ -98,16 +98,10 @@ def read_rois(buf: Gst.Buffer, ids, param_names=("detection",)) -> list[Roi]:
             if s is not None:
                 params[name] = {s.nth_field_name(i): s.get_value(s.nth_field_name(i))
                                 for i in range(s.n_fields())}
-        roi_type = GLib_quark_to_string(meta.roi_type)
+        roi_type = GLib.quark_to_string(meta.roi_type)
         rois.append(Roi(roi_type, meta.id, meta.parent_id, meta.x, meta.y, meta.w, meta.h,
                         params))
     return rois
-
-
-def GLib_quark_to_string(quark: int) -> str:  # noqa: N802 - mirrors the C name
-    from torchstream.gst import GLib
-
-    return GLib.quark_to_string(quark)
 
 
 def _receive(buf: Gst.Buffer, caps: Gst.Caps, roi_ids, param_names) -> Received:

@@ -79,6 +79,8 @@ def test_label_file_lines(tmp_path):
     assert read_labels_file(path) == ("cat", "hot dog", "", "bird")
     path.write_text("only\n")
     assert read_labels_file(path) == ("only",)
+    path.write_text("[PAD]\n[UNK]\n")  # bracketed names, not JSON
+    assert read_labels_file(path) == ("[PAD]", "[UNK]")
 
 
 def _unreadable(tmp_path: Path) -> Path:

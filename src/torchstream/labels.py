@@ -9,6 +9,7 @@ text, one label per line, line index = class id (the shipped ``labels/imagenet_2
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,11 +101,18 @@ def read_labels_file(path: str | Path, prop: str = "labels-file") -> tuple[str, 
         lines.pop()
     if not lines:
         raise ConfigError(f"{where} is empty; expected one label per line")
-    if lines[0][:1] in ("{", "[") and (lines[-1][-1:] in ("}", "]")):
+    if lines[0][:1] in ("{", "[") and _is_json_container(text):
         raise ConfigError(
             f"{where} looks like JSON; a label file is plain text with one label per line"
         )
     return tuple(lines)
+
+
+def _is_json_container(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), (dict, list))
+    except ValueError:
+        return False
 
 
 def load_labels(labels: str | None, labels_file: str | None,

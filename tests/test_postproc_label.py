@@ -280,3 +280,27 @@ def test_classify_core_on_plain_arrays():
         classify(np.zeros((2, 4), np.float32), LabelParams())
     with pytest.raises(Exception, match="expects class indices"):
         classify(np.array([2.5]), LabelParams(method="index"))
+
+
+def test_no_memory_growth_over_thousands_of_buffers():
+    """Buffers made writable after a tee, metadata written through the C API: nothing kept."""
+    from torchstream.pipeline import run_to_end
+
+    def resident_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 1e6
+
+    def run(n: int) -> None:
+        pipeline = Gst.parse_launch(
+            f"videotestsrc num-buffers={n} pattern=snow ! "
+            "video/x-raw,format=RGBx,width=1,height=1 ! tensor_convert ! tee name=t ! queue ! "
+            "tensor_postproc_label method=softmax labels=<r,g,b,x> ! fakesink sync=false "
+            "t. ! queue ! fakesink sync=false")
+        result = run_to_end(pipeline, 120)
+        assert result.ok, result.error
+
+    run(500)
+    run(3000)
+    before = resident_mb()
+    run(10000)
+    assert resident_mb() - before < 0.5  # less than 50 bytes per buffer

@@ -260,3 +260,25 @@ def test_region_pixels_round_and_clip():
     assert r.pixels(W, H) == (0, 0, W, H)
     r = Region(0.1, 0.25, 0.1, 0.5, "thin", 0, 1.0, 0)
     assert r.pixels(W, H) == (64, 68, 0, 68)
+
+
+def test_rewriting_results_keeps_memory_flat():
+    def resident_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 1e6
+
+    results = [results_for(i) for i in range(4)]
+
+    def churn(n: int) -> None:
+        for _ in range(n // 10):
+            buf = new_buffer()
+            for i in range(10):  # rewritten on one buffer, then dropped
+                write_results(buf, results[i % 4], W, H)
+                add_classification(buf, Classification("scene", "street", i, 0.5))
+                read_results(buf)
+            clear_results(buf)
+
+    churn(1000)
+    before = resident_mb()
+    churn(5000)
+    assert resident_mb() - before < 0.5  # less than 100 bytes per write

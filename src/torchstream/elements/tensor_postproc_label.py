@@ -15,7 +15,7 @@ from torchstream.gst import GLib, Gst, GstBase
 from torchstream.labels import check_covers, load_labels
 from torchstream.meta import ModelRecord, add_classification, read_tensors_record
 from torchstream.postproc import LABEL_METHODS, LabelParams, classify, num_classes
-from torchstream.tensors import MappedTensors, buffer_shapes, to_torch
+from torchstream.tensors import MappedTensors, to_torch
 
 
 def double_prop(nick: str, blurb: str, default: float):
@@ -101,7 +101,7 @@ class TensorPostprocLabel(PropertyStore, GstBase.BaseTransform):
                 check_covers(params.labels, classes)
         return True
 
-    def _select(self, buf, record) -> tuple[int, str]:
+    def _select(self, record) -> tuple[int, str]:
         """The index and name of the tensor to read."""
         layer = (self.settings["layer-name"] or "").strip()
         names = list(record.names) if record is not None else []
@@ -116,7 +116,13 @@ class TensorPostprocLabel(PropertyStore, GstBase.BaseTransform):
                     f"layer-name '{layer}' is not an output of {record.model or 'the model'}; "
                     f"its outputs are: {', '.join(names)}"
                 )
-            return names.index(layer), layer
+            index = names.index(layer)
+            if index >= len(self.config):
+                raise TorchstreamError(
+                    f"layer-name '{layer}' is output {index} but the caps describe only "
+                    f"{len(self.config)} tensors"
+                )
+            return index, layer
         if len(self.config) != 1:
             known = f": {', '.join(names)}" if names else ""
             raise ConfigError(
@@ -128,9 +134,9 @@ class TensorPostprocLabel(PropertyStore, GstBase.BaseTransform):
     @guarded(FLOW_ERROR)
     def do_transform_ip(self, buf):
         record = read_tensors_record(buf)
-        index, layer = self._select(buf, record)
+        index, layer = self._select(record)
         info = self.config.tensors[index]
-        with MappedTensors(buf, self.config, buffer_shapes(buf, self.config)) as arrays:
+        with MappedTensors(buf, self.config) as arrays:
             array = arrays[index]
             if info.dtype == "bfloat16":
                 array = to_torch(array, "bfloat16").float().numpy()

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The demo: a real video, a real pretrained classifier, results per frame in JSON lines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p out
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/python -m scripts.demo "$@"

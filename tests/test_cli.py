@@ -11,7 +11,9 @@ from tests.conftest import BIKES, IMAGENET_MEAN, IMAGENET_STD
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHSTREAM = REPO / ".venv" / "bin" / "torchstream"
-ELEMENTS = ("tensor_convert", "opencv_tensor_normalize", "pytorch_tensor_inference")
+ELEMENTS = (
+    "tensor_convert", "opencv_tensor_normalize", "pytorch_tensor_inference", "tensor_postproc_label"
+)
 
 
 def clean_shell(script: str, timeout: float = 120) -> subprocess.CompletedProcess:

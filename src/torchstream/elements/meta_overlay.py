@@ -1,0 +1,92 @@
+"""meta_overlay: draws the results on the buffer (boxes, labels, frame classifications).
+
+An in-place transform that draws straight into the frame in the format it arrives in (packed
+RGB family, 8-bit planar and semi-planar YUV, GRAY8; see :mod:`torchstream.overlay`): no
+colour conversion, so the output format is the input format, a frame without results leaves
+untouched, and the results metadata stays on the buffer.
+"""
+
+from __future__ import annotations
+
+from torchstream.elements._base import FLOW_ERROR, READWRITE, PropertyStore, guarded, uint_prop
+from torchstream.errors import TorchstreamError
+from torchstream.gst import Gst, GstBase, GstVideo
+from torchstream.meta import read_results
+from torchstream.overlay import (
+    OVERLAY_FORMATS,
+    auto_style,
+    draw_on_planes,
+    frame_planes,
+    is_drawable,
+)
+
+_CAPS = "video/x-raw,format=(string){ " + ", ".join(OVERLAY_FORMATS) + " }"
+
+
+class MetaOverlay(PropertyStore, GstBase.BaseTransform):
+    __gtype_name__ = "meta_overlay"
+    __gstmetadata__ = (
+        "Results overlay",
+        "Filter/Effect/Video",
+        "Draws every region's box and labels and the frame-level classifications on the "
+        "video, in the frame's own format (output format = input format)",
+        "torchstream",
+    )
+    __gsttemplates__ = (
+        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.from_string(_CAPS)),
+        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
+                            Gst.Caps.from_string(_CAPS)),
+    )
+    PROPERTIES = {
+        "lines-thickness": uint_prop(
+            "Lines thickness", "Box line thickness in pixels; 0 = from the frame size "
+            "(shorter side / 300, at least 1)", 0, 1000, 0),
+        "font-scale": (float, "Font scale", "OpenCV font scale of the labels (1 = about 22 px "
+                       "capital height); 0 = from the frame size (shorter side / 800, at least "
+                       "0.4)", 0.0, 100.0, 0.0, READWRITE),
+        "font-thickness": uint_prop(
+            "Font thickness", "Stroke thickness of the labels in pixels; 0 = from the font "
+            "scale (1.5 x scale, at least 1)", 0, 1000, 0),
+    }
+    __gproperties__ = PROPERTIES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.set_in_place(True)
+        self.set_passthrough(False)  # drawing writes the frame: GStreamer makes it writable
+        self.info = None
+        self.style = None
+
+    @guarded(False)
+    def do_set_caps(self, incaps, outcaps):
+        info = GstVideo.VideoInfo.new_from_caps(incaps)
+        if info is None:
+            raise TorchstreamError(f"meta_overlay: not a video format: {incaps.to_string()}")
+        s = self.settings
+        self.info = info
+        self.style = auto_style(info.width, info.height, s["lines-thickness"], s["font-scale"],
+                                s["font-thickness"])
+        return True
+
+    @guarded(FLOW_ERROR)
+    def do_transform_ip(self, buf):
+        results = read_results(buf)
+        if not is_drawable(results):
+            return Gst.FlowReturn.OK  # nothing to draw: the frame is not mapped or touched
+        info = self.info
+        offsets, strides = list(info.offset), list(info.stride)
+        vmeta = GstVideo.buffer_get_video_meta(buf)
+        if vmeta is not None:  # the producer's own plane layout (padded rows or planes)
+            offsets, strides = list(vmeta.offset), list(vmeta.stride)
+        ok, mapping = buf.map(Gst.MapFlags.READ | Gst.MapFlags.WRITE)
+        if not ok:
+            raise TorchstreamError("meta_overlay: could not map the frame for writing")
+        try:
+            planes = frame_planes(mapping.data, info.finfo.name, info.width, info.height,
+                                  offsets, strides)
+            draw_on_planes(planes, info.width, info.height, results, self.style)
+        finally:
+            buf.unmap(mapping)
+        return Gst.FlowReturn.OK

@@ -1,0 +1,285 @@
+"""Drawing results (regions, their labels, frame-level classifications) on video frames.
+
+Pure numpy/OpenCV, no GStreamer: :func:`draw_results` draws on a BGR(x) image, and
+:func:`frame_planes` describes a raw video frame of any supported format (packed RGB family,
+planar and semi-planar 8-bit YUV, GRAY8) as planes that the same drawing code writes into
+directly, so a frame never goes through a colour conversion to be annotated.
+
+Boxes and filled label backgrounds are drawn with ``cv2.rectangle`` on every plane (chroma
+planes at their subsampled coordinates). Text is rendered once at full resolution into a small
+mask with ``cv2.putText`` and that mask is applied to every plane (subsampled for chroma), so
+letters on luma and chroma line up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from torchstream.errors import CapsError
+from torchstream.meta import Classification, FrameResults, Region
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+# Formats drawn in place, by layout. Packed: channel order. Planar/semi-planar: per plane the
+# components it holds and its subsampling (log2 of the divisor in x and y).
+PACKED_FORMATS = {
+    "RGB": "RGB", "BGR": "BGR",
+    "RGBx": "RGBx", "BGRx": "BGRx", "xRGB": "xRGB", "xBGR": "xBGR",
+    "RGBA": "RGBA", "BGRA": "BGRA", "ARGB": "ARGB", "ABGR": "ABGR",
+}
+YUV_FORMATS: dict[str, tuple[tuple[str, int, int], ...]] = {
+    "I420": (("Y", 0, 0), ("U", 1, 1), ("V", 1, 1)),
+    "YV12": (("Y", 0, 0), ("V", 1, 1), ("U", 1, 1)),
+    "Y42B": (("Y", 0, 0), ("U", 1, 0), ("V", 1, 0)),
+    "Y444": (("Y", 0, 0), ("U", 0, 0), ("V", 0, 0)),
+    "NV12": (("Y", 0, 0), ("UV", 1, 1)),
+    "NV21": (("Y", 0, 0), ("VU", 1, 1)),
+    "NV16": (("Y", 0, 0), ("UV", 1, 0)),
+    "GRAY8": (("G", 0, 0),),
+}
+OVERLAY_FORMATS = tuple(PACKED_FORMATS) + tuple(YUV_FORMATS)
+
+# One colour per label id (BGR), distinct and bright enough to read black text on.
+PALETTE = (
+    (0, 200, 255), (255, 128, 0), (0, 255, 0), (255, 0, 255), (0, 255, 255),
+    (255, 255, 0), (128, 128, 255), (0, 128, 255), (255, 0, 128), (128, 255, 0),
+    (0, 0, 255), (200, 200, 200),
+)
+FRAME_TEXT_BACKGROUND = (0, 0, 0)
+FRAME_TEXT_COLOR = (255, 255, 255)
+
+
+def color_for(label_id: int) -> tuple[int, int, int]:
+    return PALETTE[int(label_id) % len(PALETTE)]
+
+
+def _yuv(bgr: tuple[int, int, int]) -> dict[str, int]:
+    """BT.601 limited range (what videoconvert uses for SD; close for HD), and full-range grey."""
+    b, g, r = bgr
+    return {
+        "Y": round(16 + 0.257 * r + 0.504 * g + 0.098 * b),
+        "U": round(128 - 0.148 * r - 0.291 * g + 0.439 * b),
+        "V": round(128 + 0.439 * r - 0.368 * g - 0.071 * b),
+        "G": round(0.299 * r + 0.587 * g + 0.114 * b),
+    }
+
+
+def _packed_value(order: str) -> Callable[[tuple[int, int, int]], tuple[int, ...]]:
+    def value(bgr):
+        b, g, r = bgr
+        channels = {"R": r, "G": g, "B": b, "A": 255, "x": 255}
+        return tuple(channels[c] for c in order)
+
+    return value
+
+
+def _yuv_value(components: str) -> Callable[[tuple[int, int, int]], tuple[int, ...]]:
+    def value(bgr):
+        yuv = _yuv(bgr)
+        if components in ("UV", "VU"):
+            return tuple(yuv[c] for c in components)
+        return (yuv[components],)
+
+    return value
+
+
+@dataclass
+class Plane:
+    """One plane of a frame: a writable view, its subsampling (log2 divisor in x, y) and how a
+    BGR colour becomes this plane's values."""
+
+    array: np.ndarray
+    sx: int
+    sy: int
+    value: Callable[[tuple[int, int, int]], tuple[int, ...]]
+
+
+def bgr_planes(image: np.ndarray) -> list[Plane]:
+    """A BGR (HxWx3) or BGRx/BGRA (HxWx4) uint8 image as one plane."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected a uint8 HxWx3 or HxWx4 BGR image, got {image.dtype} "
+                         f"{image.shape}")
+    return [Plane(image, 0, 0, _packed_value("BGR" if image.shape[2] == 3 else "BGRA"))]
+
+
+def frame_planes(data, fmt: str, width: int, height: int, offsets, strides) -> list[Plane]:
+    """Writable views of the planes of a raw frame held in ``data`` (a writable buffer)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if fmt in PACKED_FORMATS:
+        order = PACKED_FORMATS[fmt]
+        layout = [(order, 0, 0, len(order))]
+        value = [_packed_value(order)]
+    elif fmt in YUV_FORMATS:
+        layout = [(c, sx, sy, 2 if len(c) == 2 else 1) for c, sx, sy in YUV_FORMATS[fmt]]
+        value = [_yuv_value(c) for c, _, _ in YUV_FORMATS[fmt]]
+    else:
+        raise CapsError(f"meta_overlay cannot draw on {fmt} frames; supported: "
+                        f"{', '.join(OVERLAY_FORMATS)} (put a videoconvert before it)")
+    planes = []
+    for p, ((_, sx, sy, channels), to_value) in enumerate(zip(layout, value, strict=True)):
+        w = -(-width // (1 << sx))
+        h = -(-height // (1 << sy))
+        offset, stride = int(offsets[p]), int(strides[p])
+        end = offset + (h - 1) * stride + w * channels
+        if end > raw.size:
+            raise CapsError(f"{fmt} {width}x{height} frame: plane {p} needs {end} bytes, the "
+                            f"buffer holds {raw.size}")
+        shape = (h, w, channels) if channels > 1 else (h, w)
+        byte_strides = (stride, channels, 1) if channels > 1 else (stride, 1)
+        array = np.ndarray(shape, np.uint8, buffer=raw, offset=offset, strides=byte_strides)
+        planes.append(Plane(array, sx, sy, to_value))
+    return planes
+
+
+@dataclass(frozen=True)
+class Style:
+    """Resolved drawing sizes in pixels of the full-resolution frame."""
+
+    lines_thickness: int
+    font_scale: float
+    font_thickness: int
+
+
+def auto_style(width: int, height: int, lines_thickness: int = 0, font_scale: float = 0.0,
+               font_thickness: int = 0) -> Style:
+    """Sizes for a ``width`` x ``height`` frame; a value of 0 is chosen from the frame size
+    (its shorter side ``s``): lines ``max(1, round(s/300))`` px, font scale ``max(0.4, s/800)``
+    (Hershey simplex: about 22 px capital height at scale 1), font thickness
+    ``max(1, round(font scale * 1.5))``."""
+    short = max(1, min(int(width), int(height)))
+    lines = int(lines_thickness) or max(1, round(short / 300))
+    scale = float(font_scale) or max(0.4, short / 800)
+    thick = int(font_thickness) or max(1, round(scale * 1.5))
+    return Style(lines, scale, thick)
+
+
+def _ascii(text: str) -> str:
+    """OpenCV's Hershey fonts draw ASCII only: other characters become '?'."""
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+
+
+def region_lines(region: Region) -> list[str]:
+    lines = [f"{region.label} {region.confidence:.2f}"]
+    lines += [_classification_text(c) for c in region.classifications]
+    return lines
+
+
+def _classification_text(c: Classification) -> str:
+    return f"{c.label} {c.confidence:.2f}"
+
+
+def frame_lines(results: FrameResults) -> list[str]:
+    out = []
+    for c in results.classifications:
+        prefix = "" if c.attribute == "classification" else f"{c.attribute}: "
+        out.append(prefix + _classification_text(c))
+    return out
+
+
+class Painter:
+    """Draws primitives at full-resolution coordinates on every plane of a frame."""
+
+    def __init__(self, planes: list[Plane], width: int, height: int) -> None:
+        self.planes = planes
+        self.width = int(width)
+        self.height = int(height)
+
+    def rectangle(self, x0: int, y0: int, x1: int, y1: int, bgr, thickness: int) -> None:
+        """Box with corners (x0, y0), (x1, y1) inclusive; ``thickness`` -1 fills it."""
+        for plane in self.planes:
+            sx, sy = plane.sx, plane.sy
+            t = thickness if thickness < 0 else max(1, -(-thickness // (1 << max(sx, sy))))
+            cv2.rectangle(plane.array, (x0 >> sx, y0 >> sy), (x1 >> sx, y1 >> sy),
+                          plane.value(bgr), t, cv2.LINE_8)
+
+    def text(self, text: str, x: int, y: int, bgr, scale: float, thickness: int) -> None:
+        """``text`` with its top-left corner at (x, y) (clipped to the frame)."""
+        (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+        # a mask aligned on even coordinates, so subsampled planes take every other pixel
+        mx0, my0 = max(0, x) & ~1, max(0, y) & ~1
+        mx1, my1 = min(self.width, x + tw + 2), min(self.height, y + th + base + 2)
+        if mx1 <= mx0 or my1 <= my0:
+            return
+        mask = np.zeros((my1 - my0, mx1 - mx0), np.uint8)
+        cv2.putText(mask, text, (x - mx0, y - my0 + th), FONT, scale, 255, thickness,
+                    cv2.LINE_8)
+        for plane in self.planes:
+            sx, sy = plane.sx, plane.sy
+            sub = mask[::1 << sy, ::1 << sx] if (sx or sy) else mask
+            ph, pw = plane.array.shape[:2]
+            px0, py0 = mx0 >> sx, my0 >> sy
+            sub = sub[: max(0, ph - py0), : max(0, pw - px0)]
+            target = plane.array[py0:py0 + sub.shape[0], px0:px0 + sub.shape[1]]
+            target[sub > 0] = plane.value(bgr)
+
+
+def _text_color(background) -> tuple[int, int, int]:
+    b, g, r = background
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 110 else (255, 255, 255)
+
+
+def _label_block(painter: Painter, lines: list[str], x: int, y: int, background, style: Style,
+                 above: bool) -> None:
+    """Lines of text on a filled background, its bottom-left at (x, y) when ``above`` (moved
+    inside the frame when it does not fit), else its top-left at (x, y)."""
+    if not lines:
+        return
+    lines = [_ascii(line) for line in lines]
+    pad = max(2, style.font_thickness + 1)
+    sizes = [cv2.getTextSize(line, FONT, style.font_scale, style.font_thickness)
+             for line in lines]
+    line_h = max(h + base for (_, h), base in sizes) + pad
+    block_w = max(w for (w, _), _ in sizes) + 2 * pad
+    block_h = line_h * len(lines) + pad
+    top = y - block_h if above else y
+    if top < 0:
+        top = y if above else 0
+    top = min(top, max(0, painter.height - block_h))
+    left = min(max(0, x), max(0, painter.width - block_w))
+    painter.rectangle(left, top, left + block_w - 1, top + block_h - 1, background, -1)
+    color = _text_color(background) if background != FRAME_TEXT_BACKGROUND else FRAME_TEXT_COLOR
+    for i, line in enumerate(lines):
+        painter.text(line, left + pad, top + pad + i * line_h, color, style.font_scale,
+                     style.font_thickness)
+
+
+def draw_on_planes(planes: list[Plane], width: int, height: int, results: FrameResults,
+                   style: Style) -> None:
+    """Every region's box and labels, then the frame-level classifications (top left)."""
+    painter = Painter(planes, width, height)
+    for region in results.regions:
+        x, y, w, h = region.pixels(width, height)
+        color = color_for(region.label_id)
+        x1, y1 = min(x + max(w, 1), width) - 1, min(y + max(h, 1), height) - 1
+        painter.rectangle(x, y, x1, y1, color, style.lines_thickness)
+    for region in results.regions:  # labels over every box, so no box hides a label
+        x, y, _, _ = region.pixels(width, height)
+        _label_block(painter, region_lines(region), x, y, color_for(region.label_id), style,
+                     above=True)
+    margin = max(2, style.lines_thickness * 2)
+    _label_block(painter, frame_lines(results), margin, margin, FRAME_TEXT_BACKGROUND, style,
+                 above=False)
+
+
+def draw_results(image: np.ndarray, results: FrameResults, lines_thickness: int = 0,
+                 font_scale: float = 0.0, font_thickness: int = 0) -> np.ndarray:
+    """Draw ``results`` on a BGR/BGRx uint8 image in place (and return it); 0 = automatic."""
+    h, w = image.shape[:2]
+    style = auto_style(w, h, lines_thickness, font_scale, font_thickness)
+    draw_on_planes(bgr_planes(image), w, h, results, style)
+    return image
+
+
+def is_drawable(results: FrameResults) -> bool:
+    return bool(results.regions or results.classifications)
+
+
+__all__ = [
+    "OVERLAY_FORMATS", "PALETTE", "Plane", "Style", "auto_style", "bgr_planes", "color_for",
+    "draw_on_planes", "draw_results", "frame_lines", "frame_planes", "is_drawable",
+    "region_lines",
+]

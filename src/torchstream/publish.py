@@ -1,0 +1,118 @@
+"""Results as JSON Lines: one JSON object per frame (see docs/elements.md, meta_publish).
+
+Pure Python: :func:`frame_record` turns a frame's :class:`~torchstream.meta.FrameResults` into a
+plain dict, :class:`JsonLinesWriter` writes such dicts to a file or stdout, one line each.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from torchstream.errors import Domain, TorchstreamError
+from torchstream.meta import Classification, FrameResults, Region
+
+CLOCK_TIME_NONE = 2**64 - 1
+
+
+def _classification(c: Classification) -> dict:
+    return {"attribute": c.attribute, "label": c.label, "label_id": c.label_id,
+            "confidence": c.confidence}
+
+
+def _region(r: Region, width: int | None, height: int | None) -> dict:
+    out = {
+        "id": r.region_id,
+        "parent_id": r.parent_id,
+        "label": r.label,
+        "label_id": r.label_id,
+        "confidence": r.confidence,
+        "box": {"x_min": r.x_min, "y_min": r.y_min, "x_max": r.x_max, "y_max": r.y_max},
+    }
+    if width and height:
+        x, y, w, h = r.pixels(width, height)
+        out["pixels"] = {"x": x, "y": y, "w": w, "h": h}
+    else:
+        out["pixels"] = None
+    out["classifications"] = [_classification(c) for c in r.classifications]
+    return out
+
+
+def _time(value: int | None) -> int | None:
+    return None if value is None or value == CLOCK_TIME_NONE or value < 0 else int(value)
+
+
+def frame_record(results: FrameResults, frame: int, pts: int | None, duration: int | None,
+                 width: int | None, height: int | None) -> dict:
+    """The JSON object of one frame (``pts``/``duration`` in ns, None when unknown)."""
+    return {
+        "frame": int(frame),
+        "pts": _time(pts),
+        "duration": _time(duration),
+        "width": width,
+        "height": height,
+        "classifications": [_classification(c) for c in results.classifications],
+        "regions": [_region(r, width, height) for r in results.regions],
+        "models": [{"name": m.name, "layers": list(m.layers)} for m in results.models],
+    }
+
+
+def json_line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+
+
+class JsonLinesWriter:
+    """Writes one JSON object per line to ``path``, or to stdout when ``path`` is empty.
+
+    The file is opened (truncated) by :meth:`open` and flushed and closed by :meth:`close`;
+    stdout is flushed after every line, so a reader of a pipe sees each frame at once.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path or ""
+        self.stream: TextIO | None = None
+
+    def open(self) -> None:
+        if not self.path:
+            self.stream = sys.stdout
+            return
+        try:
+            self.stream = open(self.path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise TorchstreamError(
+                f"cannot open '{self.path}' for writing: {exc.strerror or exc}",
+                Domain.RESOURCE,
+            ) from None
+
+    def write(self, record: dict) -> None:
+        if self.stream is None:
+            raise TorchstreamError("meta_publish: the output is not open", Domain.RESOURCE)
+        try:
+            self.stream.write(json_line(record) + "\n")
+            if not self.path:
+                self.stream.flush()
+        except OSError as exc:
+            raise TorchstreamError(
+                f"cannot write to '{self.path or 'stdout'}': {exc.strerror or exc}",
+                Domain.RESOURCE,
+            ) from None
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            self.stream.flush()
+
+    def close(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return
+        try:
+            if self.path:
+                stream.close()
+            else:
+                stream.flush()
+        except OSError as exc:
+            raise TorchstreamError(
+                f"cannot write to '{self.path or 'stdout'}': {exc.strerror or exc}",
+                Domain.RESOURCE,
+            ) from None

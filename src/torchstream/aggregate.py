@@ -1,0 +1,106 @@
+"""Matching inference results to frames by running time, and merging them (meta_aggregate).
+
+Plain Python, no GStreamer: the element shell feeds it running times and results.
+
+A frame at running time ``t`` is ready when every results stream has shown what it holds for
+``t``: a result at ``t`` was received (one result per frame and stream), a later result was
+received (nothing will come for ``t``: the stream skipped that frame), or the stream ended.
+Results older than the frame being matched belong to no frame still waiting and are dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from torchstream.meta import FrameResults, Region
+
+
+@dataclass
+class _Stream:
+    pending: deque = field(default_factory=deque)  # (running_time, FrameResults), in order
+    eos: bool = False
+
+
+class ResultsMatcher:
+    """Per-stream queues of (running time, results), and the decision for one frame."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, _Stream] = {}
+        self.dropped = 0  # results that matched no frame (a running time no frame had)
+
+    def add_stream(self, key: str) -> None:
+        self.streams.setdefault(key, _Stream())
+
+    def remove_stream(self, key: str) -> None:
+        self.streams.pop(key, None)
+
+    def push(self, key: str, running_time: int, results: FrameResults) -> None:
+        self.add_stream(key)
+        self.streams[key].pending.append((running_time, results))
+
+    def set_eos(self, key: str, eos: bool = True) -> None:
+        self.add_stream(key)
+        self.streams[key].eos = eos
+
+    def clear(self) -> None:
+        for stream in self.streams.values():
+            stream.pending.clear()
+            stream.eos = False
+
+    def waiting_on(self, running_time: int) -> list[str]:
+        """The streams that have not yet shown what they hold for ``running_time``."""
+        waiting = []
+        for key, stream in self.streams.items():
+            self._drop_older(stream, running_time)
+            if stream.pending or stream.eos:
+                continue
+            waiting.append(key)
+        return waiting
+
+    def take(self, running_time: int | None) -> list[FrameResults]:
+        """The results for the frame at ``running_time``, removed from the queues (call when
+        :meth:`waiting_on` is empty, or to release the frame anyway). A frame without a running
+        time matches nothing."""
+        if running_time is None:
+            return []
+        taken = []
+        for stream in self.streams.values():
+            self._drop_older(stream, running_time)
+            while stream.pending and stream.pending[0][0] == running_time:
+                taken.append(stream.pending.popleft()[1])
+        return taken
+
+    def _drop_older(self, stream: _Stream, running_time: int) -> None:
+        while stream.pending and stream.pending[0][0] < running_time:
+            stream.pending.popleft()
+            self.dropped += 1
+
+
+def merge_results(base: FrameResults, others: list[FrameResults]) -> FrameResults:
+    """``base`` (what the frame carried) with every one of ``others`` added: frame-level
+    classifications replace those of the same attribute, regions are appended (renumbered
+    when their id is taken, parent ids of the same source following), model records are
+    added once."""
+    merged = FrameResults(list(base.regions), list(base.classifications), list(base.models))
+    for other in others:
+        for c in other.classifications:
+            merged.set_classification(c)
+        taken = {r.region_id for r in merged.regions}
+        renumber: dict[int, int] = {}
+        next_id = merged.next_region_id()
+        for r in other.regions:
+            if r.region_id in taken or r.region_id in renumber.values():
+                renumber[r.region_id] = next_id
+                next_id += 1
+        for r in other.regions:
+            parent = r.parent_id
+            if parent is not None:
+                parent = renumber.get(parent, parent)
+            merged.regions.append(Region(
+                r.x_min, r.y_min, r.x_max, r.y_max, r.label, r.label_id, r.confidence,
+                renumber.get(r.region_id, r.region_id), parent, list(r.classifications)))
+            next_id = max(next_id, merged.next_region_id())
+        for m in other.models:
+            merged.add_model(m)
+    return merged

@@ -1,0 +1,197 @@
+"""meta_aggregate: original frames out, with the results of their inference buffers attached.
+
+A GstAggregator: the always ``sink`` pad takes the original frames, request ``tensor_%u`` pads
+take the inference branches' buffers (tensors carrying results metadata). Buffers are matched
+by running time (:class:`torchstream.aggregate.ResultsMatcher`); each frame leaves once every
+tensor pad has shown what it holds for that frame, with the results merged onto it
+(:func:`torchstream.aggregate.merge_results`). The frame is made writable by a shallow copy
+(memory shared) only when it is shared; output caps are the ``sink`` pad's caps.
+"""
+
+from __future__ import annotations
+
+from torchstream.aggregate import ResultsMatcher, merge_results
+from torchstream.elements._base import FLOW_ERROR, guarded
+from torchstream.errors import TorchstreamError
+from torchstream.gst import GObject, Gst, GstBase
+from torchstream.meta import _lib, read_results, write_results
+
+_PAD = GstBase.AggregatorPad.__gtype__
+
+
+def _template(name: str, direction, presence) -> Gst.PadTemplate:
+    return Gst.PadTemplate.new_with_gtype(name, direction, presence, Gst.Caps.new_any(), _PAD)
+
+
+def _running_time(segment, buf) -> int | None:
+    if segment is None or buf.pts == Gst.CLOCK_TIME_NONE:
+        return None
+    if segment.format != Gst.Format.TIME:
+        return None
+    rt = segment.to_running_time(Gst.Format.TIME, buf.pts)
+    return None if rt == Gst.CLOCK_TIME_NONE else int(rt)
+
+
+def _is_writable(buf: Gst.Buffer) -> bool:
+    return bool(_lib.gst_mini_object_is_writable(hash(buf)))
+
+
+class MetaAggregate(GstBase.Aggregator):
+    __gtype_name__ = "meta_aggregate"
+    __gstmetadata__ = (
+        "Results aggregator",
+        "Filter/Video/Aggregator",
+        "Outputs each frame of the sink pad with the results of the tensor_%u pads' buffers of "
+        "the same running time attached as metadata (frames the inference branches skipped "
+        "pass without results)",
+        "torchstream",
+    )
+    __gsttemplates__ = (
+        _template("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS),
+        _template("tensor_%u", Gst.PadDirection.SINK, Gst.PadPresence.REQUEST),
+        _template("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS),
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.video_pad = GObject.new(_PAD, name="sink", template=self.get_pad_template("sink"),
+                                     direction=Gst.PadDirection.SINK)
+        self.add_pad(self.video_pad)
+        self.matcher = ResultsMatcher()
+        self.segments: dict[str, Gst.Segment] = {}  # pad name -> its segment (from its events)
+        self.segment_sent = None
+        self.next_pad = 0
+        self.frames_out = 0
+        self.frames_copied = 0
+
+    @guarded(None)
+    def do_request_new_pad(self, templ, name, caps):
+        # GstAggregator's own request function would name the pad sink_N whatever the template
+        if templ.name_template != "tensor_%u":
+            return None
+        if name is None or not name.startswith("tensor_") or "%" in name:
+            while self.get_static_pad(f"tensor_{self.next_pad}") is not None:
+                self.next_pad += 1
+            name = f"tensor_{self.next_pad}"
+        elif self.get_static_pad(name) is not None:
+            return None
+        pad = GObject.new(_PAD, name=name, template=templ, direction=Gst.PadDirection.SINK)
+        if self.get_state(0)[1] != Gst.State.NULL:
+            pad.set_active(True)
+        self.add_pad(pad)
+        return pad
+
+    @guarded(False)
+    def do_sink_event(self, pad, event):
+        if event.type == Gst.EventType.SEGMENT:
+            self.segments[pad.get_name()] = event.parse_segment().copy()
+        elif event.type == Gst.EventType.FLUSH_STOP:
+            self.segments.pop(pad.get_name(), None)
+        return GstBase.Aggregator.do_sink_event(self, pad, event)
+
+    def _tensor_pads(self):
+        return [p for p in self.sinkpads if p is not self.video_pad]
+
+    # --- caps: the output is the sink pad's video, whatever the tensor pads carry ------------
+
+    @guarded(False)
+    def do_sink_query(self, pad, query):
+        if pad is self.video_pad and query.type == Gst.QueryType.CAPS:
+            caps = self.srcpad.peer_query_caps(query.parse_caps())
+            query.set_caps_result(caps)
+            return True
+        if pad is self.video_pad and query.type == Gst.QueryType.ACCEPT_CAPS:
+            caps = query.parse_accept_caps()
+            allowed = self.srcpad.peer_query_caps(None)
+            query.set_accept_caps_result(caps.can_intersect(allowed))
+            return True
+        return GstBase.Aggregator.do_sink_query(self, pad, query)
+
+    @guarded((Gst.FlowReturn.ERROR, None))
+    def do_update_src_caps(self, caps):
+        current = self.video_pad.get_current_caps()
+        if current is None:
+            return Gst.FlowReturn.NOT_NEGOTIATED, None  # the sink pad's caps come first
+        return Gst.FlowReturn.OK, current
+
+    # --- state --------------------------------------------------------------------------
+
+    @guarded(False)
+    def do_start(self):
+        self.matcher = ResultsMatcher()
+        self.segments = {}
+        self.segment_sent = None
+        self.frames_out = 0
+        self.frames_copied = 0
+        return True
+
+    @guarded(Gst.FlowReturn.ERROR)
+    def do_flush(self):
+        self.matcher.clear()
+        self.segment_sent = None
+        return Gst.FlowReturn.OK
+
+    # --- matching ---------------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        """Move every queued tensor buffer's results into the matcher (the aggregator holds
+        one buffer per pad: taking it lets the next one in, which tells when a pad is past a
+        frame)."""
+        keys = set()
+        for pad in self._tensor_pads():
+            key = pad.get_name()
+            keys.add(key)
+            self.matcher.add_stream(key)
+            buf = pad.pop_buffer()
+            if buf is not None:
+                rt = _running_time(self.segments.get(key), buf)
+                if rt is not None:
+                    self.matcher.push(key, rt, read_results(buf))
+            self.matcher.set_eos(key, pad.is_eos() and not pad.has_buffer())
+        for key in list(self.matcher.streams):
+            if key not in keys:
+                self.matcher.remove_stream(key)
+
+    @guarded(FLOW_ERROR)
+    def do_aggregate(self, timeout):
+        self._collect()
+        frame = self.video_pad.peek_buffer()
+        if frame is None:
+            if self.video_pad.is_eos():
+                return Gst.FlowReturn.EOS
+            return Gst.FlowReturn.OK
+        rt = _running_time(self.segments.get("sink"), frame)
+        if rt is not None and self.matcher.waiting_on(rt) and not timeout:
+            return Gst.FlowReturn.OK  # wait for the tensor pads to pass this frame
+        frame = self.video_pad.pop_buffer()
+        found = self.matcher.take(rt)
+        if found:
+            if not _is_writable(frame):
+                frame = frame.copy()  # shares the memory; only the metadata becomes ours
+                self.frames_copied += 1
+            width, height = self._frame_size()
+            write_results(frame, merge_results(read_results(frame), found), width, height)
+        self._update_segment()
+        self.frames_out += 1
+        return self.finish_buffer(frame)
+
+    def _frame_size(self) -> tuple[int, int]:
+        caps = self.video_pad.get_current_caps()
+        s = caps.get_structure(0) if caps is not None and caps.get_size() else None
+        if s is None:
+            raise TorchstreamError("meta_aggregate: a frame arrived before the sink pad's caps")
+        ok_w, width = s.get_int("width")
+        ok_h, height = s.get_int("height")
+        if not (ok_w and ok_h):
+            raise TorchstreamError(
+                f"meta_aggregate: the sink pad's caps give no frame size ({caps.to_string()})")
+        return width, height
+
+    def _update_segment(self) -> None:
+        """Output in the sink pad's segment, so the frames keep their timestamps."""
+        segment = self.segments.get("sink")
+        if segment is None:
+            return
+        if self.segment_sent is None or not segment.is_equal(self.segment_sent):
+            self.update_segment(segment)
+            self.segment_sent = segment.copy()

@@ -5,10 +5,11 @@ Pure numpy/OpenCV, no GStreamer: :func:`draw_results` draws on a BGR(x) image, a
 planar and semi-planar 8-bit YUV, GRAY8) as planes that the same drawing code writes into
 directly, so a frame never goes through a colour conversion to be annotated.
 
-Boxes and filled label backgrounds are drawn with ``cv2.rectangle`` on every plane (chroma
-planes at their subsampled coordinates). Text is rendered once at full resolution into a small
-mask with ``cv2.putText`` and that mask is applied to every plane (subsampled for chroma), so
-letters on luma and chroma line up.
+Box outlines (exactly the thickness asked, inside the box) and label backgrounds are filled
+rectangles (``cv2.rectangle``) drawn on every plane, chroma planes at their subsampled
+coordinates. Text is rendered once at full resolution into a small mask with ``cv2.putText``
+and that mask is applied to every plane (subsampled for chroma), so letters on luma and chroma
+line up.
 """
 
 from __future__ import annotations
@@ -188,13 +189,20 @@ class Painter:
         self.width = int(width)
         self.height = int(height)
 
-    def rectangle(self, x0: int, y0: int, x1: int, y1: int, bgr, thickness: int) -> None:
-        """Box with corners (x0, y0), (x1, y1) inclusive; ``thickness`` -1 fills it."""
+    def fill(self, x0: int, y0: int, x1: int, y1: int, bgr) -> None:
+        """Fill the box with corners (x0, y0), (x1, y1), inclusive."""
         for plane in self.planes:
             sx, sy = plane.sx, plane.sy
-            t = thickness if thickness < 0 else max(1, -(-thickness // (1 << max(sx, sy))))
             cv2.rectangle(plane.array, (x0 >> sx, y0 >> sy), (x1 >> sx, y1 >> sy),
-                          plane.value(bgr), t, cv2.LINE_8)
+                          plane.value(bgr), -1, cv2.LINE_8)
+
+    def outline(self, x0: int, y0: int, x1: int, y1: int, bgr, thickness: int) -> None:
+        """A box outline exactly ``thickness`` pixels wide, inside the corners (inclusive)."""
+        t = max(1, min(int(thickness), (x1 - x0) // 2 + 1, (y1 - y0) // 2 + 1))
+        self.fill(x0, y0, x1, y0 + t - 1, bgr)
+        self.fill(x0, y1 - t + 1, x1, y1, bgr)
+        self.fill(x0, y0, x0 + t - 1, y1, bgr)
+        self.fill(x1 - t + 1, y0, x1, y1, bgr)
 
     def text(self, text: str, x: int, y: int, bgr, scale: float, thickness: int) -> None:
         """``text`` with its top-left corner at (x, y) (clipped to the frame)."""
@@ -240,7 +248,7 @@ def _label_block(painter: Painter, lines: list[str], x: int, y: int, background,
         top = y if above else 0
     top = min(top, max(0, painter.height - block_h))
     left = min(max(0, x), max(0, painter.width - block_w))
-    painter.rectangle(left, top, left + block_w - 1, top + block_h - 1, background, -1)
+    painter.fill(left, top, left + block_w - 1, top + block_h - 1, background)
     color = _text_color(background) if background != FRAME_TEXT_BACKGROUND else FRAME_TEXT_COLOR
     for i, line in enumerate(lines):
         painter.text(line, left + pad, top + pad + i * line_h, color, style.font_scale,
@@ -255,7 +263,7 @@ def draw_on_planes(planes: list[Plane], width: int, height: int, results: FrameR
         x, y, w, h = region.pixels(width, height)
         color = color_for(region.label_id)
         x1, y1 = min(x + max(w, 1), width) - 1, min(y + max(h, 1), height) - 1
-        painter.rectangle(x, y, x1, y1, color, style.lines_thickness)
+        painter.outline(x, y, x1, y1, color, style.lines_thickness)
     for region in results.regions:  # labels over every box, so no box hides a label
         x, y, _, _ = region.pixels(width, height)
         _label_block(painter, region_lines(region), x, y, color_for(region.label_id), style,

@@ -1,0 +1,169 @@
+"""meta_overlay: results drawn into real frames, in the format they arrive in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.results_helpers import run_results
+from torchstream.gst import GLib, Gst, GstVideo
+from torchstream.meta import Classification, FrameResults, Region, write_results
+from torchstream.overlay import _yuv, auto_style, color_for, draw_results
+
+W, H = 640, 272  # bikes.mp4
+RESULTS = FrameResults(
+    regions=[Region(0.4, 0.4, 0.7, 0.8, "car", 3, 0.91, region_id=0,
+                    classifications=[Classification("color", "red", 2, 0.66)])],
+    classifications=[Classification("classification", "street", 1, 0.7)],
+)
+BOX = RESULTS.regions[0].pixels(W, H)  # (256, 109, 192, 109)
+NO_RESULTS_FRAME = 1
+
+
+def write_except_one(buf, index):
+    if index != NO_RESULTS_FRAME:
+        write_results(buf, RESULTS, W, H)
+
+
+def plane0(received) -> np.ndarray:
+    """Plane 0 (packed pixels or luma) of a received frame, as rows x bytes."""
+    caps = Gst.Caps.from_string(received.caps)
+    info = GstVideo.VideoInfo.new_from_caps(caps)
+    raw = received.arrays[0]
+    row = info.width * info.finfo.pixel_stride[0]
+    return np.lib.stride_tricks.as_strided(raw[info.offset[0]:], (info.height, row),
+                                           (info.stride[0], 1))
+
+
+# --- the drawing core, no GStreamer -----------------------------------------------------------
+
+
+def test_draw_results_on_a_bgr_image(bikes_frames):
+    frame = np.ascontiguousarray(bikes_frames[0][:, :, ::-1])  # RGB -> BGR
+    drawn = draw_results(frame.copy(), RESULTS)
+    x, y, w, h = BOX
+    color = np.array(color_for(3), np.uint8)
+    # 1 px lines at 640x272, exactly along the box's edges
+    assert (drawn[y + 20:y + h, x] == color).all()
+    assert (drawn[y + 20:y + h, x + w - 1] == color).all()
+    assert (drawn[y + h - 1, x:x + w] == color).all()
+    assert (drawn[y + 20:y + h - 1, x + 1:x + w - 1] == frame[y + 20:y + h - 1,
+                                                                x + 1:x + w - 1]).all()
+    # the label block (two lines: "car 0.91", "red 0.66") sits on the box's top edge
+    above = np.nonzero((drawn[:y, x:x + w] != frame[:y, x:x + w]).any(axis=(1, 2)))[0]
+    assert above.max() == y - 1 and 20 < y - above.min() < 45
+    # the frame classification is at the top left, nothing else changed
+    changed = (drawn != frame).any(axis=2)
+    top_left = changed[:30, :120]
+    assert top_left.sum() > 50
+    changed[:30, :120] = False
+    changed[y - 40:y + h, x:x + w] = False
+    assert changed.sum() == 0
+
+
+def test_sizes_follow_the_frame_size_unless_set():
+    assert auto_style(640, 272) == auto_style(272, 640)
+    small, large = auto_style(640, 272), auto_style(1920, 1080)
+    assert (small.lines_thickness, small.font_scale, small.font_thickness) == (1, 0.4, 1)
+    assert (large.lines_thickness, large.font_scale, large.font_thickness) == (4, 1.35, 2)
+    assert auto_style(3840, 2160).lines_thickness == 7
+    assert auto_style(640, 272, 6, 1.0, 3) == type(small)(6, 1.0, 3)
+    for (w, h), thickness in (((1920, 1080), 4), ((640, 272), 1)):
+        image = np.zeros((h, w, 4), np.uint8)
+        draw_results(image, RESULTS)
+        x, y, bw, bh = RESULTS.regions[0].pixels(w, h)
+        row = image[y + bh // 2, :, :3].any(axis=1)
+        assert np.nonzero(row)[0].tolist() == (list(range(x, x + thickness))
+                                               + list(range(x + bw - thickness, x + bw)))
+        assert (image[y + bh // 2, x, 3] == 255)  # the fourth byte is written too (alpha)
+    image = np.zeros((H, W, 3), np.uint8)
+    draw_results(image, RESULTS, lines_thickness=6)
+    assert np.nonzero(image[BOX[1] + 80, :, :].any(axis=1))[0].tolist() == (
+        list(range(256, 262)) + list(range(442, 448)))
+
+
+def test_labels_grow_with_the_font_scale():
+    heights = []
+    for scale in (0.4, 1.0, 2.0):
+        image = np.zeros((H, W, 3), np.uint8)
+        draw_results(image, RESULTS, font_scale=scale)
+        rows = np.nonzero(image[:BOX[1], BOX[0]:].any(axis=(1, 2)))[0]
+        heights.append(BOX[1] - rows.min())
+    assert heights[0] < heights[1] < heights[2]
+    assert heights[2] > 2.5 * heights[0]
+
+
+# --- the element on real frames ---------------------------------------------------------------
+
+
+def overlay_run(frames, fmt: str, props: str = ""):
+    """The same frames, converted to ``fmt``, to two branches: one through meta_overlay."""
+    return run_results(
+        "appsrc name=src ! test_meta_writer name=w ! videoconvert ! "
+        f"video/x-raw,format={fmt} ! tee name=t  t. ! queue ! appsink name=ref  "
+        f"t. ! queue ! meta_overlay {props} ! appsink name=out",
+        frames, sinks=("ref", "out"), writers={"w": write_except_one},
+    )
+
+
+@pytest.mark.parametrize("fmt", ["I420", "NV12", "RGB", "BGRx"])
+def test_overlay_draws_in_the_format_it_receives(bikes_frames, fmt):
+    frames = bikes_frames[:4]
+    run = overlay_run(frames, fmt)
+    assert run.result.ok, run.error
+    ref, out = run.per_sink["ref"], run.per_sink["out"]
+    assert len(out) == len(ref) == len(frames)
+    x, y, w, h = BOX
+    blue, green, red = color_for(3)
+    for i, (a, b) in enumerate(zip(ref, out, strict=True)):
+        assert b.pts == a.pts == i * Gst.SECOND // 25
+        s = Gst.Caps.from_string(b.caps).get_structure(0)
+        assert (s.get_value("format"), s.get_value("width"), s.get_value("height")) == (
+            fmt, W, H)
+        if i == NO_RESULTS_FRAME:
+            assert np.array_equal(a.arrays[0], b.arrays[0])  # not touched at all
+            assert not b.results
+            continue
+        assert b.results == RESULTS  # the metadata stays on the frame
+        before, after = plane0(a), plane0(b)
+        per_px = after.shape[1] // W
+        if fmt == "RGB":
+            want = [red, green, blue]
+            # the other branch of the tee still sees the original pixels
+            assert np.array_equal(before.reshape(H, W, 3), frames[i])
+        elif fmt == "BGRx":
+            want = [blue, green, red, 255]
+        else:
+            want = [_yuv(color_for(3))["Y"]]
+        painted = (after.reshape(H, W, per_px) == want).all(axis=2)
+        # every pixel of the box's left, right and bottom edges has the label's colour
+        assert painted[y + 20:y + h, x].all() and painted[y + 20:y + h, x + w - 1].all()
+        assert painted[y + h - 1, x:x + w].all()
+        changed = (before != after).reshape(H, W, per_px).any(axis=2)
+        assert changed[y + 20:y + h, x].sum() > 0.8 * (h - 20)
+        # inside the box (below its label) and far from it: unchanged
+        assert not changed[y + 20:y + h - 1, x + 1:x + w - 1].any()
+        assert not changed[:, x + w:].any()
+        assert not changed[y + h:, :].any()
+        assert not changed[40:, :x].any()
+        assert changed[:30, :120].sum() > 50  # the frame classification
+
+
+def test_overlay_properties_set_the_sizes(bikes_frames):
+    run = overlay_run(bikes_frames[:1], "RGB", "lines-thickness=5 font-scale=1.2 font-thickness=3")
+    assert run.result.ok, run.error
+    before, after = plane0(run.per_sink["ref"][0]), plane0(run.per_sink["out"][0])
+    changed = (before != after).reshape(H, W, 3).any(axis=2)
+    x, y, w, h = BOX
+    row = np.nonzero(changed[y + 60])[0].tolist()
+    assert row == list(range(x, x + 5)) + list(range(x + w - 5, x + w))
+    label_rows = np.nonzero(changed[:y, x:x + w].any(axis=1))[0]
+    assert y - label_rows.min() > 60  # two lines at scale 1.2 (about 26 px capitals each)
+
+
+def test_formats_it_cannot_draw_on_are_refused_at_linking(bikes_frames):
+    """Other formats (packed 4:2:2, 10-bit) are refused when linking, never converted behind
+    the user's back."""
+    with pytest.raises(GLib.Error, match="meta_overlay.*can't handle caps.*UYVY"):
+        run_results("appsrc name=src ! videoconvert ! video/x-raw,format=UYVY ! "
+                    "meta_overlay ! appsink name=sink", bikes_frames[:1])

@@ -167,3 +167,33 @@ def test_formats_it_cannot_draw_on_are_refused_at_linking(bikes_frames):
     with pytest.raises(GLib.Error, match="meta_overlay.*can't handle caps.*UYVY"):
         run_results("appsrc name=src ! videoconvert ! video/x-raw,format=UYVY ! "
                     "meta_overlay ! appsink name=sink", bikes_frames[:1])
+
+
+@pytest.mark.parametrize(("fmt", "width", "height", "thickness"),
+                         [("I420", 1920, 816, 3), ("NV12", 641, 271, 1), ("BGR", 1281, 545, 2)])
+def test_overlay_scales_with_the_frame_and_handles_odd_sizes(bikes_frames, fmt, width, height,
+                                                             thickness):
+    run = run_results(
+        "appsrc name=src ! test_meta_writer name=w ! videoscale ! videoconvert ! "
+        f"video/x-raw,format={fmt},width={width},height={height} ! tee name=t  "
+        "t. ! queue ! appsink name=ref  t. ! queue ! meta_overlay ! appsink name=out",
+        bikes_frames[:2], sinks=("ref", "out"),
+        writers={"w": lambda buf, i: write_results(buf, RESULTS, W, H)},
+    )
+    assert run.result.ok, run.error
+    assert len(run.per_sink["out"]) == 2
+    for ref, got in zip(run.per_sink["ref"], run.per_sink["out"], strict=True):
+        s = Gst.Caps.from_string(got.caps).get_structure(0)
+        assert (s.get_value("format"), s.get_value("width"), s.get_value("height")) == (
+            fmt, width, height)
+        x, y, w, h = RESULTS.regions[0].pixels(width, height)
+        before, after = plane0(ref), plane0(got)
+        per_px = after.shape[1] // width
+        want = [_yuv(color_for(3))["Y"]] if per_px == 1 else list(color_for(3))
+        painted = (after.reshape(height, width, per_px) == want).all(axis=2)
+        changed = (before != after).reshape(height, width, per_px).any(axis=2)
+        edges = list(range(x, x + thickness)) + list(range(x + w - thickness, x + w))
+        middle = y + h // 2
+        assert painted[middle, edges].all()
+        assert set(np.nonzero(changed[middle])[0].tolist()) <= set(edges)
+        assert changed[middle, edges].sum() >= len(edges) // 2

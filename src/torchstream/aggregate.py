@@ -77,30 +77,53 @@ class ResultsMatcher:
             self.dropped += 1
 
 
+def _same_region(a: Region, b: Region) -> bool:
+    return (a.region_id, a.label, a.label_id, a.x_min, a.y_min, a.x_max, a.y_max) == (
+        b.region_id, b.label, b.label_id, b.x_min, b.y_min, b.x_max, b.y_max)
+
+
 def merge_results(base: FrameResults, others: list[FrameResults]) -> FrameResults:
-    """``base`` (what the frame carried) with every one of ``others`` added: frame-level
-    classifications replace those of the same attribute, regions are appended (renumbered
-    when their id is taken, parent ids of the same source following), model records are
-    added once."""
-    merged = FrameResults(list(base.regions), list(base.classifications), list(base.models))
+    """``base`` (what the frame carried) with every one of ``others`` added.
+
+    Inference buffers keep the metadata of the frames they were made from, so a result often
+    repeats what the frame already carried: a region equal to one already there (same id,
+    label and box) is that region, and only gains the result's classifications of it. Other
+    regions are appended, renumbered when their id is taken (parent ids of the same result
+    follow). Frame-level classifications replace those of the same attribute; model records
+    are added once.
+    """
+    merged = FrameResults([_copy_region(r) for r in base.regions], list(base.classifications),
+                          list(base.models))
     for other in others:
         for c in other.classifications:
             merged.set_classification(c)
-        taken = {r.region_id for r in merged.regions}
         renumber: dict[int, int] = {}
-        next_id = merged.next_region_id()
+        new: list[Region] = []
         for r in other.regions:
-            if r.region_id in taken or r.region_id in renumber.values():
+            known = merged.region(r.region_id)
+            if known is not None and _same_region(known, r):
+                for c in r.classifications:
+                    known.set_classification(c)
+                continue
+            new.append(r)
+        taken = {r.region_id for r in merged.regions}
+        next_id = max(taken | {r.region_id for r in new}, default=-1) + 1
+        for r in new:
+            if r.region_id in taken:
                 renumber[r.region_id] = next_id
                 next_id += 1
-        for r in other.regions:
-            parent = r.parent_id
-            if parent is not None:
-                parent = renumber.get(parent, parent)
-            merged.regions.append(Region(
-                r.x_min, r.y_min, r.x_max, r.y_max, r.label, r.label_id, r.confidence,
-                renumber.get(r.region_id, r.region_id), parent, list(r.classifications)))
-            next_id = max(next_id, merged.next_region_id())
+            taken.add(renumber.get(r.region_id, r.region_id))
+        for r in new:
+            copy = _copy_region(r)
+            copy.region_id = renumber.get(r.region_id, r.region_id)
+            if copy.parent_id is not None:
+                copy.parent_id = renumber.get(copy.parent_id, copy.parent_id)
+            merged.regions.append(copy)
         for m in other.models:
             merged.add_model(m)
     return merged
+
+
+def _copy_region(r: Region) -> Region:
+    return Region(r.x_min, r.y_min, r.x_max, r.y_max, r.label, r.label_id, r.confidence,
+                  r.region_id, r.parent_id, list(r.classifications))

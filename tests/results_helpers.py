@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tests.helpers import _padded_rows
+from tests.helpers import feed_frames
 from torchstream.caps import config_from_fields
 from torchstream.elements._base import FLOW_ERROR, guarded
 from torchstream.gst import GLib, Gst, GstBase, GstVideo
@@ -146,26 +146,6 @@ def run_results(description: str, frames: list[np.ndarray], fmt: str = "RGB",
         sink.connect("new-sample", on_sample)
     for name, write in (writers or {}).items():
         pipeline.get_by_name(name).write = write
-    src = pipeline.get_by_name("src")
-    h, w = frames[0].shape[:2]
-    src.set_property("caps", Gst.Caps.from_string(
-        f"video/x-raw,format={fmt},width={w},height={h},framerate={fps}/1"))
-    src.set_property("format", Gst.Format.TIME)
-    src.set_property("max-buffers", 4)
-    src.set_property("block", False)
-    feed = iter(enumerate(frames))
-
-    def need_data(appsrc, _length):
-        try:
-            i, frame = next(feed)
-        except StopIteration:
-            appsrc.emit("end-of-stream")
-            return
-        buf = Gst.Buffer.new_wrapped(_padded_rows(frame))
-        buf.pts = i * Gst.SECOND // fps
-        buf.duration = Gst.SECOND // fps
-        appsrc.emit("push-buffer", buf)
-
-    src.connect("need-data", need_data)
+    feed_frames(pipeline.get_by_name("src"), frames, fmt, fps)
     run.result = run_to_end(pipeline, timeout)
     return run

@@ -188,3 +188,30 @@ def test_aggregate_without_tensor_pads_is_an_error():
     message = state_change_error(
         'videotestsrc ! processbin name=pb process="identity" aggregate=identity ! fakesink')
     assert "no tensor_%u request pad" in message
+
+
+def test_gst_launch_builds_the_spec_pipeline_from_descriptions(mobilenet_weights):
+    """The classification pipeline of the SPEC, as a user types it (plugin loader, element
+    properties built from description strings), on 10 frames of a real video."""
+    from tests.conftest import BIKES
+    from tests.test_cli import TORCHSTREAM, clean_shell
+
+    pipeline = (
+        f"filesrc location={BIKES} ! decodebin3 ! identity eos-after=10 ! "
+        f"processbin name=pb preprocess='{PREPROCESS}' "
+        "process='pytorch_tensor_inference model=torchvision.models.mobilenet_v2 "
+        f"model-weights={mobilenet_weights}' postprocess='{POSTPROCESS}' "
+        "aggregate=meta_aggregate ! videoconvert ! fakesink sync=false"
+    )
+    done = clean_shell(f'eval "$({TORCHSTREAM} env)" && export OMP_NUM_THREADS=1 && '
+                       f'cd {REPO} && gst-launch-1.0 -v {pipeline} && '
+                       "gst-inspect-1.0 processbin && gst-inspect-1.0 meta_aggregate",
+                       timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Got EOS" in done.stdout
+    assert "/GstPipeline:pipeline0/processbin:pb.GstGhostPad:src: caps = video/x-raw" in (
+        done.stdout)
+    for prop in ("preprocess", "process", "postprocess", "aggregate", "postaggregate",
+                 "process-queue-size"):
+        assert f"  {prop} " in done.stdout
+    assert "aggregate-queue-size: Buffers in the queue on the frames' branch" in done.stdout

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from tests.conftest import BIKES
 from tests.results_helpers import run_results
 from torchstream.gst import GLib, Gst, GstVideo
 from torchstream.meta import Classification, FrameResults, Region, write_results
 from torchstream.overlay import _yuv, auto_style, color_for, draw_results
 
+REPO = Path(__file__).resolve().parents[1]
 W, H = 640, 272  # bikes.mp4
 RESULTS = FrameResults(
     regions=[Region(0.4, 0.4, 0.7, 0.8, "car", 3, 0.91, region_id=0,
@@ -197,3 +203,21 @@ def test_overlay_scales_with_the_frame_and_handles_odd_sizes(bikes_frames, fmt, 
         assert painted[middle, edges].all()
         assert set(np.nonzero(changed[middle])[0].tolist()) <= set(edges)
         assert changed[middle, edges].sum() >= len(edges) // 2
+
+
+def test_gst_tools_load_both_elements_from_the_plugin_folder(tmp_path):
+    """The loader files work: gst-inspect documents the properties, gst-launch runs both."""
+    torchstream = REPO / ".venv" / "bin" / "torchstream"
+    out = tmp_path / "bikes.jsonl"
+    script = (
+        f'eval "$({torchstream} env)" && gst-inspect-1.0 meta_overlay && '
+        f"timeout 60 gst-launch-1.0 -q filesrc location={BIKES} ! decodebin ! meta_overlay ! "
+        f"meta_publish file-path={out} ! fakesink sync=false"
+    )
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for prop in ("lines-thickness", "font-scale", "font-thickness"):
+        assert f"  {prop} " in done.stdout
+    assert len(out.read_text().splitlines()) == 250

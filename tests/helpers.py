@@ -38,19 +38,25 @@ class Run:
         return self.result.error
 
 
+def buffer_arrays(buf: Gst.Buffer, caps: Gst.Caps) -> list[np.ndarray]:
+    """Copies of a buffer's tensors (tensor caps) or of its raw bytes (anything else)."""
+    s = caps.get_structure(0)
+    if s.get_name() == "other/tensors":
+        with MappedTensors(buf, config_from_fields(s)) as arrays:
+            return [a.copy() for a in arrays]
+    ok, info = buf.map(Gst.MapFlags.READ)
+    try:
+        return [np.frombuffer(info.data, np.uint8).copy()]
+    finally:
+        buf.unmap(info)
+
+
 def _collect(outputs: list[Output]):
     def on_sample(sink):
         sample = sink.emit("pull-sample")
         buf, caps = sample.get_buffer(), sample.get_caps()
-        s = caps.get_structure(0)
-        if s.get_name() == "other/tensors":
-            with MappedTensors(buf, config_from_fields(s)) as arrays:
-                copies = [a.copy() for a in arrays]
-        else:
-            ok, info = buf.map(Gst.MapFlags.READ)
-            copies = [np.frombuffer(info.data, np.uint8).copy()]
-            buf.unmap(info)
-        outputs.append(Output(buf.pts, copies, caps.to_string(), read_tensors_record(buf)))
+        outputs.append(Output(buf.pts, buffer_arrays(buf, caps), caps.to_string(),
+                              read_tensors_record(buf)))
         return Gst.FlowReturn.OK
 
     return on_sample

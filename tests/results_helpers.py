@@ -8,13 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tests.helpers import feed_frames
-from torchstream.caps import config_from_fields
+from tests.helpers import buffer_arrays, feed_frames
 from torchstream.elements._base import FLOW_ERROR, guarded
 from torchstream.gst import GLib, Gst, GstBase, GstVideo
 from torchstream.meta import FrameResults, TensorsRecord, read_results, read_tensors_record
 from torchstream.pipeline import PipelineResult, run_to_end
-from torchstream.tensors import MappedTensors
 
 ROI_API = GstVideo.VideoRegionOfInterestMeta.get_info().api
 
@@ -105,14 +103,7 @@ def read_rois(buf: Gst.Buffer, ids, param_names=("detection",)) -> list[Roi]:
 
 
 def _receive(buf: Gst.Buffer, caps: Gst.Caps, roi_ids, param_names) -> Received:
-    s = caps.get_structure(0)
-    if s.get_name() == "other/tensors":
-        with MappedTensors(buf, config_from_fields(s)) as arrays:
-            copies = [a.copy() for a in arrays]
-    else:
-        ok, info = buf.map(Gst.MapFlags.READ)
-        copies = [np.frombuffer(info.data, np.uint8).copy()]
-        buf.unmap(info)
+    copies = buffer_arrays(buf, caps)
     results = read_results(buf)
     ids = roi_ids if roi_ids is not None else [r.region_id for r in results.regions]
     return Received(buf.pts, caps.to_string(), copies, results, read_tensors_record(buf),

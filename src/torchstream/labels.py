@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchstream.errors import ConfigError
-from torchstream.props import _BRACKETS
+from torchstream.props import split_list
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,8 @@ def parse_labels(text: str, prop: str = "labels") -> tuple[str, ...]:
     Items are stripped of surrounding spaces and may be double-quoted; a label cannot hold a
     comma (use a label file for such names). Empty items are refused.
     """
-    if not isinstance(text, str):
-        raise ConfigError(f"property '{prop}' must be a list like <a,b,c>, got {text!r}")
-    body = text.strip()
-    if body[:1] in _BRACKETS:
-        if len(body) < 2 or body[-1] != _BRACKETS[body[0]]:
-            raise ConfigError(
-                f"property '{prop}' opens with {body[0]!r} but does not end with "
-                f"{_BRACKETS[body[0]]!r}: {text!r}"
-            )
-        body = body[1:-1]
-    if not body.strip():
-        raise ConfigError(f"property '{prop}' is empty; expected a list like <cat,dog>")
     names = []
-    for index, part in enumerate(body.split(",")):
+    for index, part in enumerate(split_list(text, prop, "<cat,dog>")):
         name = part.strip()
         if len(name) >= 2 and name[0] == name[-1] == '"':
             name = name[1:-1]

@@ -12,10 +12,10 @@ _BRACKETS = {"<": ">", "[": "]", "(": ")", "{": "}"}
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.I)
 
 
-def parse_float_list(text: str, prop: str) -> tuple[float, ...]:
-    """``<a,b,c>`` (or ``[a,b]``, ``a,b``) -> floats; an error names ``prop``."""
+def split_list(text: str, prop: str, example: str = "<a,b,c>") -> list[str]:
+    """``<a,b,c>`` (or ``[a,b,c]``, ``a,b,c``) -> the raw items; an error names ``prop``."""
     if not isinstance(text, str):
-        raise ConfigError(f"property '{prop}' must be a list like <a,b,c>, got {text!r}")
+        raise ConfigError(f"property '{prop}' must be a list like {example}, got {text!r}")
     body = text.strip()
     if body[:1] in _BRACKETS:
         if len(body) < 2 or body[-1] != _BRACKETS[body[0]]:
@@ -25,9 +25,14 @@ def parse_float_list(text: str, prop: str) -> tuple[float, ...]:
             )
         body = body[1:-1]
     if not body.strip():
-        raise ConfigError(f"property '{prop}' is empty; expected a list like <a,b,c>")
+        raise ConfigError(f"property '{prop}' is empty; expected a list like {example}")
+    return body.split(",")
+
+
+def parse_float_list(text: str, prop: str) -> tuple[float, ...]:
+    """``<a,b,c>`` (or ``[a,b]``, ``a,b``) -> floats; an error names ``prop``."""
     values = []
-    for part in body.split(","):
+    for part in split_list(text, prop):
         try:
             if not _NUMBER.fullmatch(part.strip()):
                 raise ValueError(part)

@@ -4,9 +4,13 @@ skipped it; slow branches, skipped frames and EOS never hold a frame back for go
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from tests.helpers import _padded_rows
 from tests.results_helpers import run_results
 from torchstream.aggregate import ResultsMatcher, merge_results
+from torchstream.caps import config_from_fields
 from torchstream.gst import Gst
 from torchstream.meta import (
     Classification,
@@ -18,6 +22,8 @@ from torchstream.meta import (
     read_results,
     write_results,
 )
+from torchstream.tensor_data import read_tensor_data
+from torchstream.tensors import MappedTensors
 
 SINK = "appsink name=sink"
 FRAMES_QUEUE = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=0"
@@ -201,3 +207,41 @@ def test_matcher_and_merge_rules():
     assert [(r.region_id, r.parent_id) for r in merged.regions] == [(0, None), (2, None),
                                                                     (1, 2)]
     assert merge_results(base, [base, base]).regions == base.regions
+
+
+def kept_tensors(store: list):
+    """A writer function (used only to read) that maps the tensors kept on each frame."""
+    def read(buf, index):
+        kept = []
+        for item in read_tensor_data(buf):
+            config = config_from_fields(item.caps.get_structure(0))
+            with MappedTensors(item.buffer, config) as arrays:
+                kept.append((item.source, item.buffer.pts, [a.copy() for a in arrays]))
+        store.append(kept)
+
+    return read
+
+
+@pytest.mark.parametrize("attach", [True, False])
+def test_attach_tensor_data_keeps_the_tensors_on_the_frame(bikes_frames, attach):
+    """The branch turns each frame into a [H,W,C] uint8 tensor: the frame carries that very
+    tensor, through videoconvert, and only when attach-tensor-data is on."""
+    frames = bikes_frames[:4]
+    store: list = []
+    run = run_results(
+        f"appsrc name=src ! tee name=t ! {FRAMES_QUEUE} ! "
+        f"meta_aggregate name=agg attach-tensor-data={str(attach).lower()} ! "
+        f"videoconvert ! video/x-raw,format=BGRx ! test_meta_writer name=probe ! {SINK} "
+        "t. ! queue ! tensor_convert ! test_meta_writer name=w ! agg.tensor_0",
+        frames, writers={"w": label_index, "probe": kept_tensors(store)}, timeout=30,
+    )
+    assert run.result.ok, run.error
+    assert [labelled_index(o) for o in run.per_sink["sink"]] == [0, 1, 2, 3]
+    assert len(store) == len(frames)
+    for i, (kept, frame) in enumerate(zip(store, frames, strict=True)):
+        if not attach:
+            assert kept == []
+            continue
+        [(source, pts, arrays)] = kept
+        assert source == "tensor_0" and pts == i * Gst.SECOND // 25
+        assert arrays[0].shape == (272, 640, 3) and np.array_equal(arrays[0], frame)

@@ -215,3 +215,24 @@ def test_gst_launch_builds_the_spec_pipeline_from_descriptions(mobilenet_weights
                  "process-queue-size"):
         assert f"  {prop} " in done.stdout
     assert "aggregate-queue-size: Buffers in the queue on the frames' branch" in done.stdout
+
+
+def test_the_logits_stay_on_the_frame(bikes_frames, mobilenet_weights, reference):
+    """meta_aggregate's attach-tensor-data (default on): each frame carries its own logits,
+    whose softmax is the classification's probability."""
+    from tests.test_meta_aggregate import kept_tensors
+
+    frames = bikes_frames[:3]
+    store: list = []
+    run = run_results(
+        "appsrc name=src ! " + processbin(mobilenet_weights, "aggregate=meta_aggregate") +
+        " ! test_meta_writer name=probe ! appsink name=sink",
+        frames, writers={"probe": kept_tensors(store)}, timeout=60,
+    )
+    assert run.result.ok, run.error
+    check_classified(run.per_sink["sink"], frames, reference[:3])
+    for kept, (label_id, p) in zip(store, reference, strict=False):
+        [(source, _pts, [logits])] = kept
+        assert source == "tensor_0" and logits.shape == (1000,)
+        e = np.exp(logits.astype(np.float64) - logits.max())
+        assert int(np.argmax(logits)) == label_id and abs(e.max() / e.sum() - p) <= 1e-4

@@ -11,12 +11,14 @@ tensor pad has shown what it holds for that frame, with the results merged onto 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 
 from torchstream.aggregate import ResultsMatcher, merge_results
-from torchstream.elements._base import FLOW_ERROR, guarded
+from torchstream.elements._base import FLOW_ERROR, READWRITE, PropertyStore, guarded
 from torchstream.errors import TorchstreamError
 from torchstream.gst import GObject, Gst, GstBase
-from torchstream.meta import _lib, read_results, write_results
+from torchstream.meta import FrameResults, _lib, read_results, write_results
+from torchstream.tensor_data import attach_tensor_data
 
 _PAD = GstBase.AggregatorPad.__gtype__
 
@@ -52,7 +54,17 @@ def _shallow_copy(buf: Gst.Buffer) -> Gst.Buffer:
     return buf.copy_region(_SHALLOW, 0, _WHOLE)
 
 
-class MetaAggregate(GstBase.Aggregator):
+@dataclass
+class _Found:
+    """One tensor buffer's contribution to a frame."""
+
+    results: FrameResults
+    source: str
+    caps: str
+    buffer: Gst.Buffer | None
+
+
+class MetaAggregate(PropertyStore, GstBase.Aggregator):
     __gtype_name__ = "meta_aggregate"
     __gstmetadata__ = (
         "Results aggregator",
@@ -67,9 +79,18 @@ class MetaAggregate(GstBase.Aggregator):
         _template("tensor_%u", Gst.PadDirection.SINK, Gst.PadPresence.REQUEST),
         _template("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS),
     )
+    PROPERTIES = {
+        "attach-tensor-data": (
+            bool, "Attach tensor data",
+            "Also keep the matched inference buffers (the raw output tensors, not copied) on "
+            "each frame, readable with torchstream.tensor_data.read_tensor_data", True,
+            READWRITE),
+    }
+    __gproperties__ = PROPERTIES
 
     def __init__(self) -> None:
         super().__init__()
+        self._init_settings()
         self.video_pad = GObject.new(_PAD, name="sink", template=self.get_pad_template("sink"),
                                      direction=Gst.PadDirection.SINK)
         self.add_pad(self.video_pad)
@@ -162,7 +183,11 @@ class MetaAggregate(GstBase.Aggregator):
             if buf is not None:
                 rt = _running_time(self.segments.get(key), buf)
                 if rt is not None:
-                    self.matcher.push(key, rt, read_results(buf))
+                    keep = self.settings["attach-tensor-data"]
+                    caps = pad.get_current_caps() if keep else None
+                    self.matcher.push(key, rt, _Found(
+                        read_results(buf), key, caps.to_string() if caps else "",
+                        buf if keep else None))
             self.matcher.set_eos(key, pad.is_eos() and not pad.has_buffer())
         for key in list(self.matcher.streams):
             if key not in keys:
@@ -186,7 +211,11 @@ class MetaAggregate(GstBase.Aggregator):
                 frame = _shallow_copy(frame)
                 self.frames_copied += 1
             width, height = self._frame_size()
-            write_results(frame, merge_results(read_results(frame), found), width, height)
+            merged = merge_results(read_results(frame), [f.results for f in found])
+            write_results(frame, merged, width, height)
+            kept = [f for f in found if f.buffer is not None]
+            if kept:
+                attach_tensor_data(frame, _unique_sources(kept))
         self._update_segment()
         self.frames_out += 1
         return self.finish_buffer(frame)
@@ -211,3 +240,14 @@ class MetaAggregate(GstBase.Aggregator):
         if self.segment_sent is None or not segment.is_equal(self.segment_sent):
             self.update_segment(segment)
             self.segment_sent = segment.copy()
+
+
+def _unique_sources(found: list[_Found]) -> list[tuple[str, str, Gst.Buffer]]:
+    """(source, caps, buffer) per tensor buffer; a second buffer of the same pad for the same
+    frame is named ``tensor_0.1``."""
+    items, seen = [], {}
+    for f in found:
+        n = seen.get(f.source, 0)
+        seen[f.source] = n + 1
+        items.append((f.source if n == 0 else f"{f.source}.{n}", f.caps, f.buffer))
+    return items

@@ -168,10 +168,9 @@ def test_overlay_properties_set_the_sizes(bikes_frames):
 
 
 def test_formats_it_cannot_draw_on_are_refused_at_linking(bikes_frames):
-    """Other formats (packed 4:2:2, 10-bit) are refused when linking, never converted behind
-    the user's back."""
-    with pytest.raises(GLib.Error, match="meta_overlay.*can't handle caps.*UYVY"):
-        run_results("appsrc name=src ! videoconvert ! video/x-raw,format=UYVY ! "
+    """Other formats are refused when linking, never converted behind the user's back."""
+    with pytest.raises(GLib.Error, match="meta_overlay.*can't handle caps.*AYUV"):
+        run_results("appsrc name=src ! videoconvert ! video/x-raw,format=AYUV ! "
                     "meta_overlay ! appsink name=sink", bikes_frames[:1])
 
 
@@ -203,6 +202,51 @@ def test_overlay_scales_with_the_frame_and_handles_odd_sizes(bikes_frames, fmt, 
         assert painted[middle, edges].all()
         assert set(np.nonzero(changed[middle])[0].tolist()) <= set(edges)
         assert changed[middle, edges].sum() >= len(edges) // 2
+
+
+def luma(received, fmt: str) -> np.ndarray:
+    """The Y samples of a received YUV frame, H x W, read from the layout GStreamer documents."""
+    info = GstVideo.VideoInfo.new_from_caps(Gst.Caps.from_string(received.caps))
+    raw, stride = received.arrays[0][info.offset[0]:], info.stride[0]
+    as_strided = np.lib.stride_tricks.as_strided
+    if fmt in ("YUY2", "YVYU", "UYVY", "I420_10LE", "P010_10LE"):
+        rows = as_strided(raw, (H, 2 * W), (stride, 1)).copy()
+        if fmt.endswith("10LE"):
+            return rows.view("<u2")
+        return rows[:, 1::2] if fmt == "UYVY" else rows[:, 0::2]
+    return as_strided(raw, (H, W), (stride, 1))
+
+
+@pytest.mark.parametrize("fmt", ["I420", "YV12", "NV12", "NV21", "Y42B", "Y444", "YUY2", "UYVY",
+                                 "YVYU", "I420_10LE", "P010_10LE"])
+def test_luma_and_chroma_are_right_in_every_yuv_layout(bikes_frames, fmt):
+    """The box's colour comes back when the drawn frame is converted to RGB by videoconvert:
+    luma and chroma samples were both written where they belong."""
+    run = run_results(
+        "appsrc name=src ! test_meta_writer name=w ! videoconvert ! "
+        f"video/x-raw,format={fmt} ! tee name=t  t. ! queue ! appsink name=ref  "
+        "t. ! queue ! meta_overlay lines-thickness=4 ! tee name=o  o. ! queue ! appsink name=out "
+        " o. ! queue ! videoconvert ! video/x-raw,format=RGB ! appsink name=rgb",
+        bikes_frames[:2], sinks=("ref", "out", "rgb"),
+        writers={"w": lambda buf, i: write_results(buf, RESULTS, W, H)},
+    )
+    assert run.result.ok, run.error
+    assert [len(run.per_sink[k]) for k in ("ref", "out", "rgb")] == [2, 2, 2]
+    x, y, w, h = BOX
+    shift = {"I420_10LE": 2, "P010_10LE": 8}.get(fmt, 0)
+    for ref, out, rgb in zip(run.per_sink["ref"], run.per_sink["out"], run.per_sink["rgb"],
+                             strict=True):
+        assert Gst.Caps.from_string(out.caps).get_structure(0).get_value("format") == fmt
+        before, after = luma(ref, fmt), luma(out, fmt)
+        assert (after[y + 20:y + h, x:x + 4] == _yuv(color_for(3))["Y"] << shift).all()
+        assert (after[y + 20:y + h - 4, x + 4:x + w - 4] == before[y + 20:y + h - 4,
+                                                                     x + 4:x + w - 4]).all()
+        assert (after[:, x + w:] == before[:, x + w:]).all()
+        assert (after[y + h:] == before[y + h:]).all()
+        pixels = rgb.arrays[0].reshape(H, W, 3).astype(int)
+        blue, green, red = color_for(3)
+        edge = pixels[y + 20:y + h - 4, x + 1:x + 3]
+        assert np.abs(edge - [red, green, blue]).max() <= 6
 
 
 def test_gst_tools_load_both_elements_from_the_plugin_folder(tmp_path):

@@ -2,14 +2,15 @@
 
 Pure numpy/OpenCV, no GStreamer: :func:`draw_results` draws on a BGR(x) image, and
 :func:`frame_planes` describes a raw video frame of any supported format (packed RGB family,
-planar and semi-planar 8-bit YUV, GRAY8) as planes that the same drawing code writes into
-directly, so a frame never goes through a colour conversion to be annotated.
+planar, semi-planar and packed 4:2:2 YUV, 10-bit I420 and P010, GRAY8) as planes that the same
+drawing code writes into directly, so a frame never goes through a colour conversion to be
+annotated.
 
 Box outlines (exactly the thickness asked, inside the box) and label backgrounds are filled
-rectangles (``cv2.rectangle``) drawn on every plane, chroma planes at their subsampled
-coordinates. Text is rendered once at full resolution into a small mask with ``cv2.putText``
-and that mask is applied to every plane (subsampled for chroma), so letters on luma and chroma
-line up.
+rectangles written on every plane (numpy slices, so strided views of packed 4:2:2 and 16-bit
+planes work alike), chroma planes at their subsampled coordinates. Text is rendered once at
+full resolution into a small mask with ``cv2.putText`` and that mask is applied to every plane
+(subsampled for chroma), so letters on luma and chroma line up.
 """
 
 from __future__ import annotations
@@ -25,23 +26,33 @@ from torchstream.meta import Classification, FrameResults, Region
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
-# Formats drawn in place, by layout. Packed: channel order. Planar/semi-planar: per plane the
-# components it holds and its subsampling (log2 of the divisor in x and y).
+# Formats drawn in place. Packed RGB: channel order. YUV: one entry per component view:
+# (GStreamer plane, components, x and y subsampling as log2 of the divisor, step between
+# samples in the row and first sample's position, both in samples). 16-bit formats hold the
+# 8-bit value shifted left by the given amount.
 PACKED_FORMATS = {
     "RGB": "RGB", "BGR": "BGR",
     "RGBx": "RGBx", "BGRx": "BGRx", "xRGB": "xRGB", "xBGR": "xBGR",
     "RGBA": "RGBA", "BGRA": "BGRA", "ARGB": "ARGB", "ABGR": "ABGR",
 }
-YUV_FORMATS: dict[str, tuple[tuple[str, int, int], ...]] = {
-    "I420": (("Y", 0, 0), ("U", 1, 1), ("V", 1, 1)),
-    "YV12": (("Y", 0, 0), ("V", 1, 1), ("U", 1, 1)),
-    "Y42B": (("Y", 0, 0), ("U", 1, 0), ("V", 1, 0)),
-    "Y444": (("Y", 0, 0), ("U", 0, 0), ("V", 0, 0)),
-    "NV12": (("Y", 0, 0), ("UV", 1, 1)),
-    "NV21": (("Y", 0, 0), ("VU", 1, 1)),
-    "NV16": (("Y", 0, 0), ("UV", 1, 0)),
-    "GRAY8": (("G", 0, 0),),
+_I420 = ((0, "Y", 0, 0, 1, 0), (1, "U", 1, 1, 1, 0), (2, "V", 1, 1, 1, 0))
+_NV12 = ((0, "Y", 0, 0, 1, 0), (1, "UV", 1, 1, 2, 0))
+YUV_FORMATS: dict[str, tuple[tuple[int, str, int, int, int, int], ...]] = {
+    "I420": _I420,
+    "YV12": ((0, "Y", 0, 0, 1, 0), (1, "V", 1, 1, 1, 0), (2, "U", 1, 1, 1, 0)),
+    "Y42B": ((0, "Y", 0, 0, 1, 0), (1, "U", 1, 0, 1, 0), (2, "V", 1, 0, 1, 0)),
+    "Y444": ((0, "Y", 0, 0, 1, 0), (1, "U", 0, 0, 1, 0), (2, "V", 0, 0, 1, 0)),
+    "NV12": _NV12,
+    "NV21": ((0, "Y", 0, 0, 1, 0), (1, "VU", 1, 1, 2, 0)),
+    "NV16": ((0, "Y", 0, 0, 1, 0), (1, "UV", 1, 0, 2, 0)),
+    "YUY2": ((0, "Y", 0, 0, 2, 0), (0, "U", 1, 0, 4, 1), (0, "V", 1, 0, 4, 3)),
+    "UYVY": ((0, "Y", 0, 0, 2, 1), (0, "U", 1, 0, 4, 0), (0, "V", 1, 0, 4, 2)),
+    "YVYU": ((0, "Y", 0, 0, 2, 0), (0, "V", 1, 0, 4, 1), (0, "U", 1, 0, 4, 3)),
+    "GRAY8": ((0, "G", 0, 0, 1, 0),),
+    "I420_10LE": _I420,
+    "P010_10LE": _NV12,
 }
+SIXTEEN_BIT_SHIFT = {"I420_10LE": 2, "P010_10LE": 8}
 OVERLAY_FORMATS = tuple(PACKED_FORMATS) + tuple(YUV_FORMATS)
 
 # One colour per label id (BGR), distinct and bright enough to read black text on.
@@ -78,12 +89,11 @@ def _packed_value(order: str) -> Callable[[tuple[int, int, int]], tuple[int, ...
     return value
 
 
-def _yuv_value(components: str) -> Callable[[tuple[int, int, int]], tuple[int, ...]]:
+def _yuv_value(components: str, shift: int = 0
+               ) -> Callable[[tuple[int, int, int]], tuple[int, ...]]:
     def value(bgr):
         yuv = _yuv(bgr)
-        if components in ("UV", "VU"):
-            return tuple(yuv[c] for c in components)
-        return (yuv[components],)
+        return tuple(yuv[c] << shift for c in components)
 
     return value
 
@@ -108,30 +118,37 @@ def bgr_planes(image: np.ndarray) -> list[Plane]:
 
 
 def frame_planes(data, fmt: str, width: int, height: int, offsets, strides) -> list[Plane]:
-    """Writable views of the planes of a raw frame held in ``data`` (a writable buffer)."""
-    raw = np.frombuffer(data, dtype=np.uint8)
+    """Writable views of the planes of a raw frame held in ``data`` (a writable buffer);
+    ``offsets`` and ``strides`` per GStreamer plane, in bytes."""
     if fmt in PACKED_FORMATS:
         order = PACKED_FORMATS[fmt]
-        layout = [(order, 0, 0, len(order))]
-        value = [_packed_value(order)]
+        views = [(0, order, 0, 0, len(order), 0)]
+        values = [_packed_value(order)]
     elif fmt in YUV_FORMATS:
-        layout = [(c, sx, sy, 2 if len(c) == 2 else 1) for c, sx, sy in YUV_FORMATS[fmt]]
-        value = [_yuv_value(c) for c, _, _ in YUV_FORMATS[fmt]]
+        views = list(YUV_FORMATS[fmt])
+        shift = SIXTEEN_BIT_SHIFT.get(fmt, 0)
+        values = [_yuv_value(v[1], shift) for v in views]
     else:
         raise CapsError(f"meta_overlay cannot draw on {fmt} frames; supported: "
                         f"{', '.join(OVERLAY_FORMATS)} (put a videoconvert before it)")
+    dtype = np.dtype(np.uint16 if fmt in SIXTEEN_BIT_SHIFT else np.uint8)
+    size = dtype.itemsize
+    raw = np.frombuffer(data, dtype=np.uint8)
     planes = []
-    for p, ((_, sx, sy, channels), to_value) in enumerate(zip(layout, value, strict=True)):
+    for (p, components, sx, sy, step, first), to_value in zip(views, values, strict=True):
+        channels = len(components)
         w = -(-width // (1 << sx))
         h = -(-height // (1 << sy))
-        offset, stride = int(offsets[p]), int(strides[p])
-        end = offset + (h - 1) * stride + w * channels
+        offset, stride = int(offsets[p]) + first * size, int(strides[p])
+        end = offset + (h - 1) * stride + ((w - 1) * step + channels) * size
         if end > raw.size:
             raise CapsError(f"{fmt} {width}x{height} frame: plane {p} needs {end} bytes, the "
                             f"buffer holds {raw.size}")
-        shape = (h, w, channels) if channels > 1 else (h, w)
-        byte_strides = (stride, channels, 1) if channels > 1 else (stride, 1)
-        array = np.ndarray(shape, np.uint8, buffer=raw, offset=offset, strides=byte_strides)
+        if channels > 1:
+            shape, view_strides = (h, w, channels), (stride, step * size, size)
+        else:
+            shape, view_strides = (h, w), (stride, step * size)
+        array = np.ndarray(shape, dtype, buffer=raw, offset=offset, strides=view_strides)
         planes.append(Plane(array, sx, sy, to_value))
     return planes
 
@@ -190,11 +207,15 @@ class Painter:
         self.height = int(height)
 
     def fill(self, x0: int, y0: int, x1: int, y1: int, bgr) -> None:
-        """Fill the box with corners (x0, y0), (x1, y1), inclusive."""
+        """Fill the box with corners (x0, y0), (x1, y1), inclusive (clipped to the frame)."""
+        x0, y0 = max(0, x0), max(0, y0)
+        if x1 < x0 or y1 < y0:
+            return
         for plane in self.planes:
             sx, sy = plane.sx, plane.sy
-            cv2.rectangle(plane.array, (x0 >> sx, y0 >> sy), (x1 >> sx, y1 >> sy),
-                          plane.value(bgr), -1, cv2.LINE_8)
+            value = plane.value(bgr)
+            plane.array[y0 >> sy:(y1 >> sy) + 1, x0 >> sx:(x1 >> sx) + 1] = (
+                value if plane.array.ndim == 3 else value[0])
 
     def outline(self, x0: int, y0: int, x1: int, y1: int, bgr, thickness: int) -> None:
         """A box outline exactly ``thickness`` pixels wide, inside the corners (inclusive)."""
@@ -222,7 +243,8 @@ class Painter:
             px0, py0 = mx0 >> sx, my0 >> sy
             sub = sub[: max(0, ph - py0), : max(0, pw - px0)]
             target = plane.array[py0:py0 + sub.shape[0], px0:px0 + sub.shape[1]]
-            target[sub > 0] = plane.value(bgr)
+            value = plane.value(bgr)
+            target[sub > 0] = value if plane.array.ndim == 3 else value[0]
 
 
 def _text_color(background) -> tuple[int, int, int]:

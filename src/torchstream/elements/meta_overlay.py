@@ -1,7 +1,8 @@
 """meta_overlay: draws the results on the buffer (boxes, labels, frame classifications).
 
 An in-place transform that draws straight into the frame in the format it arrives in (packed
-RGB family, 8-bit planar and semi-planar YUV, GRAY8; see :mod:`torchstream.overlay`): no
+RGB family, planar, semi-planar and packed 4:2:2 YUV, 10-bit I420/P010, GRAY8; see
+:mod:`torchstream.overlay`): no
 colour conversion, so the output format is the input format, a frame without results leaves
 untouched, and the results metadata stays on the buffer.
 """

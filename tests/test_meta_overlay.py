@@ -13,7 +13,14 @@ from tests.conftest import BIKES
 from tests.results_helpers import run_results
 from torchstream.gst import GLib, Gst, GstVideo
 from torchstream.meta import Classification, FrameResults, Region, write_results
-from torchstream.overlay import _yuv, auto_style, color_for, draw_results
+from torchstream.overlay import (
+    _yuv,
+    auto_style,
+    color_for,
+    draw_on_planes,
+    draw_results,
+    frame_planes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 640, 272  # bikes.mp4
@@ -97,6 +104,37 @@ def test_labels_grow_with_the_font_scale():
         heights.append(BOX[1] - rows.min())
     assert heights[0] < heights[1] < heights[2]
     assert heights[2] > 2.5 * heights[0]
+
+
+def test_degenerate_boxes_long_labels_and_tiny_frames():
+    """Boxes on the frame's edges or of zero size, labels wider than the frame, frames of a
+    few pixels: drawn clipped, never an error, in every layout."""
+    regions = [
+        Region(0, 0, 1, 1, "all", 1, 0.5, region_id=0),
+        Region(1, 1, 1, 1, "corner", 2, 0.5, region_id=1),
+        Region(0, 0, 0, 0, "origin", 3, 0.5, region_id=2),
+        Region(0.5, 0.5, 0.5, 0.9, "a label much wider than the whole frame " * 3, 4, 0.5,
+               region_id=3),
+    ]
+    results = FrameResults(regions=regions,
+                           classifications=[Classification("scene", "y" * 200, 1, 0.5)])
+    for h, w in ((1, 1), (2, 3), (5, 200), (8, 16), (H, W)):
+        image = np.zeros((h, w, 4), np.uint8)
+        draw_results(image, results)
+        cw, ch = -(-w // 2), -(-h // 2)
+        layouts = {
+            "I420": ([0, w * h, w * h + cw * ch], [w, cw, cw], w * h + 2 * cw * ch),
+            "NV12": ([0, w * h], [w, 2 * cw], w * h + 2 * cw * ch),
+            "YUY2": ([0], [4 * cw], 4 * cw * h),
+            "P010_10LE": ([0, 2 * w * h], [2 * w, 4 * cw], 2 * (w * h + 2 * cw * ch)),
+        }
+        for fmt, (offsets, strides, size) in layouts.items():
+            planes = frame_planes(bytearray(size), fmt, w, h, offsets, strides)
+            draw_on_planes(planes, w, h, results, auto_style(w, h))
+    # at full size the whole-frame box runs along the frame's last row and column
+    blue, green, red = color_for(1)
+    assert (image[H - 1, W // 2, :3] == [blue, green, red]).all()
+    assert (image[H // 2, W - 1, :3] == [blue, green, red]).all()
 
 
 # --- the element on real frames ---------------------------------------------------------------

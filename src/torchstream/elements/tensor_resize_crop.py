@@ -1,0 +1,138 @@
+"""tensor_resize_crop: resize and centre-crop uint8 [C,H,W] tensors as torchvision does."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dims, parse_dimensions
+from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop
+from torchstream.errors import CapsError, ConfigError
+from torchstream.gst import GObject, Gst, GstBase
+from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_size
+from torchstream.tensors import to_torch
+
+_CAPS = Gst.Caps.from_string(f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8")
+
+
+def _output_structure(structure, spec: ResizeSpec | None):
+    """Sink caps -> src caps: fixed dims when the input's are, otherwise any size."""
+    s = structure.copy()
+    if not s.has_field("dimensions") or spec is None:
+        s.remove_field("dimensions")
+        return s
+    try:
+        shapes = parse_dimensions(s.get_value("dimensions"))
+    except CapsError:
+        return None
+    if len(shapes) != 1 or len(shapes[0]) != 3 or shapes[0][0] not in (1, 3, 4):
+        return None  # only planar [C,H,W] images
+    c, h, w = shapes[0]
+    if h == 0 or w == 0:
+        s.remove_field("dimensions")
+        return s
+    oh, ow = spec.output_hw(h, w)
+    s.set_value("dimensions", format_dims((c, oh, ow)))
+    return s
+
+
+class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
+    __gtype_name__ = "tensor_resize_crop"
+    __gstmetadata__ = (
+        "Tensor resize and crop",
+        "Filter/Converter/Tensor",
+        "Resizes a uint8 [C,H,W] image tensor (shorter side, exact box or letterbox) and takes a "
+        "centre crop, with torchvision's functions, so results equal a weights' reference "
+        "transform",
+        "torchstream",
+    )
+    __gsttemplates__ = (
+        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _CAPS),
+        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
+    )
+    PROPERTIES = {
+        "size": string_prop("Size", "N: shorter side to N (aspect-ratio) or NxN box; WxH: box; "
+                            "empty: no resize", ""),
+        "mode": string_prop("Mode", f"Resize mode: {', '.join(MODES)}", "aspect-ratio"),
+        "crop": string_prop("Crop", "Centre crop after resizing: N (square) or WxH; empty: "
+                            "none", ""),
+        "interpolation": string_prop("Interpolation", f"One of {', '.join(INTERPOLATIONS)}",
+                                     "bilinear"),
+        "antialias": (bool, "Antialias", "Antialias when downscaling (as torchvision)", True,
+                      GObject.ParamFlags.READWRITE),
+    }
+    __gproperties__ = PROPERTIES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.settings["antialias"] = True
+        self.spec: ResizeSpec | None = None
+        self.in_shape = self.out_shape = None
+
+    def _make_spec(self) -> ResizeSpec:
+        return ResizeSpec(
+            size=parse_size(self.settings["size"], "size"),
+            mode=self.settings["mode"],
+            crop=parse_size(self.settings["crop"], "crop"),
+            interpolation=self.settings["interpolation"],
+            antialias=bool(self.settings["antialias"]),
+        )
+
+    @guarded(False)
+    def do_start(self):
+        self.spec = self._make_spec()
+        return True
+
+    @guarded(None)
+    def do_transform_caps(self, direction, caps, filter_):
+        spec = self.spec
+        if spec is None:
+            try:
+                spec = self._make_spec()
+            except ConfigError:
+                spec = None  # reported by do_start, with the element's name
+        result = Gst.Caps.new_empty()
+        for i in range(caps.get_size()):
+            structure = caps.get_structure(i)
+            if direction == Gst.PadDirection.SINK:
+                s = _output_structure(structure, spec)
+            else:
+                s = structure.copy()
+                s.remove_field("dimensions")
+            if s is not None:
+                result.append_structure(s)
+        if filter_ is not None:
+            result = filter_.intersect_full(result, Gst.CapsIntersectMode.FIRST)
+        return result
+
+    @guarded(False)
+    def do_set_caps(self, incaps, outcaps):
+        self.in_shape = config_from_fields(incaps.get_structure(0)).tensors[0].shape
+        self.out_shape = config_from_fields(outcaps.get_structure(0)).tensors[0].shape
+        return True
+
+    def do_transform_size(self, direction, caps, size, othercaps):
+        if self.out_shape is None:
+            return False, 0
+        shape = self.out_shape if direction == Gst.PadDirection.SINK else self.in_shape
+        return True, int(np.prod(shape))
+
+    @guarded(FLOW_ERROR)
+    def do_transform(self, inbuf, outbuf):
+        ok_in, src = inbuf.map(Gst.MapFlags.READ)
+        ok_out, dst = outbuf.map(Gst.MapFlags.WRITE)
+        try:
+            if not (ok_in and ok_out):
+                raise RuntimeError("could not map buffers")
+            image = np.frombuffer(src.data, np.uint8, count=int(np.prod(self.in_shape)))
+            result = self.spec.apply(to_torch(image.reshape(self.in_shape), "uint8"))
+            if tuple(result.shape) != tuple(self.out_shape):
+                raise CapsError(f"resize gave {tuple(result.shape)}, caps say {self.out_shape}")
+            out = np.frombuffer(dst.data, np.uint8, count=int(np.prod(self.out_shape)))
+            out.reshape(self.out_shape)[:] = result.numpy()
+        finally:
+            if ok_in:
+                inbuf.unmap(src)
+            if ok_out:
+                outbuf.unmap(dst)
+        return Gst.FlowReturn.OK

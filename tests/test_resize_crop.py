@@ -1,0 +1,92 @@
+"""tensor_resize_crop against torchvision's reference transforms, on real frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torchvision.transforms import functional as F
+
+from tests.conftest import COCKATOO, IMAGENET_MEAN, IMAGENET_STD
+from tests.helpers import decode_frames, run_pipeline
+from torchstream.errors import ConfigError
+from torchstream.resize import ResizeSpec, parse_size
+
+
+def resize_pipeline(props: str) -> str:
+    return ("appsrc name=src ! videoconvert ! video/x-raw,format=RGBP ! tensor_convert ! "
+            f"tensor_resize_crop {props} ! appsink name=sink")
+
+
+def chw(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))
+
+
+def test_shorter_side_and_centre_crop_equal_torchvision(bikes_frames):
+    run = run_pipeline(resize_pipeline("size=256 crop=224"), bikes_frames[:4])
+    assert run.result.ok, run.error
+    assert 'dimensions=(string)"224:224:3"' in run.outputs[0].caps or \
+        "dimensions=(string)224:224:3" in run.outputs[0].caps
+    for out, frame in zip(run.outputs, bikes_frames, strict=False):
+        ref = F.center_crop(F.resize(chw(frame), [256], antialias=True), [224]).numpy()
+        assert np.array_equal(out.arrays[0], ref)
+
+
+@pytest.mark.parametrize(("props", "shape"), [
+    ("size=100x50 mode=no-aspect-ratio", (3, 50, 100)),
+    ("size=128 mode=letterbox", (3, 128, 128)),
+    ("size=300", (3, 300, 705)),
+    ("crop=64x32", (3, 32, 64)),
+])
+def test_output_shapes_follow_the_properties(bikes_frames, props, shape):
+    run = run_pipeline(resize_pipeline(props), bikes_frames[:2])
+    assert run.result.ok, run.error
+    assert run.outputs[0].arrays[0].shape == shape
+
+
+def test_letterbox_keeps_the_picture_centred(bikes_frames):
+    frame = bikes_frames[0]  # 640x272
+    run = run_pipeline(resize_pipeline("size=320 mode=letterbox"), [frame])
+    assert run.result.ok, run.error
+    out = run.outputs[0].arrays[0]
+    inner = F.resize(chw(frame), [136, 320], antialias=True).numpy()
+    top = (320 - 136) // 2
+    assert np.array_equal(out[:, top:top + 136], inner)
+    assert out[:, :top].max() == 0 and out[:, top + 136:].max() == 0
+
+
+def test_bad_properties_are_errors(bikes_frames):
+    with pytest.raises(ConfigError, match="'size'"):
+        parse_size("12y4", "size")
+    with pytest.raises(ConfigError, match="'mode'"):
+        ResizeSpec(size=(10,), mode="stretch")
+    run = run_pipeline(resize_pipeline("size=abc"), bikes_frames[:1], timeout=30)
+    assert not run.result.ok and "'size'" in run.error
+
+
+def test_chain_equals_the_weights_reference_transform(mobilenet_weights):
+    """Resize 256 + centre crop 224 + ImageNet normalisation: the same probabilities as
+    torchvision's ``weights.transforms()`` and the same model, frame by frame."""
+    weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
+    model = torchvision.models.mobilenet_v2()
+    model.load_state_dict(torch.load(mobilenet_weights, weights_only=True))
+    model.eval()
+    frames = decode_frames(COCKATOO, 12, start=195)
+    run = run_pipeline(
+        "appsrc name=src ! videoconvert ! video/x-raw,format=RGBP ! tensor_convert ! "
+        "tensor_resize_crop size=256 crop=224 ! "
+        f"opencv_tensor_normalize range=<0,1> mean={IMAGENET_MEAN} std={IMAGENET_STD} ! "
+        "pytorch_tensor_inference model=torchvision.models.mobilenet_v2 "
+        f"model-weights={mobilenet_weights} ! appsink name=sink",
+        frames,
+    )
+    assert run.result.ok, run.error
+    transform = weights.transforms()
+    with torch.inference_mode():
+        reference = model(torch.stack([transform(chw(f)) for f in frames])).softmax(-1).numpy()
+    got = torch.from_numpy(np.stack([o.arrays[0] for o in run.outputs])).softmax(-1).numpy()
+    assert np.array_equal(got.argmax(-1), reference.argmax(-1))
+    assert np.abs(got - reference).max() <= 1e-4
+    categories = weights.meta["categories"]
+    assert categories[int(got[5].argmax())] == "sulphur-crested cockatoo"  # frame 200

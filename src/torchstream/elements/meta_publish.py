@@ -17,7 +17,7 @@ class MetaPublish(PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "meta_publish"
     __gstmetadata__ = (
         "Results publisher",
-        "Sink/Metadata",
+        "Filter/Metadata",
         "Writes each frame's results (timestamp, frame size, regions, classifications) as one "
         "JSON object per line to a file or stdout; the video passes through untouched",
         "torchstream",

@@ -196,9 +196,10 @@ def test_matcher_and_merge_rules():
     m.push("a", 10, FrameResults(classifications=[Classification("x", "y", 1, 0.5)]))
     assert m.waiting_on(10) == [] and m.dropped == 1
     assert len(m.take(10)) == 1
-    m.push("a", 30, FrameResults())
-    assert m.waiting_on(20) == [] and m.take(20) == []  # skipped: a later result exists
-    m.set_eos("a")
+    m.set_state("a", eos=False, head=30)
+    assert m.waiting_on(20) == [] and m.take(20) == []  # skipped: a later result is queued
+    assert m.waiting_on(30) == ["a"]  # ... but not yet taken
+    m.set_state("a", eos=True, head=None)
     assert m.waiting_on(40) == [] and m.take(None) == []
     base = FrameResults(regions=[Region(0, 0, 1, 1, "a", 0, 1.0, 0)])
     other = FrameResults(regions=[Region(0, 0, 0.5, 0.5, "b", 1, 1.0, 0),

@@ -67,8 +67,10 @@ def video_caps(text: str) -> tuple[str, int, int]:
     return s.get_value("format"), s.get_value("width"), s.get_value("height")
 
 
-def check_classified(outputs, frames, reference, fmt="RGB", size=(640, 272)):
-    assert [o.pts for o in outputs] == [i * Gst.SECOND // 25 for i in range(len(frames))]
+def check_classified(outputs, frames, reference, fmt="RGB", size=(640, 272), pts=None):
+    if pts is None:
+        pts = [i * Gst.SECOND // 25 for i in range(len(frames))]
+    assert [o.pts for o in outputs] == pts
     for out, (label_id, p) in zip(outputs, reference, strict=True):
         assert video_caps(out.caps) == (fmt, *size)
         c = out.results.classification("classification")
@@ -236,3 +238,24 @@ def test_the_logits_stay_on_the_frame(bikes_frames, mobilenet_weights, reference
         assert source == "tensor_0" and logits.shape == (1000,)
         e = np.exp(logits.astype(np.float64) - logits.max())
         assert int(np.argmax(logits)) == label_id and abs(e.max() / e.sum() - p) <= 1e-4
+
+
+@pytest.mark.parametrize("frames_queue", [0, 2])
+def test_preprocess_that_skips_frames(bikes_frames, mobilenet_weights, reference, frames_queue):
+    """A preprocess that infers 5 frames a second of a 25 fps video: the frames it skipped pass
+    without results (in order, none lost), the others carry their own classification."""
+    run = run_results(
+        "appsrc name=src ! " + processbin(mobilenet_weights, "aggregate=meta_aggregate",
+                                          f"aggregate-queue-size={frames_queue}").replace(
+            'preprocess="', 'preprocess="videorate drop-only=true max-rate=5 ! ') +
+        " ! appsink name=sink",
+        bikes_frames, timeout=60,
+    )
+    assert run.result.ok, run.error
+    outputs = run.per_sink["sink"]
+    assert [o.pts for o in outputs] == [i * Gst.SECOND // 25 for i in range(10)]
+    labelled = [i for i, o in enumerate(outputs) if o.results]
+    assert 2 <= len(labelled) <= 3, labelled
+    assert all(labelled[k + 1] - labelled[k] == 5 for k in range(len(labelled) - 1))
+    check_classified([outputs[i] for i in labelled], [bikes_frames[i] for i in labelled],
+                     [reference[i] for i in labelled], pts=[outputs[i].pts for i in labelled])

@@ -3,9 +3,12 @@
 Plain Python, no GStreamer: the element shell feeds it running times and results.
 
 A frame at running time ``t`` is ready when every results stream has shown what it holds for
-``t``: a result at ``t`` was received (one result per frame and stream), a later result was
-received (nothing will come for ``t``: the stream skipped that frame), or the stream ended.
+``t``: a result at ``t`` was received (one result per frame and stream), a later result is
+queued (nothing will come for ``t``: the stream skipped that frame), or the stream ended.
 Results older than the frame being matched belong to no frame still waiting and are dropped.
+The element takes (pushes here) only results up to the frame's running time and leaves a
+later one queued on its pad (``head``): GstAggregator calls its aggregate function only while
+every pad holds a buffer, so the later result must stay there to let the next frames go.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from torchstream.meta import FrameResults, Region
 
 @dataclass
 class _Stream:
-    pending: deque = field(default_factory=deque)  # (running_time, FrameResults), in order
+    pending: deque = field(default_factory=deque)  # (running_time, item), in order
     eos: bool = False
+    head: int | None = None  # running time of the result still queued upstream, if any
 
 
 class ResultsMatcher:
@@ -35,30 +39,35 @@ class ResultsMatcher:
     def remove_stream(self, key: str) -> None:
         self.streams.pop(key, None)
 
-    def push(self, key: str, running_time: int, results: FrameResults) -> None:
+    def push(self, key: str, running_time: int, item) -> None:
         self.add_stream(key)
-        self.streams[key].pending.append((running_time, results))
+        self.streams[key].pending.append((running_time, item))
 
-    def set_eos(self, key: str, eos: bool = True) -> None:
+    def set_state(self, key: str, eos: bool, head: int | None) -> None:
+        """Whether stream ``key`` ended, and the running time of the result it has queued
+        but not pushed (None: none)."""
         self.add_stream(key)
         self.streams[key].eos = eos
+        self.streams[key].head = head
 
     def clear(self) -> None:
         for stream in self.streams.values():
             stream.pending.clear()
             stream.eos = False
+            stream.head = None
 
     def waiting_on(self, running_time: int) -> list[str]:
         """The streams that have not yet shown what they hold for ``running_time``."""
         waiting = []
         for key, stream in self.streams.items():
             self._drop_older(stream, running_time)
-            if stream.pending or stream.eos:
+            if stream.pending or stream.eos or (
+                    stream.head is not None and stream.head > running_time):
                 continue
             waiting.append(key)
         return waiting
 
-    def take(self, running_time: int | None) -> list[FrameResults]:
+    def take(self, running_time: int | None) -> list:
         """The results for the frame at ``running_time``, removed from the queues (call when
         :meth:`waiting_on` is empty, or to release the frame anyway). A frame without a running
         time matches nothing."""

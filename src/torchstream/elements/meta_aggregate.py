@@ -170,40 +170,48 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
 
     # --- matching ---------------------------------------------------------------------------
 
-    def _collect(self) -> None:
-        """Move every queued tensor buffer's results into the matcher (the aggregator holds
-        one buffer per pad: taking it lets the next one in, which tells when a pad is past a
-        frame)."""
+    def _collect(self, frame_rt: int | None, drain: bool = False) -> None:
+        """Take from each tensor pad the buffers up to ``frame_rt`` (every buffer when
+        ``drain``) into the matcher; a later buffer stays queued on its pad, which tells that
+        the pad is past the frame and keeps GstAggregator calling us for the next frames."""
         keys = set()
+        keep = self.settings["attach-tensor-data"]
         for pad in self._tensor_pads():
             key = pad.get_name()
             keys.add(key)
-            self.matcher.add_stream(key)
-            buf = pad.pop_buffer()
-            if buf is not None:
+            head = None
+            while True:
+                buf = pad.peek_buffer()
+                if buf is None:
+                    break
                 rt = _running_time(self.segments.get(key), buf)
-                if rt is not None:
-                    keep = self.settings["attach-tensor-data"]
+                if rt is not None and not drain and (frame_rt is None or rt > frame_rt):
+                    head = rt
+                    break
+                pad.pop_buffer()
+                if rt is not None and not drain:
                     caps = pad.get_current_caps() if keep else None
                     self.matcher.push(key, rt, _Found(
                         read_results(buf), key, caps.to_string() if caps else "",
                         buf if keep else None))
-            self.matcher.set_eos(key, pad.is_eos() and not pad.has_buffer())
+            self.matcher.set_state(key, pad.is_eos() and not pad.has_buffer(), head)
         for key in list(self.matcher.streams):
             if key not in keys:
                 self.matcher.remove_stream(key)
 
     @guarded(FLOW_ERROR)
     def do_aggregate(self, timeout):
-        self._collect()
         frame = self.video_pad.peek_buffer()
         if frame is None:
             if self.video_pad.is_eos():
+                self._collect(None, drain=True)
                 return Gst.FlowReturn.EOS
             return Gst.FlowReturn.OK
         rt = _running_time(self.segments.get("sink"), frame)
-        if rt is not None and self.matcher.waiting_on(rt) and not timeout:
-            return Gst.FlowReturn.OK  # wait for the tensor pads to pass this frame
+        if rt is not None:
+            self._collect(rt)
+            if self.matcher.waiting_on(rt) and not timeout:
+                return Gst.FlowReturn.OK  # wait for the tensor pads to pass this frame
         frame = self.video_pad.pop_buffer()
         found = self.matcher.take(rt)
         if found:

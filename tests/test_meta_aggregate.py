@@ -22,6 +22,7 @@ from torchstream.meta import (
     read_results,
     write_results,
 )
+from torchstream.pipeline import run_to_end
 from torchstream.tensor_data import read_tensor_data
 from torchstream.tensors import MappedTensors
 
@@ -246,3 +247,36 @@ def test_attach_tensor_data_keeps_the_tensors_on_the_frame(bikes_frames, attach)
         [(source, pts, arrays)] = kept
         assert source == "tensor_0" and pts == i * Gst.SECOND // 25
         assert arrays[0].shape == (272, 640, 3) and np.array_equal(arrays[0], frame)
+
+
+def test_frames_nobody_else_holds_are_not_copied():
+    """Frames and tensors from two sources (no tee): each frame is written in place, and each
+    gets the tensor buffer of the same timestamp."""
+    pipeline = Gst.parse_launch(
+        "videotestsrc num-buffers=8 pattern=ball ! video/x-raw,format=RGB,width=64,height=48,"
+        f"framerate=25/1 ! meta_aggregate name=agg ! {SINK} "
+        "videotestsrc num-buffers=8 pattern=snow ! video/x-raw,format=RGB,width=32,height=16,"
+        "framerate=25/1 ! tensor_convert ! test_meta_writer name=w ! agg.tensor_0"
+    )
+    pipeline.get_by_name("w").write = label_index
+    received = []
+
+    def on_sample(appsink):
+        buf = appsink.emit("pull-sample").get_buffer()
+        received.append((buf.pts, labelled_index_of(buf)))
+        return Gst.FlowReturn.OK
+
+    sink = pipeline.get_by_name("sink")
+    sink.set_property("emit-signals", True)
+    sink.set_property("sync", False)
+    sink.connect("new-sample", on_sample)
+    agg = pipeline.get_by_name("agg")
+    result = run_to_end(pipeline, 30)
+    assert result.ok, result.error
+    assert received == [(i * Gst.SECOND // 25, i) for i in range(8)]
+    assert (agg.frames_out, agg.frames_copied) == (8, 0)
+
+
+def labelled_index_of(buf: Gst.Buffer) -> int | None:
+    c = read_results(buf).classification("index")
+    return None if c is None else c.label_id

@@ -259,3 +259,43 @@ def test_preprocess_that_skips_frames(bikes_frames, mobilenet_weights, reference
     assert all(labelled[k + 1] - labelled[k] == 5 for k in range(len(labelled) - 1))
     check_classified([outputs[i] for i in labelled], [bikes_frames[i] for i in labelled],
                      [reference[i] for i in labelled], pts=[outputs[i].pts for i in labelled])
+
+
+def test_a_bin_made_in_python_gets_its_free_pads_ghosted(bikes_frames, mobilenet_weights,
+                                                        reference):
+    """preprocess as a Gst.Bin built in Python with no pads of its own."""
+    frames = bikes_frames[:2]
+    preprocess = Gst.parse_bin_from_description(PREPROCESS, False)
+    assert not preprocess.sinkpads and not preprocess.srcpads
+    description = processbin(mobilenet_weights, "aggregate=meta_aggregate").replace(
+        f'preprocess="{PREPROCESS}" ', "")
+    original = Gst.parse_launch
+
+    def parse_launch(text):  # the preprocess is set on the bin before the pipeline starts
+        pipeline = original(text)
+        pipeline.get_by_name("pb").set_property("preprocess", preprocess)
+        return pipeline
+
+    Gst.parse_launch = parse_launch
+    try:
+        run = run_results(f"appsrc name=src ! {description} ! appsink name=sink", frames,
+                          timeout=60)
+    finally:
+        Gst.parse_launch = original
+    assert run.result.ok, run.error
+    check_classified(run.per_sink["sink"], frames, reference[:2])
+    assert [p.get_name() for p in preprocess.pads] == ["sink", "src"]
+
+
+def test_an_element_inside_another_bin_is_an_error():
+    other = Gst.Bin.new("other")
+    identity = Gst.ElementFactory.make("identity", "taken")
+    other.add(identity)
+    pipeline = Gst.parse_launch("videotestsrc ! processbin name=pb ! fakesink")
+    pipeline.get_by_name("pb").set_property("process", identity)
+    try:
+        assert pipeline.set_state(Gst.State.READY) == Gst.StateChangeReturn.FAILURE
+        msg = pipeline.get_bus().timed_pop_filtered(Gst.SECOND, Gst.MessageType.ERROR)
+        assert "'taken' is already inside another bin" in msg.parse_error()[0].message
+    finally:
+        pipeline.set_state(Gst.State.NULL)

@@ -5,7 +5,9 @@ take the inference branches' buffers (tensors carrying results metadata). Buffer
 by running time (:class:`torchstream.aggregate.ResultsMatcher`); each frame leaves once every
 tensor pad has shown what it holds for that frame, with the results merged onto it
 (:func:`torchstream.aggregate.merge_results`). The frame is made writable by a shallow copy
-(memory shared) only when it is shared; output caps are the ``sink`` pad's caps.
+(memory shared) only when it is shared; output caps are the ``sink`` pad's caps. With
+``attach-tensor-data`` the matched tensor buffers themselves are kept on the frame too
+(:mod:`torchstream.tensor_data`).
 """
 
 from __future__ import annotations

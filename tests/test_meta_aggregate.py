@@ -11,7 +11,7 @@ from tests.helpers import _padded_rows
 from tests.results_helpers import run_results
 from torchstream.aggregate import ResultsMatcher, merge_results
 from torchstream.caps import config_from_fields
-from torchstream.gst import Gst
+from torchstream.gst import Gst, GstVideo
 from torchstream.meta import (
     Classification,
     FrameResults,
@@ -305,3 +305,51 @@ def test_frames_and_kept_tensors_are_freed():
     run(800)
     grown = resident_mb() - before
     assert grown < 20, grown
+
+
+def test_a_frame_size_change_is_passed_on():
+    """The frames change size mid-stream: the output caps follow, and each frame's region
+    mirror is sized for its own frame."""
+    pipeline = Gst.parse_launch(
+        "videotestsrc num-buffers=12 ! capsfilter name=cf caps=video/x-raw,format=RGB,"
+        "width=64,height=48,framerate=25/1 ! tee name=t ! queue ! meta_aggregate name=agg ! "
+        f"{SINK} t. ! queue ! test_meta_writer name=w ! agg.tensor_0")
+    cf = pipeline.get_by_name("cf")
+
+    def write(buf, index):
+        add_region(buf, Region(0.0, 0.0, 0.5, 0.5, "half", 0, 1.0, 0), 1, 1)
+
+    count = []
+
+    def change_size(pad, info):
+        count.append(1)
+        if len(count) == 5:  # the source produces the next frames at the new size
+            cf.set_property("caps", Gst.Caps.from_string(
+                "video/x-raw,format=RGB,width=32,height=24,framerate=25/1"))
+        return Gst.PadProbeReturn.OK
+
+    cf.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, change_size)
+    pipeline.get_by_name("w").write = write
+    received = []
+
+    def on_sample(appsink):
+        sample = appsink.emit("pull-sample")
+        buf, s = sample.get_buffer(), sample.get_caps().get_structure(0)
+        roi = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, 0)
+        received.append((s.get_value("width"), s.get_value("height"), buf.get_size(),
+                         (roi.w, roi.h)))
+        return Gst.FlowReturn.OK
+
+    sink = pipeline.get_by_name("sink")
+    sink.set_property("emit-signals", True)
+    sink.set_property("sync", False)
+    sink.connect("new-sample", on_sample)
+    result = run_to_end(pipeline, 30)
+    assert result.ok, result.error
+    assert len(received) == 12
+    sizes = [r[:2] for r in received]
+    assert sizes[0] == (64, 48) and sizes[-1] == (32, 24)
+    assert sizes == sorted(sizes, reverse=True)  # one change, big then small
+    for width, height, size, roi in received:
+        assert size == width * height * 3
+        assert roi == (width // 2, height // 2)

@@ -98,6 +98,8 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
         self.add_pad(self.video_pad)
         self.matcher = ResultsMatcher()
         self.segments: dict[str, Gst.Segment] = {}  # pad name -> its segment (from its events)
+        self.video_caps: Gst.Caps | None = None  # the caps of the frames being aggregated
+        self.caps: dict[str, Gst.Caps] = {}  # pad name -> the caps of its buffers
         self.segment_sent = None
         self.next_pad = 0
         self.frames_out = 0
@@ -124,9 +126,17 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
     def do_sink_event(self, pad, event):
         if event.type == Gst.EventType.SEGMENT:
             self.segments[pad.get_name()] = event.parse_segment().copy()
+        elif event.type == Gst.EventType.CAPS:
+            # in stream order (a pad's current caps may already be those of later buffers)
+            self.caps[pad.get_name()] = event.parse_caps()
+            if pad is self.video_pad:
+                self.video_caps = event.parse_caps()
         elif event.type == Gst.EventType.FLUSH_STOP:
             self.segments.pop(pad.get_name(), None)
-        return GstBase.Aggregator.do_sink_event(self, pad, event)
+        handled = GstBase.Aggregator.do_sink_event(self, pad, event)
+        if pad is self.video_pad and event.type == Gst.EventType.CAPS:
+            self.srcpad.mark_reconfigure()  # new frame caps: renegotiate the output
+        return handled
 
     def _tensor_pads(self):
         return [p for p in self.sinkpads if p is not self.video_pad]
@@ -148,10 +158,9 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
 
     @guarded((Gst.FlowReturn.ERROR, None))
     def do_update_src_caps(self, caps):
-        current = self.video_pad.get_current_caps()
-        if current is None:
+        if self.video_caps is None:
             return Gst.FlowReturn.NOT_NEGOTIATED, None  # the sink pad's caps come first
-        return Gst.FlowReturn.OK, current
+        return Gst.FlowReturn.OK, self.video_caps
 
     # --- state --------------------------------------------------------------------------
 
@@ -159,6 +168,8 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
     def do_start(self):
         self.matcher = ResultsMatcher()
         self.segments = {}
+        self.caps = {}
+        self.video_caps = None
         self.segment_sent = None
         self.frames_out = 0
         self.frames_copied = 0
@@ -192,7 +203,7 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
                     break
                 pad.pop_buffer()
                 if rt is not None and not drain:
-                    caps = pad.get_current_caps() if keep else None
+                    caps = self.caps.get(key) if keep else None
                     self.matcher.push(key, rt, _Found(
                         read_results(buf), key, caps.to_string() if caps else "",
                         buf if keep else None))
@@ -231,7 +242,7 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
         return self.finish_buffer(frame)
 
     def _frame_size(self) -> tuple[int, int]:
-        caps = self.video_pad.get_current_caps()
+        caps = self.video_caps
         s = caps.get_structure(0) if caps is not None and caps.get_size() else None
         if s is None:
             raise TorchstreamError("meta_aggregate: a frame arrived before the sink pad's caps")

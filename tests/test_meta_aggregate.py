@@ -4,6 +4,8 @@ skipped it; slow branches, skipped frames and EOS never hold a frame back for go
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -353,3 +355,29 @@ def test_a_frame_size_change_is_passed_on():
     for width, height, size, roi in received:
         assert size == width * height * 3
         assert roi == (width // 2, height // 2)
+
+
+def test_live_source_frames_wait_for_a_slow_branch_without_spinning():
+    """A live 25 fps source and a branch that takes 60 ms a frame: every frame still gets its
+    own result, and waiting costs no CPU (no polling loop)."""
+    pipeline = Gst.parse_launch(
+        "videotestsrc is-live=true num-buffers=12 ! video/x-raw,format=RGB,width=64,height=48,"
+        f"framerate=25/1 ! tee name=t ! queue ! meta_aggregate name=agg ! {SINK} "
+        "t. ! queue ! identity sleep-time=60000 ! test_meta_writer name=w ! agg.tensor_0")
+    pipeline.get_by_name("w").write = label_index
+    received = []
+
+    def on_sample(appsink):
+        buf = appsink.emit("pull-sample").get_buffer()
+        received.append(labelled_index_of(buf))
+        return Gst.FlowReturn.OK
+
+    sink = pipeline.get_by_name("sink")
+    sink.set_property("emit-signals", True)
+    sink.connect("new-sample", on_sample)
+    cpu = time.process_time()
+    result = run_to_end(pipeline, 30)
+    cpu = time.process_time() - cpu
+    assert result.ok, result.error
+    assert received == list(range(12))
+    assert result.seconds > 0.6 and cpu < 0.5 * result.seconds, (cpu, result.seconds)

@@ -381,3 +381,47 @@ def test_live_source_frames_wait_for_a_slow_branch_without_spinning():
     assert result.ok, result.error
     assert received == list(range(12))
     assert result.seconds > 0.6 and cpu < 0.5 * result.seconds, (cpu, result.seconds)
+
+
+def test_a_flushing_seek_restarts_matching():
+    """A real video seeked mid-stream (flushing, with a stop): after the seek, every frame
+    carries the result made from itself (results are keyed by the frame's pts here)."""
+    from tests.conftest import BIKES
+
+    pipeline = Gst.parse_launch(
+        f"filesrc location={BIKES} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! "
+        f"tee name=t ! queue ! meta_aggregate name=agg ! {SINK} "
+        "t. ! queue ! identity sleep-time=5000 ! test_meta_writer name=w ! agg.tensor_0")
+
+    def by_pts(buf, index):
+        add_classification(buf, Classification("pts", str(buf.pts), index, 1.0))
+
+    pipeline.get_by_name("w").write = by_pts
+    received = []
+
+    def on_sample(appsink):
+        buf = appsink.emit("pull-sample").get_buffer()
+        c = read_results(buf).classification("pts")
+        received.append((buf.pts, None if c is None else int(c.label)))
+        return Gst.FlowReturn.OK
+
+    sink = pipeline.get_by_name("sink")
+    sink.set_property("emit-signals", True)
+    sink.set_property("sync", False)
+    sink.connect("new-sample", on_sample)
+    try:
+        pipeline.set_state(Gst.State.PAUSED)
+        assert pipeline.get_state(10 * Gst.SECOND)[0] == Gst.StateChangeReturn.SUCCESS
+        assert pipeline.seek(1.0, Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE,
+                             Gst.SeekType.SET, 4 * Gst.SECOND, Gst.SeekType.SET,
+                             5 * Gst.SECOND)
+        assert pipeline.get_state(10 * Gst.SECOND)[0] == Gst.StateChangeReturn.SUCCESS
+        received.clear()  # what prerolled before and after the seek
+        result = run_to_end(pipeline, 30)
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    assert result.ok, result.error
+    assert 20 <= len(received) <= 30, len(received)
+    pts = [p for p, _ in received]
+    assert pts == sorted(pts) and 4 * Gst.SECOND - Gst.SECOND // 10 <= pts[0]
+    assert all(label == p for p, label in received), received

@@ -22,6 +22,7 @@ from torchstream.meta import (
     add_classification,
     add_region,
     read_results,
+    read_tensors_record,
     write_results,
 )
 from torchstream.pipeline import run_to_end
@@ -220,7 +221,8 @@ def kept_tensors(store: list):
         for item in read_tensor_data(buf):
             config = config_from_fields(item.caps.get_structure(0))
             with MappedTensors(item.buffer, config) as arrays:
-                kept.append((item.source, item.buffer.pts, [a.copy() for a in arrays]))
+                kept.append((item.source, item.buffer.pts, [a.copy() for a in arrays],
+                             read_tensors_record(item.buffer)))
         store.append(kept)
 
     return read
@@ -246,7 +248,8 @@ def test_attach_tensor_data_keeps_the_tensors_on_the_frame(bikes_frames, attach)
         if not attach:
             assert kept == []
             continue
-        [(source, pts, arrays)] = kept
+        [(source, pts, arrays, record)] = kept
+        assert record is None  # tensor_convert writes no tensors record
         assert source == "tensor_0" and pts == i * Gst.SECOND // 25
         assert arrays[0].shape == (272, 640, 3) and np.array_equal(arrays[0], frame)
 

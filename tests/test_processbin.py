@@ -234,8 +234,10 @@ def test_the_logits_stay_on_the_frame(bikes_frames, mobilenet_weights, reference
     assert run.result.ok, run.error
     check_classified(run.per_sink["sink"], frames, reference[:3])
     for kept, (label_id, p) in zip(store, reference, strict=False):
-        [(source, _pts, [logits])] = kept
+        [(source, _pts, [logits], record)] = kept
         assert source == "tensor_0" and logits.shape == (1000,)
+        # the kept buffer still carries what the inference element said about it
+        assert record.model == "torchvision.models.mobilenet_v2" and record.names == ("output",)
         e = np.exp(logits.astype(np.float64) - logits.max())
         assert int(np.argmax(logits)) == label_id and abs(e.max() / e.sum() - p) <= 1e-4
 

@@ -22,11 +22,11 @@ from torchstream.meta import (
     add_classification,
     add_region,
     read_results,
+    read_tensor_data,
     read_tensors_record,
     write_results,
 )
 from torchstream.pipeline import run_to_end
-from torchstream.tensor_data import read_tensor_data
 from torchstream.tensors import MappedTensors
 
 SINK = "appsink name=sink"

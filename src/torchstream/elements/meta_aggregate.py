@@ -19,8 +19,7 @@ from torchstream.aggregate import ResultsMatcher, merge_results
 from torchstream.elements._base import FLOW_ERROR, READWRITE, PropertyStore, guarded
 from torchstream.errors import TorchstreamError
 from torchstream.gst import GObject, Gst, GstBase
-from torchstream.meta import FrameResults, _lib, read_results, write_results
-from torchstream.tensor_data import attach_tensor_data
+from torchstream.meta import FrameResults, _lib, attach_tensor_data, read_results, write_results
 
 _PAD = GstBase.AggregatorPad.__gtype__
 

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 from tests.conftest import BIKES, IMAGENET_MEAN, IMAGENET_STD
+from torchstream.elements import ELEMENTS
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHSTREAM = REPO / ".venv" / "bin" / "torchstream"
-ELEMENTS = (
-    "tensor_convert", "opencv_tensor_normalize", "pytorch_tensor_inference", "tensor_postproc_label"
-)
+
 
 
 def clean_shell(script: str, timeout: int = 240) -> subprocess.CompletedProcess:

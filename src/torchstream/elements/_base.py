@@ -63,3 +63,24 @@ def element_of(parent, pad):
 
 
 FLOW_ERROR = Gst.FlowReturn.ERROR
+
+
+def pad_templates(sink_caps: str | None, src_caps: str | None = None):
+    """The always ``sink`` and ``src`` templates of a one-in one-out element (None: ANY)."""
+
+    def caps(text: str | None) -> Gst.Caps:
+        return Gst.Caps.new_any() if text is None else Gst.Caps.from_string(text)
+
+    src_caps = sink_caps if src_caps is None else src_caps
+    return (
+        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
+                            caps(sink_caps)),
+        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, caps(src_caps)),
+    )
+
+
+def restrict(caps: Gst.Caps, filter_: Gst.Caps | None) -> Gst.Caps:
+    """``caps`` narrowed by a caps query's filter, in the filter's order of preference."""
+    if filter_ is None:
+        return caps
+    return filter_.intersect_full(caps, Gst.CapsIntersectMode.FIRST)

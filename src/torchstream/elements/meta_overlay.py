@@ -9,7 +9,14 @@ untouched, and the results metadata stays on the buffer.
 
 from __future__ import annotations
 
-from torchstream.elements._base import FLOW_ERROR, READWRITE, PropertyStore, guarded, uint_prop
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    READWRITE,
+    PropertyStore,
+    guarded,
+    pad_templates,
+    uint_prop,
+)
 from torchstream.errors import TorchstreamError
 from torchstream.gst import Gst, GstBase, GstVideo
 from torchstream.meta import read_results
@@ -33,12 +40,7 @@ class MetaOverlay(PropertyStore, GstBase.BaseTransform):
         "video, in the frame's own format (output format = input format)",
         "torchstream",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.from_string(_CAPS)),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.from_string(_CAPS)),
-    )
+    __gsttemplates__ = pad_templates(_CAPS)
     PROPERTIES = {
         "lines-thickness": uint_prop(
             "Lines thickness", "Box line thickness in pixels; 0 = from the frame size "

@@ -7,7 +7,13 @@ writable); each one's results (``torchstream.meta.read_results``) become a line 
 
 from __future__ import annotations
 
-from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    PropertyStore,
+    guarded,
+    pad_templates,
+    string_prop,
+)
 from torchstream.gst import Gst, GstBase
 from torchstream.meta import read_results
 from torchstream.publish import JsonLinesWriter, frame_record
@@ -22,12 +28,7 @@ class MetaPublish(PropertyStore, GstBase.BaseTransform):
         "JSON object per line to a file or stdout; the video passes through untouched",
         "torchstream",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.new_any()),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.new_any()),
-    )
+    __gsttemplates__ = pad_templates(None)
     PROPERTIES = {
         "file-path": string_prop(
             "File path", "File the JSON Lines are written to (created or truncated at start); "

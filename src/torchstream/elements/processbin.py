@@ -16,7 +16,11 @@ a missing ``process`` or elements that cannot be linked fail that state change w
 
 from __future__ import annotations
 
-from torchstream.elements._base import READWRITE, PropertyStore
+from torchstream.elements._base import (
+    READWRITE,
+    PropertyStore,
+    pad_templates,
+)
 from torchstream.errors import ConfigError, post_error
 from torchstream.gst import GLib, Gst
 
@@ -82,12 +86,7 @@ class ProcessBin(PropertyStore, Gst.Bin):
         "on the original frames with aggregate; then postaggregate",
         "torchstream",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.new_any()),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.new_any()),
-    )
+    __gsttemplates__ = pad_templates(None)
     PROPERTIES: dict = {
         **{stage: _element_prop(stage) for stage in STAGES},
         **{f"{stage}-queue-size": _queue_prop(stage) for stage in QUEUED},

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from torchstream.caps import config_from_fields
-from torchstream.elements._base import FLOW_ERROR, guarded
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    guarded,
+    pad_templates,
+    restrict,
+)
 from torchstream.gst import Gst, GstBase, GstVideo
 from torchstream.video import (
     VIDEO_FORMATS,
@@ -27,12 +32,7 @@ class TensorConvert(GstBase.BaseTransform):
         "planar ones; shares the frame memory unless rows are padded",
         "torchstream",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.from_string(_SINK_CAPS)),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.from_string("other/tensors,num_tensors=(uint)1,types=uint8")),
-    )
+    __gsttemplates__ = pad_templates(_SINK_CAPS, "other/tensors,num_tensors=(uint)1,types=uint8")
     PROPERTIES: dict = {}
     __gproperties__ = PROPERTIES
 
@@ -48,9 +48,7 @@ class TensorConvert(GstBase.BaseTransform):
         for i in range(caps.get_size()):
             for text in convert(caps.get_structure(i)):
                 result = result.merge(Gst.Caps.from_string(text))
-        if filter_ is not None:
-            result = filter_.intersect_full(result, Gst.CapsIntersectMode.FIRST)
-        return result
+        return restrict(result, filter_)
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):

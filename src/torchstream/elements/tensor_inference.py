@@ -8,7 +8,15 @@ fit BaseTransform's one-in-one-out contract.
 from __future__ import annotations
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
-from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop, uint_prop
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    PropertyStore,
+    guarded,
+    pad_templates,
+    restrict,
+    string_prop,
+    uint_prop,
+)
 from torchstream.errors import CapsError, TorchstreamError, exception_summary
 from torchstream.gst import Gst
 from torchstream.inference import InferenceEngine
@@ -35,10 +43,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         "on other/tensors buffers, one output buffer per input buffer",
         "torchstream",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _TEMPLATE),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _TEMPLATE),
-    )
+    __gsttemplates__ = pad_templates(MEDIA_TYPE)
     PROPERTIES = {
         "model": string_prop(
             "Model",
@@ -123,20 +128,14 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
     def _sink_query(self, pad, parent, query):
         if query.type == Gst.QueryType.CAPS:
             caps = self._proposed_caps()
-            filter_ = query.parse_caps()
-            if filter_ is not None:
-                caps = filter_.intersect_full(caps, Gst.CapsIntersectMode.FIRST)
-            query.set_caps_result(caps)
+            query.set_caps_result(restrict(caps, query.parse_caps()))
             return True
         return pad.query_default(parent, query)
 
     def _src_query(self, pad, parent, query):
         if query.type == Gst.QueryType.CAPS:
             caps = self.src_caps.copy() if self.src_caps is not None else _TEMPLATE.copy()
-            filter_ = query.parse_caps()
-            if filter_ is not None:
-                caps = filter_.intersect_full(caps, Gst.CapsIntersectMode.FIRST)
-            query.set_caps_result(caps)
+            query.set_caps_result(restrict(caps, query.parse_caps()))
             return True
         return pad.query_default(parent, query)
 

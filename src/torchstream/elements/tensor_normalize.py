@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields, parse_types
-from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    PropertyStore,
+    guarded,
+    pad_templates,
+    restrict,
+    string_prop,
+)
 from torchstream.errors import CapsError
 from torchstream.gst import Gst, GstBase
 from torchstream.normalize import NormalizeParams, Normalizer
@@ -35,12 +42,7 @@ class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
         "CHW or HWC as the caps say; one pass through a per-channel look-up table",
         "torchstream",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.from_string(f"{MEDIA_TYPE},types=uint8")),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.from_string(f"{MEDIA_TYPE},types=float32")),
-    )
+    __gsttemplates__ = pad_templates(f"{MEDIA_TYPE},types=uint8", f"{MEDIA_TYPE},types=float32")
     PROPERTIES = {
         "range": string_prop("Range", "Output range <min,max> that 0..255 maps to", "<0,1>"),
         "mean": string_prop("Mean", "Per-channel mean <a,b,c> (or one value) subtracted after "
@@ -75,9 +77,7 @@ class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
                         "uint8" if to_src else "float32")
             if s is not None:
                 result.append_structure(s)
-        if filter_ is not None:
-            result = filter_.intersect_full(result, Gst.CapsIntersectMode.FIRST)
-        return result
+        return restrict(result, filter_)
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):

@@ -9,7 +9,14 @@ metadata (``torchstream.meta.read_results``). The methods are defined in
 from __future__ import annotations
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields
-from torchstream.elements._base import FLOW_ERROR, READWRITE, PropertyStore, guarded, string_prop
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    READWRITE,
+    PropertyStore,
+    guarded,
+    pad_templates,
+    string_prop,
+)
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import GLib, Gst, GstBase
 from torchstream.labels import check_covers, load_labels
@@ -32,12 +39,7 @@ class TensorPostprocLabel(PropertyStore, GstBase.BaseTransform):
         "the buffer as a classification (tensors pass through unchanged)",
         "torchstream",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.from_string(MEDIA_TYPE)),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS,
-                            Gst.Caps.from_string(MEDIA_TYPE)),
-    )
+    __gsttemplates__ = pad_templates(MEDIA_TYPE)
     PROPERTIES = {
         "method": string_prop(
             "Method", "How scores become a label: max (argmax, raw value as confidence), "

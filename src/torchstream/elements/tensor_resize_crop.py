@@ -5,13 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dims, parse_dimensions
-from torchstream.elements._base import FLOW_ERROR, PropertyStore, guarded, string_prop
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    PropertyStore,
+    guarded,
+    pad_templates,
+    restrict,
+    string_prop,
+)
 from torchstream.errors import CapsError, ConfigError
 from torchstream.gst import GObject, Gst, GstBase
 from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_size
 from torchstream.tensors import to_torch
 
-_CAPS = Gst.Caps.from_string(f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8")
+_CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 
 
 def _output_structure(structure, spec: ResizeSpec | None):
@@ -45,10 +52,7 @@ class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
         "transform",
         "torchstream",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _CAPS),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
-    )
+    __gsttemplates__ = pad_templates(_CAPS)
     PROPERTIES = {
         "size": string_prop("Size", "N: shorter side to N (aspect-ratio) or NxN box; WxH: box; "
                             "empty: no resize", ""),
@@ -101,9 +105,7 @@ class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
                 s.remove_field("dimensions")
             if s is not None:
                 result.append_structure(s)
-        if filter_ is not None:
-            result = filter_.intersect_full(result, Gst.CapsIntersectMode.FIRST)
-        return result
+        return restrict(result, filter_)
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):

@@ -11,7 +11,7 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench plugins scripts
+	$(VENV)/bin/ruff check src tests plugins scripts
 
 demo: setup
 	@bash scripts/demo.sh

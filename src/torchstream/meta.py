@@ -406,8 +406,14 @@ def _add_roi_mirror(buf: Gst.Buffer, r: Region, width: int, height: int) -> None
         roi.add_param(param)
 
 
+def is_writable(buf: Gst.Buffer) -> bool:
+    """Whether metadata may be added to ``buf`` (PyGObject cannot tell: it has no
+    ``is_writable``, and its refcounts mislead)."""
+    return bool(_lib.gst_mini_object_is_writable(hash(buf)))
+
+
 def _check_writable(buf: Gst.Buffer) -> None:
-    if not _lib.gst_mini_object_is_writable(hash(buf)):
+    if not is_writable(buf):
         raise TorchstreamError(
             "results metadata can only be written on a writable buffer (this one is shared): "
             "write from an in-place, non-passthrough element, or on a buffer you own"

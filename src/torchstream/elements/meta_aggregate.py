@@ -7,7 +7,7 @@ tensor pad has shown what it holds for that frame, with the results merged onto 
 (:func:`torchstream.aggregate.merge_results`). The frame is made writable by a shallow copy
 (memory shared) only when it is shared; output caps are the ``sink`` pad's caps. With
 ``attach-tensor-data`` the matched tensor buffers themselves are kept on the frame too
-(:mod:`torchstream.tensor_data`).
+(:func:`torchstream.meta.attach_tensor_data`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ from torchstream.aggregate import ResultsMatcher, merge_results
 from torchstream.elements._base import FLOW_ERROR, READWRITE, PropertyStore, guarded
 from torchstream.errors import TorchstreamError
 from torchstream.gst import GObject, Gst, GstBase
-from torchstream.meta import FrameResults, _lib, attach_tensor_data, read_results, write_results
+from torchstream.meta import (
+    FrameResults,
+    attach_tensor_data,
+    is_writable,
+    read_results,
+    write_results,
+)
 
 _PAD = GstBase.AggregatorPad.__gtype__
 
@@ -35,10 +41,6 @@ def _running_time(segment, buf) -> int | None:
         return None
     rt = segment.to_running_time(Gst.Format.TIME, buf.pts)
     return None if rt == Gst.CLOCK_TIME_NONE else int(rt)
-
-
-def _is_writable(buf: Gst.Buffer) -> bool:
-    return bool(_lib.gst_mini_object_is_writable(hash(buf)))
 
 
 _SHALLOW = (Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS
@@ -84,7 +86,7 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
         "attach-tensor-data": (
             bool, "Attach tensor data",
             "Also keep the matched inference buffers (the raw output tensors, not copied) on "
-            "each frame, readable with torchstream.tensor_data.read_tensor_data", True,
+            "each frame, readable with torchstream.meta.read_tensor_data", True,
             READWRITE),
     }
     __gproperties__ = PROPERTIES
@@ -227,7 +229,7 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
         frame = self.video_pad.pop_buffer()
         found = self.matcher.take(rt)
         if found:
-            if not _is_writable(frame):
+            if not is_writable(frame):
                 frame = _shallow_copy(frame)
                 self.frames_copied += 1
             width, height = self._frame_size()

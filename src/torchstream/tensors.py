@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -135,6 +136,18 @@ class MappedTensors:
         while self._maps:
             owner, mapinfo = self._maps.pop()
             owner.unmap(mapinfo)
+
+
+@contextmanager
+def mapped(buf: Gst.Buffer, flags: Gst.MapFlags):
+    """A buffer's bytes as a memoryview, unmapped on exit (whatever happens inside)."""
+    ok, info = buf.map(flags)
+    if not ok:
+        raise TorchstreamError(f"could not map a buffer ({flags})")
+    try:
+        yield info.data
+    finally:
+        buf.unmap(info)
 
 
 def to_torch(array: np.ndarray, type_name: str):

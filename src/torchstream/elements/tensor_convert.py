@@ -12,6 +12,7 @@ from torchstream.elements._base import (
     restrict,
 )
 from torchstream.gst import Gst, GstBase, GstVideo
+from torchstream.tensors import mapped
 from torchstream.video import (
     VIDEO_FORMATS,
     frame_layout,
@@ -73,17 +74,8 @@ class TensorConvert(GstBase.BaseTransform):
             return Gst.FlowReturn.OK, out
         out = Gst.Buffer.new_allocate(None, layout.nbytes, None)
         out.copy_into(inbuf, _COPY_FLAGS, 0, whole)
-        ok_in, src = inbuf.map(Gst.MapFlags.READ)
-        ok_out, dst = out.map(Gst.MapFlags.WRITE)
-        try:
-            if not (ok_in and ok_out):
-                raise RuntimeError("could not map the frame")
-            layout.pack(src.data, np.frombuffer(dst.data, np.uint8).reshape(layout.shape))
-        finally:
-            if ok_in:
-                inbuf.unmap(src)
-            if ok_out:
-                out.unmap(dst)
+        with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(out, Gst.MapFlags.WRITE) as dst:
+            layout.pack(src, np.frombuffer(dst, np.uint8).reshape(layout.shape))
         return Gst.FlowReturn.OK, out
 
     def do_transform(self, inbuf, outbuf):

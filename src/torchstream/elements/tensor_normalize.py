@@ -17,6 +17,7 @@ from torchstream.errors import CapsError
 from torchstream.gst import Gst, GstBase
 from torchstream.normalize import NormalizeParams, Normalizer
 from torchstream.props import parse_float_list
+from torchstream.tensors import mapped
 
 
 def _retype(structure, new_type: str, expect: str):
@@ -97,21 +98,12 @@ class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
         if len(self.normalizers) != 1:
             return self._transform_multi(inbuf, outbuf)
         shape = self.normalizers[0].shape
-        ok_in, src = inbuf.map(Gst.MapFlags.READ)
-        ok_out, dst = outbuf.map(Gst.MapFlags.WRITE)
-        try:
-            if not (ok_in and ok_out):
-                raise RuntimeError("could not map buffers")
-            n = int(np.prod(shape))
+        n = int(np.prod(shape))
+        with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
             self.normalizers[0](
-                np.frombuffer(src.data, np.uint8, count=n).reshape(shape),
-                np.frombuffer(dst.data, np.float32, count=n).reshape(shape),
+                np.frombuffer(src, np.uint8, count=n).reshape(shape),
+                np.frombuffer(dst, np.float32, count=n).reshape(shape),
             )
-        finally:
-            if ok_in:
-                inbuf.unmap(src)
-            if ok_out:
-                outbuf.unmap(dst)
         return Gst.FlowReturn.OK
 
     def _transform_multi(self, inbuf, outbuf):

@@ -16,7 +16,7 @@ from torchstream.elements._base import (
 from torchstream.errors import CapsError, ConfigError
 from torchstream.gst import GObject, Gst, GstBase
 from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_size
-from torchstream.tensors import to_torch
+from torchstream.tensors import mapped, to_torch
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 
@@ -121,20 +121,12 @@ class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
 
     @guarded(FLOW_ERROR)
     def do_transform(self, inbuf, outbuf):
-        ok_in, src = inbuf.map(Gst.MapFlags.READ)
-        ok_out, dst = outbuf.map(Gst.MapFlags.WRITE)
-        try:
-            if not (ok_in and ok_out):
-                raise RuntimeError("could not map buffers")
-            image = np.frombuffer(src.data, np.uint8, count=int(np.prod(self.in_shape)))
+        # the result may be a view of the input (crop only): copy it out before unmapping
+        with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
+            image = np.frombuffer(src, np.uint8, count=int(np.prod(self.in_shape)))
             result = self.spec.apply(to_torch(image.reshape(self.in_shape), "uint8"))
             if tuple(result.shape) != tuple(self.out_shape):
                 raise CapsError(f"resize gave {tuple(result.shape)}, caps say {self.out_shape}")
-            out = np.frombuffer(dst.data, np.uint8, count=int(np.prod(self.out_shape)))
+            out = np.frombuffer(dst, np.uint8, count=int(np.prod(self.out_shape)))
             out.reshape(self.out_shape)[:] = result.numpy()
-        finally:
-            if ok_in:
-                inbuf.unmap(src)
-            if ok_out:
-                outbuf.unmap(dst)
         return Gst.FlowReturn.OK

@@ -7,6 +7,8 @@ fit BaseTransform's one-in-one-out contract.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
 from torchstream.elements._base import (
     FLOW_ERROR,
@@ -192,17 +194,13 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
             return Gst.FlowReturn.OK
         if self.engine is None:
             raise CapsError("buffers arrived before caps were negotiated")
-        maps = [MappedTensors(buf, self.in_config) for buf in batch]
-        try:
+        with ExitStack() as stack:  # inputs stay mapped until the forward pass is done
             inputs = []
-            for mapped in maps:
-                arrays = mapped.__enter__()
+            for buf in batch:
+                arrays = stack.enter_context(MappedTensors(buf, self.in_config))
                 inputs.append([to_torch(a, t.dtype)
                                for a, t in zip(arrays, self.in_config.tensors, strict=True)])
             names, rows = self.engine.run(inputs)
-        finally:
-            for mapped in maps:
-                mapped.__exit__(None, None, None)
         outputs = []
         for inbuf, tensors in zip(batch, rows, strict=True):
             out = buffer_from_tensors(tensors)

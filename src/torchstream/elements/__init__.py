@@ -13,6 +13,8 @@ ELEMENTS = {
     "opencv_tensor_normalize": "torchstream.elements.tensor_normalize:OpenCVTensorNormalize",
     "pytorch_tensor_inference": "torchstream.elements.tensor_inference:PytorchTensorInference",
     "tensor_postproc_label": "torchstream.elements.tensor_postproc_label:TensorPostprocLabel",
+    "tensor_postproc_detection":
+        "torchstream.elements.tensor_postproc_detection:TensorPostprocDetection",
     "tensor_resize_crop": "torchstream.elements.tensor_resize_crop:TensorResizeCrop",
     "meta_aggregate": "torchstream.elements.meta_aggregate:MetaAggregate",
     "processbin": "torchstream.elements.processbin:ProcessBin",

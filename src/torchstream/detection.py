@@ -1,0 +1,346 @@
+"""Detection outputs to boxes (numpy only, no GStreamer): the core of tensor_postproc_detection.
+
+One buffer's output tensors (their real shapes: only the N rows a buffer holds are read) become
+a list of :class:`Detection`, each a box normalised to [0, 1] of the model input, a label id and
+a confidence. The layouts recognised without settings ("auto"):
+
+- torchvision detection dicts: outputs named ``boxes`` ``[N,4]`` (x1,y1,x2,y2 in model-input
+  pixels), ``labels`` ``[N]`` (int) and ``scores`` ``[N]`` (float); other outputs (``masks``,
+  ``keypoints``...) are ignored;
+- one tensor ``[...,5]``: rows of x1,y1,x2,y2,confidence in model-input pixels (label id 0);
+- one tensor ``[...,7]`` (SSD DetectionOutput): rows of image_id,label,confidence,x1,y1,x2,y2
+  with the box already normalised; a row with image_id < 0 ends the list;
+- box + label tensors: one output ``[...,N,4]`` or ``[...,N,5]`` (x1,y1,x2,y2[,confidence]) in
+  model-input pixels, one output of N label ids (an integer tensor), and optionally one of N
+  float scores; without a score, the fifth box column, or 1.0, is the confidence.
+
+The overrides ``box-index``, ``label-index`` and ``confidence-index`` (-1 = auto) mean:
+
+- with **one** output tensor: columns of its last axis. ``box-index`` is the column of x1 (the
+  box is the four consecutive columns x1,y1,x2,y2), ``label-index`` the column of the label id,
+  ``confidence-index`` the column of the confidence. A tensor whose last axis is neither 5 nor
+  7 needs at least one of them; then the box starts at column 0 unless given, no label column
+  means label id 0 and no confidence column means confidence 1.0;
+- with **several** outputs: indices of the outputs (caps order = the order of the tensors
+  record's names). ``box-index`` names the ``[...,N,4+]`` box output (its first four columns),
+  ``label-index`` the N label ids, ``confidence-index`` the N confidences.
+
+Boxes are in model-input pixels, except in a one-tensor layout with 7 columns, whose boxes are
+normalised already. Pixel boxes are divided by the model input's width and height. Every box is
+then clipped to [0, 1] and its corners ordered (x_min <= x_max, y_min <= y_max).
+
+``threshold`` (0..1): a detection whose confidence is below it is dropped; 0 keeps every one.
+Label ids must be integral; without labels, a label is its id as text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from torchstream.errors import ConfigError, TorchstreamError
+from torchstream.labels import Labels
+from torchstream.postproc import check_unit_interval
+
+AUTO = -1
+BOX_COLUMNS = 4
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detection: a box normalised to [0, 1] of the model input, its label id, label and
+    confidence."""
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+    label_id: int
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    """The settings of detection post-processing, validated on creation."""
+
+    threshold: float = 0.5
+    box_index: int = AUTO
+    label_index: int = AUTO
+    confidence_index: int = AUTO
+    labels: Labels | None = None
+
+    def __post_init__(self) -> None:
+        check_unit_interval(self.threshold, "threshold")
+        for prop, value in (("box-index", self.box_index), ("label-index", self.label_index),
+                            ("confidence-index", self.confidence_index)):
+            if int(value) < AUTO:
+                raise ConfigError(f"property '{prop}' must be -1 (auto) or an index >= 0, "
+                                  f"got {value}")
+
+    @property
+    def overridden(self) -> bool:
+        return AUTO != self.box_index or AUTO != self.label_index or AUTO != self.confidence_index
+
+
+@dataclass(frozen=True)
+class Field:
+    """Where one per-detection value lies: output ``tensor``, and ``column`` of its last axis
+    (None: the tensor holds one value per detection)."""
+
+    tensor: int
+    column: int | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one buffer's outputs hold the detections."""
+
+    name: str
+    box: Field  # column of x1 (the box is four consecutive columns)
+    label: Field | None  # None: label id 0
+    confidence: Field | None  # None: confidence 1.0
+    normalised: bool  # boxes already in [0, 1] of the model input
+    image_id: Field | None = None  # SSD: a row with image_id < 0 ends the list
+
+    def tensors(self) -> list[int]:
+        """The outputs this layout reads, in first-use order."""
+        used = []
+        for f in (self.box, self.label, self.confidence):
+            if f is not None and f.tensor not in used:
+                used.append(f.tensor)
+        return used
+
+
+def describe(shapes: Sequence[Sequence[int]], names: Sequence[str] = ()) -> str:
+    """The outputs as a user reads them: ``boxes [3, 4], labels [3]``."""
+    parts = []
+    for i, shape in enumerate(shapes):
+        name = names[i] if i < len(names) and names[i] else f"output {i}"
+        parts.append(f"{name} {list(shape)}")
+    return ", ".join(parts) if parts else "no outputs"
+
+
+def _undecodable(shapes, names, why: str) -> ConfigError:
+    return ConfigError(
+        f"cannot decode the detection outputs ({describe(shapes, names)}): {why}; the "
+        "layouts known are torchvision boxes/labels/scores, one [...,5] or [...,7] tensor, or "
+        "box + label tensors (set box-index, label-index, confidence-index otherwise)"
+    )
+
+
+def resolve_layout(shapes: Sequence[Sequence[int]], names: Sequence[str], integer: Sequence[bool],
+                   params: DetectionParams) -> Layout:
+    """The layout of outputs with torch-order ``shapes`` (their ``names``, and whether each one
+    holds integers), with the overrides of ``params``; a ConfigError naming the shapes when
+    there is none."""
+    shapes = [tuple(int(d) for d in s) for s in shapes]
+    if not shapes:
+        raise _undecodable(shapes, names, "the buffer has no tensors")
+    if len(shapes) == 1:
+        return _one_tensor_layout(shapes, names, params)
+    return _several_tensors_layout(shapes, names, integer, params)
+
+
+def _column(value: int, width: int, prop: str, shapes, names, span: int = 1) -> int:
+    if value + span > width:
+        what = f"columns {value}..{value + span - 1}" if span > 1 else f"column {value}"
+        raise _undecodable(shapes, names, f"{prop}={value} needs {what} but the last axis "
+                                          f"has {width}")
+    return value
+
+
+def _one_tensor_layout(shapes, names, params: DetectionParams) -> Layout:
+    shape = shapes[0]
+    if len(shape) < 1:
+        raise _undecodable(shapes, names, "a single value is not a list of detections")
+    width = shape[-1]
+    if width == 7:  # SSD DetectionOutput
+        auto_box, auto_label, auto_conf, normalised = 3, 1, 2, True
+    elif width == 5:
+        auto_box, auto_label, auto_conf, normalised = 0, None, 4, False
+    elif params.overridden and width >= BOX_COLUMNS:
+        auto_box, auto_label, auto_conf, normalised = 0, None, None, False
+    else:
+        raise _undecodable(shapes, names, f"one tensor whose last axis has {width} values")
+    box = params.box_index if params.box_index != AUTO else auto_box
+    label = params.label_index if params.label_index != AUTO else auto_label
+    conf = params.confidence_index if params.confidence_index != AUTO else auto_conf
+    _column(box, width, "box-index", shapes, names, BOX_COLUMNS)
+    if label is not None:
+        _column(label, width, "label-index", shapes, names)
+    if conf is not None:
+        _column(conf, width, "confidence-index", shapes, names)
+    used = {box, box + 1, box + 2, box + 3, label, conf}
+    image_id = Field(0, 0) if width == 7 and 0 not in used else None
+    return Layout(
+        "SSD DetectionOutput [...,7]" if width == 7 else f"rows [...,{width}]",
+        Field(0, box),
+        None if label is None else Field(0, label),
+        None if conf is None else Field(0, conf),
+        normalised,
+        image_id,
+    )
+
+
+def _rows(shape) -> int:
+    """How many detections a per-detection tensor of ``shape`` holds."""
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+def _several_tensors_layout(shapes, names, integer, params: DetectionParams) -> Layout:
+    count = len(shapes)
+    for prop, value in (("box-index", params.box_index), ("label-index", params.label_index),
+                        ("confidence-index", params.confidence_index)):
+        if value != AUTO and value >= count:
+            raise _undecodable(shapes, names, f"{prop}={value} but there are {count} outputs")
+    named = {n: i for i, n in enumerate(names) if n}
+    # the box output: given, named "boxes", or the only one shaped [...,N,4|5]
+    if params.box_index != AUTO:
+        box = params.box_index
+    elif "boxes" in named:
+        box = named["boxes"]
+    else:
+        candidates = [i for i, s in enumerate(shapes) if len(s) >= 2 and s[-1] in (4, 5)]
+        if len(candidates) != 1:
+            why = ("no output is shaped [...,N,4] or [...,N,5]" if not candidates
+                   else "several outputs could be the boxes")
+            raise _undecodable(shapes, names, why)
+        box = candidates[0]
+    box_shape = shapes[box]
+    if len(box_shape) < 2 or box_shape[-1] < BOX_COLUMNS:
+        raise _undecodable(shapes, names, f"the box output {box} is not shaped [...,N,4]")
+    n = _rows(box_shape[:-1])
+    others = [i for i, s in enumerate(shapes) if i != box and _rows(s) == n]
+    label = params.label_index if params.label_index != AUTO else None
+    conf = params.confidence_index if params.confidence_index != AUTO else None
+    if label is None:
+        if "labels" in named and named["labels"] != box:
+            label = named["labels"]
+        else:
+            ints = [i for i in others if integer[i] and i != conf]
+            if len(ints) > 1:
+                raise _undecodable(shapes, names, "several outputs could be the labels")
+            label = ints[0] if ints else None
+    if conf is None:
+        if "scores" in named and named["scores"] not in (box, label):
+            conf = named["scores"]
+        else:
+            floats = [i for i in others if not integer[i] and i != label]
+            if len(floats) > 1:
+                raise _undecodable(shapes, names, "several outputs could be the confidences")
+            conf = floats[0] if floats else None
+    if label is None and params.label_index == AUTO and conf is None:
+        raise _undecodable(shapes, names, "no output holds one label or score per box")
+    confidence = Field(conf) if conf is not None else (
+        Field(box, 4) if box_shape[-1] == 5 else None)
+    for what, index in (("labels", label), ("confidences", conf)):
+        if index is not None and (index == box or _rows(shapes[index]) != n):
+            raise _undecodable(shapes, names, f"the {what} output {index} does not hold one "
+                                              f"value per box ({n} boxes)")
+    return Layout("box + label tensors", Field(box, 0),
+                  None if label is None else Field(label), confidence, False)
+
+
+def input_size(dimensions: str) -> tuple[int, int] | None:
+    """(width, height) of a model's first input from its caps dims (innermost first, e.g.
+    ``640:272:3`` = [3,272,640]): CHW unless only the last dim is a channel count (HWC)."""
+    first = (dimensions or "").split(",")[0].strip()
+    if not first:
+        return None
+    try:
+        shape = tuple(reversed([int(d) for d in first.split(":")]))
+    except ValueError:
+        return None
+    if len(shape) < 2:
+        return None
+    channel = (1, 3, 4)
+    if len(shape) >= 3 and shape[-1] in channel and shape[-3] not in channel:
+        width, height = shape[-2], shape[-3]
+    else:
+        width, height = shape[-1], shape[-2]
+    if width <= 0 or height <= 0:
+        return None
+    return int(width), int(height)
+
+
+def _values(arrays, f: Field, n: int) -> np.ndarray:
+    array = arrays[f.tensor]
+    if f.column is None:
+        return array.reshape(-1)[:n]
+    return array.reshape(-1, array.shape[-1])[:n, f.column]
+
+
+def _label_ids(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "f":
+        ok = np.isfinite(values) & (values == np.round(values))
+        if not ok.all():
+            bad = float(values[~ok][0])
+            raise TorchstreamError(f"label ids must be whole numbers, got {bad!r}")
+    return values.astype(np.int64)
+
+
+def _name(labels: Labels | None, label_id: int) -> str:
+    return str(label_id) if labels is None else labels.name(label_id)
+
+
+def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams,
+           size: tuple[int, int] | None) -> list[Detection]:
+    """The detections of one buffer's ``arrays`` (real shapes) in ``layout``, above
+    ``params.threshold``; ``size`` = (width, height) of the model input, needed for pixel
+    boxes."""
+    box_array = arrays[layout.box.tensor]
+    n = _rows(box_array.shape[:-1]) if box_array.ndim >= 1 else 0
+    if layout.image_id is not None and n:
+        ids = _values(arrays, layout.image_id, n)
+        ends = np.flatnonzero(ids < 0)
+        if ends.size:
+            n = int(ends[0])
+    if n == 0:
+        return []
+    rows = box_array.reshape(-1, box_array.shape[-1])[:n]
+    boxes = rows[:, layout.box.column:layout.box.column + BOX_COLUMNS].astype(np.float64)
+    if layout.confidence is not None:
+        conf = _values(arrays, layout.confidence, n).astype(np.float64)
+    else:
+        conf = np.ones(n, np.float64)
+    keep = np.ones(n, bool) if params.threshold <= 0 else conf >= params.threshold
+    if not keep.any():
+        return []
+    if layout.label is not None:
+        ids = _label_ids(_values(arrays, layout.label, n)[keep])
+    else:
+        ids = np.zeros(int(keep.sum()), np.int64)
+    boxes, conf = boxes[keep], conf[keep]
+    if not np.isfinite(boxes).all():
+        raise TorchstreamError("detection boxes hold NaN or infinite values")
+    if not layout.normalised:
+        if size is None:
+            raise TorchstreamError(
+                "boxes are in model-input pixels but the model input size is unknown (the "
+                "buffer carries no tensors record with the input dimensions)")
+        width, height = size
+        boxes = boxes / np.array([width, height, width, height], np.float64)
+    boxes = np.clip(boxes, 0.0, 1.0)
+    x0, x1 = np.minimum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 0], boxes[:, 2])
+    y0, y1 = np.minimum(boxes[:, 1], boxes[:, 3]), np.maximum(boxes[:, 1], boxes[:, 3])
+    detections = []
+    for i in range(len(conf)):
+        label_id = int(ids[i])
+        confidence = float(conf[i])
+        if not math.isfinite(confidence):
+            raise TorchstreamError(f"detection confidence {confidence!r} is not finite")
+        detections.append(Detection(float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]),
+                                    label_id, _name(params.labels, label_id), confidence))
+    return detections
+
+
+def detect(arrays: Sequence[np.ndarray], names: Sequence[str], params: DetectionParams,
+           size: tuple[int, int] | None) -> tuple[list[Detection], Layout]:
+    """Resolve the layout of ``arrays`` and decode them (see :func:`decode`)."""
+    layout = resolve_layout([a.shape for a in arrays], names,
+                            [a.dtype.kind in "iub" for a in arrays], params)
+    return decode(arrays, layout, params, size), layout

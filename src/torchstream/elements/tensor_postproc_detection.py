@@ -1,0 +1,110 @@
+"""tensor_postproc_detection: detection outputs -> Regions on the buffer.
+
+The tensors pass through untouched (in place: the buffer is made writable for its metadata,
+which copies no tensor memory); each buffer gains one region per detection in its results
+metadata (``torchstream.meta.read_results``), boxes normalised to [0, 1] of the model input.
+The layouts are defined in :mod:`torchstream.detection`.
+"""
+
+from __future__ import annotations
+
+from torchstream.caps import MEDIA_TYPE, config_from_fields
+from torchstream.detection import AUTO, DetectionParams, detect, input_size
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    READWRITE,
+    PropertyStore,
+    guarded,
+    pad_templates,
+    string_prop,
+)
+from torchstream.gst import GLib, GObject, Gst, GstBase
+from torchstream.labels import load_labels
+from torchstream.meta import ModelRecord, Region, read_results, read_tensors_record, write_results
+from torchstream.tensors import MappedTensors, to_torch
+
+
+def double_prop(nick: str, blurb: str, default: float):
+    # the range is checked at start, so a bad value is an element error, not a GLib warning
+    return (float, nick, blurb, -GLib.MAXDOUBLE, GLib.MAXDOUBLE, default, READWRITE)
+
+
+def index_prop(nick: str, blurb: str):
+    return (GObject.TYPE_INT, nick, blurb, AUTO, GLib.MAXINT32, AUTO, READWRITE)
+
+
+class TensorPostprocDetection(PropertyStore, GstBase.BaseTransform):
+    __gtype_name__ = "tensor_postproc_detection"
+    __gstmetadata__ = (
+        "Tensor to detections",
+        "Filter/Tensor",
+        "Turns a detector's output tensors into regions (box normalised to the model input, "
+        "label, label id, confidence) attached to the buffer (tensors pass through unchanged)",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(MEDIA_TYPE)
+    PROPERTIES = {
+        "labels": string_prop("Labels", "Label names by label id, <a,b,c> (or use labels-file)",
+                              None),
+        "labels-file": string_prop(
+            "Labels file", "Text file with one label per line, line index = label id "
+            "(labels/coco_91cl_bkgr.txt for torchvision detectors)", None),
+        "threshold": double_prop(
+            "Threshold", "0..1: a detection whose confidence is below it is dropped "
+            "(0 keeps every detection)", 0.5),
+        "box-index": index_prop(
+            "Box index", "-1: auto. One output tensor: column of x1 in its last axis (the box "
+            "is 4 consecutive columns x1,y1,x2,y2); several outputs: index of the box output"),
+        "label-index": index_prop(
+            "Label index", "-1: auto. One output tensor: column of the label id; several "
+            "outputs: index of the label output"),
+        "confidence-index": index_prop(
+            "Confidence index", "-1: auto. One output tensor: column of the confidence; "
+            "several outputs: index of the confidence output"),
+    }
+    __gproperties__ = PROPERTIES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.set_in_place(True)
+        self.set_passthrough(False)  # in place on a writable buffer: its metadata changes
+        self.params: DetectionParams | None = None
+        self.config = None
+
+    @guarded(False)
+    def do_start(self):
+        s = self.settings
+        self.params = DetectionParams(
+            threshold=s["threshold"],
+            box_index=s["box-index"],
+            label_index=s["label-index"],
+            confidence_index=s["confidence-index"],
+            labels=load_labels(s["labels"], s["labels-file"]),
+        )
+        return True
+
+    @guarded(False)
+    def do_set_caps(self, incaps, outcaps):
+        self.config = config_from_fields(incaps.get_structure(0))
+        return True
+
+    @guarded(FLOW_ERROR)
+    def do_transform_ip(self, buf):
+        record = read_tensors_record(buf)
+        names = list(record.names) if record is not None else []
+        size = input_size(record.input_dimensions) if record is not None else None
+        with MappedTensors(buf, self.config) as arrays:
+            arrays = [to_torch(a, "bfloat16").float().numpy() if info.dtype == "bfloat16" else a
+                      for a, info in zip(arrays, self.config.tensors, strict=True)]
+            detections, layout = detect(arrays, names, self.params, size)
+        results = read_results(buf)
+        results.regions = [
+            Region(d.x_min, d.y_min, d.x_max, d.y_max, d.label, d.label_id, d.confidence, i)
+            for i, d in enumerate(detections, start=1)
+        ]
+        if record is not None:
+            layers = tuple(names[i] for i in layout.tensors() if i < len(names))
+            results.add_model(ModelRecord(record.model, layers))
+        write_results(buf, results)
+        return Gst.FlowReturn.OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 
 from torchstream.errors import post_error
 from torchstream.gst import GObject, Gst
@@ -84,3 +85,21 @@ def restrict(caps: Gst.Caps, filter_: Gst.Caps | None) -> Gst.Caps:
     if filter_ is None:
         return caps
     return filter_.intersect_full(caps, Gst.CapsIntersectMode.FIRST)
+
+
+def weak_pad_function(method):
+    """A pad function that calls ``method`` through a weak reference to its element.
+
+    A bound method stored in a pad's C closure makes a reference cycle (element -> pad ->
+    closure -> element) that Python's cycle collector walks across the C boundary; in
+    gst-launch's embedded interpreter that corrupted the heap now and then.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(pad, parent, obj):
+        target = ref()
+        if target is None:  # the element is gone: nothing sensible to do but refuse
+            return False if not isinstance(obj, Gst.Buffer) else Gst.FlowReturn.FLUSHING
+        return target(pad, parent, obj)
+
+    return call

@@ -38,11 +38,6 @@ def gst_environment() -> dict[str, str]:
     registry = _registry_path()
     registry.parent.mkdir(parents=True, exist_ok=True)
     return {
-        # gst-launch-1.0's embedded interpreter crashed about one run in eight with a corrupted
-        # Python heap while torch models loaded and negotiated (seen in core dumps at random
-        # points of pure-Python code, single-threaded); with the system allocator instead of
-        # pymalloc, 60 runs in a row were clean. In-process use is not affected.
-        "PYTHONMALLOC": "malloc",
         "GST_PLUGIN_PATH": plugin_path,
         "PYTHONPATH": pythonpath,
         "PATH": path,

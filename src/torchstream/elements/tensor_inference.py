@@ -14,11 +14,11 @@ from torchstream.elements._base import (
     FLOW_ERROR,
     PropertyStore,
     guarded,
+    pad_function,
     pad_templates,
     restrict,
     string_prop,
     uint_prop,
-    weak_pad_function,
 )
 from torchstream.errors import CapsError, TorchstreamError, exception_summary
 from torchstream.gst import Gst
@@ -72,12 +72,12 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         super().__init__()
         self._init_settings()
         self.sinkpad = Gst.Pad.new_from_template(self.get_pad_template("sink"), "sink")
-        self.sinkpad.set_chain_function_full(weak_pad_function(self._chain), None)
-        self.sinkpad.set_event_function_full(weak_pad_function(self._sink_event), None)
-        self.sinkpad.set_query_function_full(weak_pad_function(self._sink_query), None)
+        self.sinkpad.set_chain_function_full(pad_function("_chain"), None)
+        self.sinkpad.set_event_function_full(pad_function("_sink_event"), None)
+        self.sinkpad.set_query_function_full(pad_function("_sink_query"), None)
         self.add_pad(self.sinkpad)
         self.srcpad = Gst.Pad.new_from_template(self.get_pad_template("src"), "src")
-        self.srcpad.set_query_function_full(weak_pad_function(self._src_query), None)
+        self.srcpad.set_query_function_full(pad_function("_src_query"), None)
         self.add_pad(self.srcpad)
         self.model = None
         self.engine = None

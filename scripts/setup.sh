@@ -42,11 +42,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
 fi
 # Build the private plugin registry now (a cold scan loads every GStreamer plugin and imports
 # torch in the scanner), and check that the elements are visible to plain gst-inspect-1.0.
+# The scanner process sometimes dies while the embedded Python imports torch; GStreamer then
+# records the python plugin as broken in that registry, so a failed scan is retried afresh.
 eval "$("$VENV/bin/torchstream" env)"
-if [ ! -s "$GST_REGISTRY" ]; then
-  echo "setup: scanning GStreamer plugins into $GST_REGISTRY"
-fi
-if ! timeout 300 gst-inspect-1.0 pytorch_tensor_inference >/dev/null 2>&1; then
+found=""
+for attempt in 1 2 3 4 5; do
+  if timeout 300 gst-inspect-1.0 pytorch_tensor_inference >/dev/null 2>&1; then
+    found=yes
+    break
+  fi
+  echo "setup: plugin scan $attempt did not register the elements; scanning again"
+  rm -f "$GST_REGISTRY"
+done
+if [ -z "$found" ]; then
   echo "setup: gst-inspect-1.0 does not find the torchstream elements; details:" >&2
   GST_DEBUG=pyplugin:5 timeout 300 gst-inspect-1.0 pytorch_tensor_inference >&2 || true
   exit 1

@@ -5,13 +5,19 @@ from __future__ import annotations
 import functools
 
 from torchstream.errors import post_error
-from torchstream.gst import GObject, Gst
+from torchstream.gst import GLib, GObject, Gst
 
 READWRITE = GObject.ParamFlags.READWRITE
 
 
 def string_prop(nick: str, blurb: str, default: str | None):
     return (str, nick, blurb, default, READWRITE)
+
+
+def double_prop(nick: str, blurb: str, default: float):
+    """A float property whose range (e.g. 0..1) is checked when the element starts, so a bad
+    value becomes an element error rather than a GLib warning that is easy to miss."""
+    return (float, nick, blurb, -GLib.MAXDOUBLE, GLib.MAXDOUBLE, default, READWRITE)
 
 
 def uint_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int):

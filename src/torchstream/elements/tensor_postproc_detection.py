@@ -14,6 +14,7 @@ from torchstream.elements._base import (
     FLOW_ERROR,
     READWRITE,
     PropertyStore,
+    double_prop,
     guarded,
     pad_templates,
     string_prop,
@@ -22,11 +23,6 @@ from torchstream.gst import GLib, GObject, Gst, GstBase
 from torchstream.labels import load_labels
 from torchstream.meta import ModelRecord, Region, read_results, read_tensors_record, write_results
 from torchstream.tensors import MappedTensors, to_torch
-
-
-def double_prop(nick: str, blurb: str, default: float):
-    # the range is checked at start, so a bad value is an element error, not a GLib warning
-    return (float, nick, blurb, -GLib.MAXDOUBLE, GLib.MAXDOUBLE, default, READWRITE)
 
 
 def index_prop(nick: str, blurb: str):

@@ -11,23 +11,18 @@ from __future__ import annotations
 from torchstream.caps import MEDIA_TYPE, config_from_fields
 from torchstream.elements._base import (
     FLOW_ERROR,
-    READWRITE,
     PropertyStore,
+    double_prop,
     guarded,
     pad_templates,
     string_prop,
 )
 from torchstream.errors import ConfigError, TorchstreamError
-from torchstream.gst import GLib, Gst, GstBase
+from torchstream.gst import Gst, GstBase
 from torchstream.labels import check_covers, load_labels
 from torchstream.meta import ModelRecord, add_classification, read_tensors_record
 from torchstream.postproc import LABEL_METHODS, LabelParams, classify, num_classes
 from torchstream.tensors import MappedTensors, to_torch
-
-
-def double_prop(nick: str, blurb: str, default: float):
-    # the range is checked at start, so a bad value is an element error, not a GLib warning
-    return (float, nick, blurb, -GLib.MAXDOUBLE, GLib.MAXDOUBLE, default, READWRITE)
 
 
 class TensorPostprocLabel(PropertyStore, GstBase.BaseTransform):

@@ -136,3 +136,67 @@ def merge_results(base: FrameResults, others: list[FrameResults]) -> FrameResult
 def _copy_region(r: Region) -> Region:
     return Region(r.x_min, r.y_min, r.x_max, r.y_max, r.label, r.label_id, r.confidence,
                   r.region_id, r.parent_id, list(r.classifications))
+
+
+# --- repeating the last results on frames the inference branch skipped ----------------------
+
+MATCH_IOU = 0.5
+
+
+def iou(a: Region, b: Region) -> float:
+    """Intersection over union of two normalised boxes."""
+    w = min(a.x_max, b.x_max) - max(a.x_min, b.x_min)
+    h = min(a.y_max, b.y_max) - max(a.y_min, b.y_min)
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = ((a.x_max - a.x_min) * (a.y_max - a.y_min)
+             + (b.x_max - b.x_min) * (b.y_max - b.y_min) - inter)
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Contribution:
+    """What one result added to the frame it was made from: new regions (a detector's), and
+    classifications of regions the frame already had (a region classifier's), with the boxes
+    they were attached to. Repeated on later frames with :func:`repeat_contribution`."""
+
+    classifications: list = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
+    classified: list[Region] = field(default_factory=list)
+
+
+def contribution(base: FrameResults, result: FrameResults) -> Contribution:
+    added = Contribution(list(result.classifications))
+    for r in result.regions:
+        known = base.region(r.region_id)
+        if known is not None and _same_region(known, r):
+            old = {c.attribute for c in known.classifications}
+            new = [c for c in r.classifications if c.attribute not in old]
+            if new:
+                added.classified.append(Region(r.x_min, r.y_min, r.x_max, r.y_max, r.label,
+                                               r.label_id, r.confidence, r.region_id,
+                                               r.parent_id, new))
+        else:
+            added.regions.append(_copy_region(r))
+    return added
+
+
+def repeat_contribution(base: FrameResults, added: Contribution) -> FrameResults:
+    """``base`` with ``added`` (made on an earlier frame) repeated: frame classifications and
+    new regions as they were; a region classification goes to the frame's region of the same
+    label that overlaps the classified box most (IoU >= 0.5), if any: the same object, moved a
+    little since."""
+    repeated = FrameResults([], list(added.classifications), [])
+    repeated.regions = [_copy_region(r) for r in added.regions]
+    merged = merge_results(base, [repeated])
+    for old in added.classified:
+        best, best_iou = None, MATCH_IOU
+        for r in merged.regions:
+            overlap = iou(r, old)
+            if r.label == old.label and overlap >= best_iou:
+                best, best_iou = r, overlap
+        if best is not None:
+            for c in old.classifications:
+                best.set_classification(c)
+    return merged

@@ -135,6 +135,23 @@ def torchvision_default_weights(model: str):
         return None
 
 
+def torchvision_weights_for(model: str, weights_file: str | None = None):
+    """The torchvision weights entry a model runs with: the entry whose published file has the
+    same name as ``weights_file`` (``mobilenet_v2-b0353104.pth`` is IMAGENET1K_V1, whose
+    preprocessing differs from DEFAULT's), otherwise DEFAULT (None if the model has none)."""
+    import torchvision.models as tvm
+
+    default = torchvision_default_weights(model)
+    if default is None or not weights_file:
+        return default
+    _, name = _torchvision_builder(model)
+    wanted = os.path.basename(weights_file)
+    for entry in tvm.get_model_weights(name):
+        if os.path.basename(urlparse(entry.url).path) == wanted:
+            return entry
+    return default
+
+
 def weights_cache_path(weights) -> Path:
     import torch
 
@@ -211,7 +228,7 @@ def _build_torchvision(model: str, weights_file: str | None):
         state = load_state_dict_file(weights_file)
         module = builder(weights=None, **kwargs)
         apply_state_dict(module, state, model, weights_file)
-        return module, default
+        return module, torchvision_weights_for(model, weights_file)
     if default is None:
         raise ConfigError(
             f"model '{model}' has no pretrained weights in torchvision; pass model-weights=<file>"

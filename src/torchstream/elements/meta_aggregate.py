@@ -15,7 +15,13 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
-from torchstream.aggregate import ResultsMatcher, merge_results
+from torchstream.aggregate import (
+    Contribution,
+    ResultsMatcher,
+    contribution,
+    merge_results,
+    repeat_contribution,
+)
 from torchstream.elements._base import FLOW_ERROR, READWRITE, PropertyStore, guarded
 from torchstream.errors import TorchstreamError
 from torchstream.gst import GObject, Gst, GstBase
@@ -88,6 +94,12 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
             "Also keep the matched inference buffers (the raw output tensors, not copied) on "
             "each frame, readable with torchstream.meta.read_tensor_data", True,
             READWRITE),
+        "repeat-metadata": (
+            bool, "Repeat metadata",
+            "On a frame a tensor pad has no result for (the inference branch skipped it), "
+            "repeat what that pad's last result added: its frame classifications and regions, "
+            "and its region classifications on the regions of the same label that overlap "
+            "(IoU >= 0.5)", False, READWRITE),
     }
     __gproperties__ = PROPERTIES
 
@@ -105,6 +117,7 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
         self.next_pad = 0
         self.frames_out = 0
         self.frames_copied = 0
+        self.last: dict[str, Contribution] = {}  # pad name -> what its last result added
 
     @guarded(None)
     def do_request_new_pad(self, templ, name, caps):
@@ -174,11 +187,13 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
         self.segment_sent = None
         self.frames_out = 0
         self.frames_copied = 0
+        self.last = {}
         return True
 
     @guarded(Gst.FlowReturn.ERROR)
     def do_flush(self):
         self.matcher.clear()
+        self.last = {}  # results from before a seek belong to no frame after it
         self.segment_sent = None
         return Gst.FlowReturn.OK
 
@@ -228,12 +243,19 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
                 return Gst.FlowReturn.OK  # wait for the tensor pads to pass this frame
         frame = self.video_pad.pop_buffer()
         found = self.matcher.take(rt)
-        if found:
+        repeat = self._repeats(found) if rt is not None else []
+        if found or repeat:
             if not is_writable(frame):
                 frame = _shallow_copy(frame)
                 self.frames_copied += 1
             width, height = self._frame_size()
-            merged = merge_results(read_results(frame), [f.results for f in found])
+            base = read_results(frame)
+            if self.settings["repeat-metadata"]:
+                for f in found:
+                    self.last[f.source] = contribution(base, f.results)
+            merged = merge_results(base, [f.results for f in found])
+            for added in repeat:
+                merged = repeat_contribution(merged, added)
             write_results(frame, merged, width, height)
             kept = [f for f in found if f.buffer is not None]
             if kept:
@@ -241,6 +263,13 @@ class MetaAggregate(PropertyStore, GstBase.Aggregator):
         self._update_segment()
         self.frames_out += 1
         return self.finish_buffer(frame)
+
+    def _repeats(self, found: list[_Found]) -> list[Contribution]:
+        """The last contributions of the pads that have no result for this frame."""
+        if not self.settings["repeat-metadata"]:
+            return []
+        fresh = {f.source for f in found}
+        return [added for key, added in self.last.items() if key not in fresh]
 
     def _frame_size(self) -> tuple[int, int]:
         caps = self.video_caps

@@ -50,7 +50,7 @@ def _element_prop(stage: str):
     return (Gst.Element, stage.capitalize(), _STAGE_BLURBS[stage], READWRITE)
 
 
-def _queue_prop(stage: str):
+def queue_prop(stage: str):
     return (int, f"{stage.capitalize()} queue size",
             f"Buffers in the {_QUEUE_BLURBS[stage]}: -1 no queue (same thread), 0 unbounded, "
             "N at most N buffers", -1, GLib.MAXINT, DEFAULT_QUEUE_SIZE[stage], READWRITE)
@@ -77,42 +77,10 @@ def ghost_unlinked(element: Gst.Element) -> None:
             element.add_pad(Gst.GhostPad.new(name, pad))
 
 
-class ProcessBin(PropertyStore, Gst.Bin):
-    __gtype_name__ = "processbin"
-    __gstmetadata__ = (
-        "Process bin",
-        "Filter/Video/Bin",
-        "Runs preprocess, process and postprocess on a copy of the frames and puts the results "
-        "on the original frames with aggregate; then postaggregate",
-        "torchstream",
-    )
-    __gsttemplates__ = pad_templates(None)
-    PROPERTIES: dict = {
-        **{stage: _element_prop(stage) for stage in STAGES},
-        **{f"{stage}-queue-size": _queue_prop(stage) for stage in QUEUED},
-    }
-    __gproperties__ = PROPERTIES
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.settings = {stage: None for stage in STAGES}
-        self.settings.update({f"{s}-queue-size": DEFAULT_QUEUE_SIZE[s] for s in QUEUED})
-        # ghost pads exist from the start so that gst-launch can link the bin before it is built
-        self.ghost_sink = Gst.GhostPad.new_no_target("sink", Gst.PadDirection.SINK)
-        self.ghost_src = Gst.GhostPad.new_no_target("src", Gst.PadDirection.SRC)
-        self.add_pad(self.ghost_sink)
-        self.add_pad(self.ghost_src)
-        self.built = False
-
-    def do_change_state(self, transition):
-        if transition == Gst.StateChange.NULL_TO_READY and not self.built:
-            try:
-                self._build()
-                self.built = True
-            except Exception as exc:  # noqa: BLE001 - the error boundary of this vfunc
-                post_error(self, exc)
-                return Gst.StateChangeReturn.FAILURE
-        return Gst.Bin.do_change_state(self, transition)
+class StagedBin:
+    """The assembly of a processbin, shared with the inference bins (which make their stages
+    themselves): ``self.settings`` holds the stage elements under the stage names and the queue
+    sizes under ``<stage>-queue-size``; ``self.ghost_sink`` / ``self.ghost_src`` exist."""
 
     # --- assembly ---------------------------------------------------------------------------
 
@@ -159,7 +127,7 @@ class ProcessBin(PropertyStore, Gst.Bin):
                 tail = element
         return head, tail
 
-    def _build(self) -> None:
+    def _assemble(self) -> None:
         if self.settings["process"] is None:
             raise ConfigError("processbin: property 'process' is not set; it needs the inference "
                               "element, e.g. process=\"pytorch_tensor_inference model=...\"")
@@ -194,3 +162,41 @@ class ProcessBin(PropertyStore, Gst.Bin):
                               "src pad")
         self.ghost_sink.set_target(sink)
         self.ghost_src.set_target(src)
+
+
+class ProcessBin(PropertyStore, StagedBin, Gst.Bin):
+    __gtype_name__ = "processbin"
+    __gstmetadata__ = (
+        "Process bin",
+        "Filter/Video/Bin",
+        "Runs preprocess, process and postprocess on a copy of the frames and puts the results "
+        "on the original frames with aggregate; then postaggregate",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(None)
+    PROPERTIES: dict = {
+        **{stage: _element_prop(stage) for stage in STAGES},
+        **{f"{stage}-queue-size": queue_prop(stage) for stage in QUEUED},
+    }
+    __gproperties__ = PROPERTIES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings = {stage: None for stage in STAGES}
+        self.settings.update({f"{s}-queue-size": DEFAULT_QUEUE_SIZE[s] for s in QUEUED})
+        # ghost pads exist from the start so that gst-launch can link the bin before it is built
+        self.ghost_sink = Gst.GhostPad.new_no_target("sink", Gst.PadDirection.SINK)
+        self.ghost_src = Gst.GhostPad.new_no_target("src", Gst.PadDirection.SRC)
+        self.add_pad(self.ghost_sink)
+        self.add_pad(self.ghost_src)
+        self.built = False
+
+    def do_change_state(self, transition):
+        if transition == Gst.StateChange.NULL_TO_READY and not self.built:
+            try:
+                self._assemble()
+                self.built = True
+            except Exception as exc:  # noqa: BLE001 - the error boundary of this vfunc
+                post_error(self, exc)
+                return Gst.StateChangeReturn.FAILURE
+        return Gst.Bin.do_change_state(self, transition)

@@ -1,0 +1,260 @@
+"""What the inference bins build: the element chain for a model, GStreamer-free.
+
+``video_inference``, ``object_detect`` and ``object_classify`` are processbins whose stages come
+from :func:`plan_chain`: a list of :class:`Step` (element factory name and property values) per
+stage, decided from the model string, its torchvision weights and an optional model-proc file.
+Keeping the decision here makes it testable without a pipeline and keeps the element shells to
+the GStreamer plumbing.
+
+Default preprocessing (a model-proc file overrides any of it):
+
+- a torchvision classifier: RGB, the weights' own transform (shorter side to ``resize_size``,
+  centre crop ``crop_size``, [0, 1], the weights' mean/std), as ``weights.transforms()`` does;
+- a torchvision detector: the full frame as RGB [0, 1] (the model resizes internally);
+- a model file: the full frame as RGB [0, 1], no resize (give a model-proc for anything else).
+
+With ``inference-region=roi-list`` (object_classify's default) the classifier sees each selected
+region cropped from the full-resolution frame (``tensor_roi_crop``), all regions of a frame in
+one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torchstream.errors import ConfigError
+from torchstream.model import (
+    MODEL_FILE_SUFFIXES,
+    TORCHVISION_PREFIX,
+    classifier_preprocess,
+    is_torchvision_name,
+    torchvision_weights_for,
+)
+from torchstream.modelproc import InputPreproc, ModelProc, OutputPostproc, load_model_proc
+
+KINDS = ("video_inference", "object_detect", "object_classify")
+REGIONS = ("full-frame", "roi-list")
+DETECTION_CONVERTERS = ("detection", "detection_output", "boxes_labels", "boxes")
+COLOR_FORMATS = {"RGB": "RGBP", "BGR": "BGRP", "GRAYSCALE": "GRAY8"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One element of a stage: its factory name and the properties to set on it."""
+
+    factory: str
+    props: dict = field(default_factory=dict)
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The stages of a processbin; ``postprocess`` may be empty (raw tensors attached)."""
+
+    preprocess: tuple[Step, ...]
+    process: tuple[Step, ...]
+    postprocess: tuple[Step, ...]
+    skip_interval: int = 1  # the inference branch sees one frame in this many
+    repeat: bool = False  # results of the last inferred frame go on the skipped frames
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the frame becomes the model input: resize mode, sizes, interpolation."""
+
+    mode: str  # "none", "aspect-ratio", "no-aspect-ratio", "letterbox"
+    size: str = ""  # tensor_resize_crop's size syntax: "N" or "WxH"
+    crop: str = ""
+    interpolation: str = "bilinear"
+    antialias: bool = True
+
+
+def check_backend(model: str | None) -> None:
+    """Only PyTorch models have a backend: anything else is refused with the kinds there are."""
+    if not model:
+        raise ConfigError("property 'model' is not set (a torchvision.models.* name or a "
+                          "model file)")
+    if is_torchvision_name(model) or Path(model).suffix.lower() in MODEL_FILE_SUFFIXES:
+        return
+    kinds = ", ".join((TORCHVISION_PREFIX + "*",) + MODEL_FILE_SUFFIXES)
+    raise ConfigError(f"property 'model': no inference backend for '{model}'; supported: "
+                      f"{kinds} (pytorch_tensor_inference)")
+
+
+def is_detector(model: str) -> bool:
+    return model.startswith(TORCHVISION_PREFIX + "detection.")
+
+
+def _size_text(size: tuple[int, ...] | None) -> str:
+    """(n,) -> "n"; (h, w) -> "wxh" (tensor_resize_crop's WxH)."""
+    if not size:
+        return ""
+    return str(size[0]) if len(size) == 1 else f"{size[1]}x{size[0]}"
+
+
+def _vector(values) -> str:
+    return "<" + ",".join(repr(float(v)) for v in values) + ">"
+
+
+def plan_chain(kind: str, settings: dict) -> Chain:
+    """The chain a bin of ``kind`` builds from its property values (``settings``, keyed by
+    property name)."""
+    if kind not in KINDS:
+        raise ValueError(kind)
+    model = settings.get("model")
+    check_backend(model)
+    region = settings.get("inference-region") or "full-frame"
+    if region not in REGIONS:
+        raise ConfigError(f"property 'inference-region' must be one of {', '.join(REGIONS)}, "
+                          f"got {region!r}")
+    if region == "roi-list" and kind != "object_classify":
+        raise ConfigError(f"{kind}: inference-region=roi-list is not supported yet (only "
+                          "object_classify classifies regions)")
+    proc = load_model_proc(settings["model-proc"]) if settings.get("model-proc") else None
+    if proc is not None and len(proc.input_preproc) > 1:
+        raise ConfigError(f"model-proc {proc.path}: input_preproc: models with several inputs "
+                          "are not supported yet (one entry expected)")
+    weights = None
+    if is_torchvision_name(model):
+        weights = torchvision_weights_for(model, settings.get("model-weights") or None)
+    detector = is_detector(model)
+    preproc = proc.input_preproc[0] if proc and proc.input_preproc else None
+    pre = list(_preprocess(kind, region, model, weights, detector, preproc, settings))
+    process = (Step("pytorch_tensor_inference", {
+        "model": model,
+        "model-weights": settings.get("model-weights") or None,
+        "device": settings.get("device") or "cpu",
+        "batch-size": int(settings.get("batch-size") or 1),
+    }, "inference"),)
+    post = _postprocess(kind, detector, proc, settings)
+    interval = int(settings.get("inference-interval") or 1)
+    reclassify = int(settings.get("reclassify-interval") or 1)
+    if kind == "object_classify":
+        interval *= reclassify
+    repeat = bool(settings.get("repeat-metadata")) or (kind == "object_classify"
+                                                        and reclassify > 1)
+    return Chain(tuple(pre), process, post, interval, repeat)
+
+
+def _geometry(model: str, weights, detector: bool, preproc: InputPreproc | None) -> Geometry:
+    tv = classifier_preprocess(weights) if weights is not None and not detector else None
+    if preproc is None:
+        if tv is None:
+            return Geometry("none")
+        return Geometry("aspect-ratio", _size_text(tv.resize_size), _size_text(tv.crop_size),
+                        tv.interpolation, tv.antialias)
+    resize_size = preproc.resize_size or (tv.resize_size if tv else None)
+    crop_size = preproc.crop_size or (tv.crop_size if tv else None)
+    interpolation = preproc.interpolation or (tv.interpolation if tv else "bilinear")
+    where = f"model-proc: input_preproc[0].params.resize={preproc.resize!r}"
+    if preproc.crop not in (None, "central"):
+        raise ConfigError(f"model-proc: input_preproc[0].params.crop={preproc.crop!r} is not "
+                          "supported yet (only 'central')")
+    if preproc.resize in (None, "no"):
+        if preproc.crop and not crop_size:
+            raise ConfigError(f"model-proc: input_preproc[0].params.crop needs params.crop_size "
+                              f"for {model}")
+        return Geometry("none", crop=_size_text(crop_size) if preproc.crop else "")
+    if preproc.resize == "no-aspect-ratio":
+        size = crop_size or resize_size
+        if not size:
+            raise ConfigError(f"{where} needs the model's input size: add params.crop_size "
+                              f"(or use a torchvision model whose weights give it) for {model}")
+        return Geometry("no-aspect-ratio", _size_text(size if len(size) == 2 else
+                                                      (size[0], size[0])), "", interpolation)
+    # aspect-ratio: shorter side + centre crop with a crop, otherwise fit and pad (letterbox)
+    if preproc.crop == "central":
+        if not resize_size or not crop_size:
+            raise ConfigError(f"{where} with crop=central needs params.resize_size and "
+                              f"params.crop_size (or a torchvision model whose weights give "
+                              f"them) for {model}")
+        return Geometry("aspect-ratio", _size_text(resize_size), _size_text(crop_size),
+                        interpolation)
+    size = crop_size or resize_size
+    if not size:
+        raise ConfigError(f"{where} needs the model's input size: add params.resize_size "
+                          f"(the letterbox box) for {model}")
+    return Geometry("letterbox", _size_text(size), "", interpolation)
+
+
+def _preprocess(kind, region, model, weights, detector, preproc, settings):
+    color = (preproc.color_space if preproc and preproc.color_space else "RGB").upper()
+    if color not in COLOR_FORMATS:
+        raise ConfigError(f"model-proc: input_preproc[0].params.color_space={color!r}: one of "
+                          f"{', '.join(COLOR_FORMATS)}")
+    yield Step("videoconvert", {}, "convert")
+    yield Step("capsfilter", {"caps": f"video/x-raw,format={COLOR_FORMATS[color]}"}, "format")
+    yield Step("tensor_convert", {}, "tensor")
+    geometry = _geometry(model, weights, detector, preproc)
+    resize = {"size": geometry.size, "crop": geometry.crop, "interpolation":
+              geometry.interpolation, "antialias": geometry.antialias}
+    if geometry.mode != "none":
+        resize["mode"] = geometry.mode
+    if region == "roi-list":
+        if not geometry.crop and geometry.mode not in ("letterbox", "no-aspect-ratio"):
+            raise ConfigError(f"object_classify: the classifier's input size is unknown for "
+                              f"{model}: give a model-proc with params.resize_size / crop_size")
+        yield Step("tensor_roi_crop", {**resize, "object-class": settings.get("object-class")
+                                       or ""}, "roi_crop")
+    elif geometry.mode != "none" or geometry.crop:
+        yield Step("tensor_resize_crop", resize, "resize")
+    tv = classifier_preprocess(weights) if weights is not None and not detector else None
+    value_range = preproc.range if preproc and preproc.range else (0.0, 1.0)
+    mean = preproc.mean if preproc and preproc.mean else (tv.mean if tv and not preproc
+                                                           else None)
+    std = preproc.std if preproc and preproc.std else (tv.std if tv and not preproc else None)
+    norm = {"range": _vector(value_range)}
+    if mean:
+        norm["mean"] = _vector(mean)
+    if std:
+        norm["std"] = _vector(std)
+    yield Step("opencv_tensor_normalize", norm, "normalize")
+
+
+def _postprocess(kind, detector, proc: ModelProc | None, settings) -> tuple[Step, ...]:
+    post: OutputPostproc | None = proc.output_postproc[0] if proc and proc.output_postproc \
+        else None
+    if proc is not None and len(proc.output_postproc) > 1:
+        raise ConfigError(f"model-proc {proc.path}: output_postproc: one converter is supported "
+                          "yet, the file has several")
+    labels = settings.get("labels") or None
+    labels_file = settings.get("labels-file") or None
+    if not labels and not labels_file and post is not None:
+        labels = ("<" + ",".join(post.labels) + ">") if post.labels else None
+        labels_file = post.labels_file
+    threshold = settings.get("threshold")
+    if post is not None:
+        converter = post.converter
+    elif kind == "object_detect" or (kind == "video_inference" and detector):
+        converter = "detection"
+    elif kind == "object_classify" or labels or labels_file:
+        converter = "label"
+    else:
+        converter = "raw_data_copy"
+    if converter == "raw_data_copy":
+        return ()
+    if converter in DETECTION_CONVERTERS:
+        if kind == "object_classify":
+            raise ConfigError("object_classify: a detection converter makes no sense here; "
+                              "use object_detect")
+        props = {"labels": labels, "labels-file": labels_file}
+        if threshold is not None and threshold >= 0:
+            props["threshold"] = float(threshold)
+        elif post is not None and post.threshold is not None:
+            props["threshold"] = float(post.threshold)
+        return (Step("tensor_postproc_detection", props, "postproc"),)
+    if converter != "label":
+        raise ConfigError(f"model-proc {proc.path if proc else ''}: converter '{converter}' "
+                          "has no post-processing element yet")
+    method = (post.method if post and post.method else "softmax")
+    props = {"method": method, "labels": labels, "labels-file": labels_file}
+    if post is not None and post.attribute_name:
+        props["attribute-name"] = post.attribute_name
+    if post is not None and post.layer_name:
+        props["layer-name"] = post.layer_name
+    if threshold is not None and threshold >= 0:
+        props["threshold"] = float(threshold)
+    elif post is not None and post.threshold is not None:
+        props["threshold"] = float(post.threshold)
+    return (Step("tensor_postproc_label", props, "postproc"),)

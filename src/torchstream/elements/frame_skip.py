@@ -1,0 +1,55 @@
+"""frame_skip: lets one buffer in ``interval`` through and drops the others.
+
+The inference bins put it at the head of their inference branch for ``inference-interval``:
+the skipped frames still reach meta_aggregate by the frames' branch (without results, or with
+the last results repeated), so every frame comes out while the model runs on one in N.
+"""
+
+from __future__ import annotations
+
+from torchstream.elements._base import PropertyStore, guarded, pad_templates, uint_prop
+from torchstream.gst import GLib, GObject, Gst, GstBase
+
+_READ = GObject.ParamFlags.READABLE
+_DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
+
+
+class FrameSkip(PropertyStore, GstBase.BaseTransform):
+    __gtype_name__ = "frame_skip"
+    __gstmetadata__ = (
+        "Frame skip",
+        "Filter",
+        "Passes the first buffer of every 'interval' buffers and drops the others (counted)",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(None)
+    PROPERTIES = {
+        "interval": uint_prop("Interval", "Pass one buffer in this many (1: every buffer)", 1,
+                              1_000_000, 1),
+        "passed": (GObject.TYPE_UINT64, "Passed", "Buffers passed since the element started",
+                   0, GLib.MAXUINT64, 0, _READ),
+        "dropped": (GObject.TYPE_UINT64, "Dropped", "Buffers dropped since the element "
+                    "started", 0, GLib.MAXUINT64, 0, _READ),
+    }
+    __gproperties__ = PROPERTIES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.set_passthrough(True)
+        self.seen = 0
+
+    @guarded(False)
+    def do_start(self):
+        self.seen = 0
+        self.settings["passed"] = self.settings["dropped"] = 0
+        return True
+
+    def do_transform_ip(self, buf):
+        keep = self.seen % max(1, int(self.settings["interval"])) == 0
+        self.seen += 1
+        if keep:
+            self.settings["passed"] += 1
+            return Gst.FlowReturn.OK
+        self.settings["dropped"] += 1
+        return _DROPPED

@@ -1,0 +1,188 @@
+"""video_inference, object_detect, object_classify: processbins that build their own stages.
+
+The chain for the model comes from :func:`torchstream.bins.plan_chain`; this shell makes the
+elements, sets their properties and lets processbin's assembly wire them (tee, queues,
+meta_aggregate). Everything is decided when the bin goes from NULL to READY, so a bad property
+fails that state change with an error naming it.
+"""
+
+from __future__ import annotations
+
+from torchstream.bins import Chain, Step, plan_chain
+from torchstream.elements._base import (
+    READWRITE,
+    PropertyStore,
+    double_prop,
+    pad_templates,
+    string_prop,
+    uint_prop,
+)
+from torchstream.elements.processbin import QUEUED, StagedBin, queue_prop
+from torchstream.errors import ConfigError, post_error
+from torchstream.gst import Gst
+
+
+def _common_properties(threshold_blurb: str, region: str) -> dict:
+    return {
+        "model": string_prop(
+            "Model", "torchvision factory path (torchvision.models.resnet50, "
+            "torchvision.models.detection.ssdlite320_mobilenet_v3_large...) or a model file "
+            "(.pt, .pth, .pt2, .ts)", None),
+        "model-weights": string_prop(
+            "Model weights", "State-dict file for a torchvision model (its name picks the "
+            "weights' preprocessing when it is a published torchvision file); default: the "
+            "DEFAULT weights", None),
+        "model-proc": string_prop(
+            "Model-proc", "Model-proc JSON file: preprocessing and post-processing that "
+            "override the defaults (docs/model-proc.md)", None),
+        "device": string_prop("Device", "Where the model runs: cpu, cuda or cuda:N", "cpu"),
+        "batch-size": uint_prop("Batch size", "Frames run together in one forward pass", 1,
+                                1024, 1),
+        "labels": string_prop("Labels", "Label names by class id, <a,b,c>", None),
+        "labels-file": string_prop("Labels file", "Text file, one label per line, line index "
+                                   "= class id", None),
+        "threshold": double_prop("Threshold", threshold_blurb, -1.0),
+        "inference-interval": uint_prop(
+            "Inference interval", "Run the model on one frame in N; the frames in between "
+            "pass with no results, or the last ones (repeat-metadata)", 1, 1_000_000, 1),
+        "repeat-metadata": (bool, "Repeat metadata", "Put the last results on the frames "
+                            "inference-interval skips", False, READWRITE),
+        "inference-region": string_prop(
+            "Inference region", "full-frame: the model sees the whole frame; roi-list: each "
+            "region on the frame (object_classify)", region),
+        "object-class": string_prop(
+            "Object class", "With roi-list: comma list of region labels to run on; empty: all",
+            ""),
+        **{f"{stage}-queue-size": queue_prop(stage) for stage in QUEUED},
+    }
+
+
+_DETECT_THRESHOLD = ("0..1: detections below it are dropped; -1: the model-proc's threshold, "
+                     "else 0.5")
+_LABEL_THRESHOLD = ("0..1: a classification below it is not attached; -1: the model-proc's "
+                    "threshold, else 0 (always attached)")
+
+
+class _InferenceBin(PropertyStore, StagedBin, Gst.Bin):
+    """Shared by the three bins; each subclass says its kind and its properties."""
+
+    KIND = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.ghost_sink = Gst.GhostPad.new_no_target("sink", Gst.PadDirection.SINK)
+        self.ghost_src = Gst.GhostPad.new_no_target("src", Gst.PadDirection.SRC)
+        self.add_pad(self.ghost_sink)
+        self.add_pad(self.ghost_src)
+        self.built = False
+        self.chain: Chain | None = None
+
+    def do_change_state(self, transition):
+        if transition == Gst.StateChange.NULL_TO_READY and not self.built:
+            try:
+                self._build()
+                self.built = True
+            except Exception as exc:  # noqa: BLE001 - the error boundary of this vfunc
+                post_error(self, exc)
+                return Gst.StateChangeReturn.FAILURE
+        return Gst.Bin.do_change_state(self, transition)
+
+    def _build(self) -> None:
+        chain = plan_chain(self.KIND, self.settings)
+        pre = list(chain.preprocess)
+        if chain.skip_interval > 1:
+            pre.insert(0, Step("frame_skip", {"interval": chain.skip_interval}, "skip"))
+        self.settings["preprocess"] = self._stage_element("preprocess", pre)
+        self.settings["process"] = self._stage_element("process", chain.process)
+        self.settings["postprocess"] = self._stage_element("postprocess", chain.postprocess)
+        self.settings["aggregate"] = _make(Step("meta_aggregate", {
+            "repeat-metadata": chain.repeat}, "aggregate"))
+        self.settings["postaggregate"] = None
+        self.chain = chain
+        self._assemble()
+
+    def _stage_element(self, stage: str, steps) -> Gst.Element | None:
+        """One element, or a bin of several linked in order, ghosted."""
+        if not steps:
+            return None
+        if len(steps) == 1:
+            return _make(steps[0])
+        stage_bin = Gst.Bin.new(stage)
+        elements = [_make(step) for step in steps]
+        for element in elements:
+            stage_bin.add(element)
+        for upstream, downstream in zip(elements, elements[1:], strict=False):
+            if not upstream.link(downstream):
+                raise ConfigError(f"{self.get_name()}: cannot link '{upstream.get_name()}' to "
+                                  f"'{downstream.get_name()}' in the {stage} stage")
+        stage_bin.add_pad(Gst.GhostPad.new("sink", elements[0].get_static_pad("sink")))
+        stage_bin.add_pad(Gst.GhostPad.new("src", elements[-1].get_static_pad("src")))
+        return stage_bin
+
+
+def _make(step: Step) -> Gst.Element:
+    element = Gst.ElementFactory.make(step.factory, step.name)
+    if element is None:
+        raise ConfigError(f"element '{step.factory}' is not available (is the plugin "
+                          "registered? run `make setup`)")
+    for name, value in step.props.items():
+        if value is None:
+            continue
+        if name == "caps":
+            value = Gst.Caps.from_string(value)
+        element.set_property(name, value)
+    return element
+
+
+class VideoInference(_InferenceBin):
+    __gtype_name__ = "video_inference"
+    __gstmetadata__ = (
+        "Video inference",
+        "Filter/Video/Bin",
+        "Runs a PyTorch model on every frame (or one in inference-interval) with the "
+        "preprocessing its weights or model-proc give, and attaches the results to the frame "
+        "(labels when labels are given, detections for detectors, else the raw tensors)",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(None)
+    KIND = "video_inference"
+    PROPERTIES = _common_properties(_LABEL_THRESHOLD, "full-frame")
+    __gproperties__ = PROPERTIES
+
+
+class ObjectDetect(_InferenceBin):
+    __gtype_name__ = "object_detect"
+    __gstmetadata__ = (
+        "Object detection",
+        "Filter/Video/Bin",
+        "Runs a PyTorch detector on the full frame and attaches one region per detection "
+        "(box in frame coordinates, label, confidence)",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(None)
+    KIND = "object_detect"
+    PROPERTIES = _common_properties(_DETECT_THRESHOLD, "full-frame")
+    __gproperties__ = PROPERTIES
+
+
+class ObjectClassify(_InferenceBin):
+    __gtype_name__ = "object_classify"
+    __gstmetadata__ = (
+        "Object classification",
+        "Filter/Video/Bin",
+        "Classifies the regions on each frame (cropped from the full-resolution frame, all "
+        "regions of a frame in one batch) and attaches each label to its region",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(None)
+    KIND = "object_classify"
+    PROPERTIES = {
+        **_common_properties(_LABEL_THRESHOLD, "roi-list"),
+        "reclassify-interval": uint_prop(
+            "Reclassify interval", "Classify the regions on one frame in N; on the frames in "
+            "between, each region keeps the label of the region of the same label it overlaps "
+            "most (IoU >= 0.5) on the last classified frame", 1, 1_000_000, 1),
+    }
+    __gproperties__ = PROPERTIES
+

@@ -3,6 +3,7 @@ torchvision's models called directly."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,46 @@ def test_a_bad_model_fails_the_bin_with_its_name(bikes_frames):
                       "appsink name=sink", bikes_frames[:2])
     assert not run.result.ok
     assert "det" in run.error and "no inference backend for 'model.onnx'" in run.error
+
+
+# --- model-proc --------------------------------------------------------------------------------
+
+SPEC_MODEL_PROC = REPO / "tests" / "data" / "model_proc" / "imagenet_classifier.json"
+
+
+def test_the_spec_model_proc_plans_the_default_chain(mobilenet_weights):
+    base = settings(model=MOBILENET, model_weights=str(mobilenet_weights))
+    default = plan_chain("video_inference", {**base, "labels-file": str(IMAGENET)})
+    with_proc = plan_chain("video_inference", {**base, "model-proc": str(SPEC_MODEL_PROC)})
+    assert with_proc.preprocess == default.preprocess
+    (post,) = with_proc.postprocess
+    assert post.factory == "tensor_postproc_label" and post.props["method"] == "softmax"
+    assert Path(post.props["labels-file"]).read_text() == IMAGENET.read_text()
+
+
+def test_the_spec_model_proc_gives_the_default_results(bikes_frames, mobilenet_weights):
+    runs = []
+    for extra in (f"labels-file={IMAGENET}", f"model-proc={SPEC_MODEL_PROC}"):
+        run = run_results(f"appsrc name=src ! video_inference model={MOBILENET} "
+                          f"model-weights={mobilenet_weights} {extra} ! appsink name=sink",
+                          bikes_frames[:4])
+        assert run.result.ok, run.error
+        runs.append([out.results.classifications for out in run.per_sink["sink"]])
+    assert len(runs[0]) == 4 and runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("proc, message", [
+    ({"json_schema_version": "2.2.0", "input_preproc": [{"format": "image", "params": {
+        "resize": "aspect-ratio", "crop": "top_left"}}], "output_postproc": []},
+     "params.crop='top_left' is not supported yet"),
+    ({"json_schema_version": "2.2.0", "input_preproc": [{"format": "image", "params": {
+        "resize": "no-aspect-ratio"}}], "output_postproc": []},
+     "needs the model's input size"),
+])
+def test_model_proc_preprocessing_the_chain_cannot_do_is_an_error(proc, message, tmp_path):
+    import json
+
+    path = tmp_path / "proc.json"
+    path.write_text(json.dumps(proc))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        plan_chain("video_inference", settings(model="model.ts", model_proc=str(path)))

@@ -148,6 +148,8 @@ def _geometry(model: str, weights, detector: bool, preproc: InputPreproc | None)
     crop_size = preproc.crop_size or (tv.crop_size if tv else None)
     interpolation = preproc.interpolation or (tv.interpolation if tv else "bilinear")
     where = f"model-proc: input_preproc[0].params.resize={preproc.resize!r}"
+    if preproc.padding is not None:
+        raise ConfigError("model-proc: input_preproc[0].params.padding is not supported yet")
     if preproc.crop not in (None, "central"):
         raise ConfigError(f"model-proc: input_preproc[0].params.crop={preproc.crop!r} is not "
                           "supported yet (only 'central')")
@@ -253,6 +255,8 @@ def _postprocess(kind, detector, proc: ModelProc | None, settings) -> tuple[Step
         props["attribute-name"] = post.attribute_name
     if post is not None and post.layer_name:
         props["layer-name"] = post.layer_name
+    if post is not None and post.compound_threshold is not None:
+        props["compound-threshold"] = float(post.compound_threshold)
     if threshold is not None and threshold >= 0:
         props["threshold"] = float(threshold)
     elif post is not None and post.threshold is not None:

@@ -315,3 +315,67 @@ def test_gst_inspect_documents_the_element_from_the_plugin_loader():
         assert f"  {prop} " in done.stdout
     text = " ".join(done.stdout.split())
     assert "Default: 0.5" in text and "Default: -1" in text
+
+
+# --- boxes put back on the frame through the preprocessing's frame mapping -------------------
+
+
+def test_frame_mapping_moves_boxes_clips_and_drops_what_is_only_padding():
+    from torchstream.meta import FrameMapping
+
+    # a 640x272 frame letterboxed into 320x320: picture rows 92..228, none of the columns cut
+    letterbox = FrameMapping(sx=1.0, ox=0.0, sy=320 / 136, oy=-92 / 136)
+    arrays = tv_arrays([
+        (32.0, 92.0, 160.0, 160.0, 1, 0.9),  # on the picture
+        (0.0, 40.0, 320.0, 120.0, 2, 0.8),  # reaching over the padding above
+        (10.0, 10.0, 50.0, 50.0, 3, 0.7),  # in the padding only: not on the frame, dropped
+    ])
+    detections, _ = detect(arrays, TV_NAMES, DetectionParams(), (320, 320), letterbox)
+    expected = [[0.1, 0.0, 0.5, 68 / 136], [0.0, 0.0, 1.0, 28 / 136]]
+    assert [d.label_id for d in detections] == [1, 2]
+    assert np.abs(boxes_of(detections) - expected).max() <= 1e-9
+    # already-normalised boxes (SSD [...,7]) are mapped too; a centre crop shrinks them
+    crop = FrameMapping(sx=0.6, ox=0.2, sy=0.9, oy=0.05)
+    rows = np.array([[0, 5, 0.9, 0.0, 0.0, 1.0, 0.5]], np.float32)
+    detections, _ = detect([rows], (), DetectionParams(), None, crop)
+    assert np.abs(boxes_of(detections) - [[0.2, 0.05, 0.8, 0.5]]).max() <= 1e-7
+    assert detect([rows], (), DetectionParams(), None, None)[0] == \
+        detect([rows], (), DetectionParams(), None, FrameMapping.identity())[0]
+
+
+LETTERBOX_THRESHOLD = 0.016
+
+
+def test_regions_of_a_letterboxed_frame_are_the_frames(bikes_frames, ssdlite):
+    """The seeded detector on letterboxed bikes frames: the regions are torchvision's boxes on
+    the letterboxed tensor, mapped through the letterbox onto the 640x272 frame."""
+    from torchstream.resize import ResizeSpec
+
+    model, weights = ssdlite
+    frames = bikes_frames[:4]
+    run = run_results(
+        "appsrc name=src ! videoconvert ! video/x-raw,format=RGBP ! tensor_convert ! "
+        "tensor_resize_crop size=320 mode=letterbox ! opencv_tensor_normalize range=<0,1> ! "
+        f"pytorch_tensor_inference model={DETECTOR} model-weights={weights} ! "
+        f"tensor_postproc_detection threshold={LETTERBOX_THRESHOLD} ! appsink name=sink",
+        frames)
+    assert run.result.ok, run.error
+    spec = ResizeSpec(size=(320,), mode="letterbox")
+    m = spec.mapping(272, 640)
+    inputs = [spec.apply(torch.from_numpy(f).permute(2, 0, 1).contiguous()).float() / 255
+              for f in frames]
+    with torch.inference_mode():
+        expected = model(inputs)
+    total = 0
+    for out, ref in zip(run.per_sink["sink"], expected, strict=True):
+        scores = ref["scores"].numpy()
+        assert np.abs(scores - LETTERBOX_THRESHOLD).min() > 1e-5
+        keep = scores >= LETTERBOX_THRESHOLD
+        boxes = ref["boxes"].numpy()[keep].astype(np.float64) / 320
+        mapped = np.clip(boxes * [m.sx, m.sy, m.sx, m.sy] + [m.ox, m.oy, m.ox, m.oy], 0, 1)
+        regions = out.results.regions
+        got = np.array([[r.x_min, r.y_min, r.x_max, r.y_max] for r in regions]).reshape(-1, 4)
+        assert [r.label_id for r in regions] == ref["labels"].numpy()[keep].tolist()
+        assert np.abs(got - mapped).max(initial=0) <= 1e-5
+        total += len(regions)
+    assert total > 0

@@ -90,3 +90,47 @@ def test_chain_equals_the_weights_reference_transform(mobilenet_weights):
     assert np.abs(got - reference).max() <= 1e-4
     categories = weights.meta["categories"]
     assert categories[int(got[5].argmax())] == "sulphur-crested cockatoo"  # frame 200
+
+
+def recorded_mappings(props: str, frames) -> list:
+    """The frame mapping on each buffer leaving ``tensor_resize_crop props``."""
+    from tests.results_helpers import run_results
+    from torchstream.meta import read_frame_mapping
+
+    seen: list = []
+    run = run_results(
+        "appsrc name=src ! videoconvert ! video/x-raw,format=RGBP ! tensor_convert ! "
+        f"tensor_resize_crop {props} ! test_meta_writer name=spy ! appsink name=sink",
+        frames, writers={"spy": lambda buf, _i: seen.append(read_frame_mapping(buf))})
+    assert run.result.ok, run.error
+    return seen
+
+
+@pytest.mark.parametrize(("props", "spec"), [
+    ("size=128 mode=letterbox", ResizeSpec(size=(128,), mode="letterbox")),
+    ("size=256 crop=224", ResizeSpec(size=(256,), crop=(224,))),
+    ("crop=64x32", ResizeSpec(crop=(32, 64))),
+])
+def test_crops_and_letterboxes_record_where_the_picture_went(bikes_frames, props, spec):
+    mappings = recorded_mappings(props, bikes_frames[:2])
+    assert mappings == [spec.mapping(272, 640)] * 2
+    assert not mappings[0].is_identity
+
+
+@pytest.mark.parametrize("props", ["size=300", "size=100x50 mode=no-aspect-ratio"])
+def test_plain_resizes_record_nothing(bikes_frames, props):
+    """A resize scales the whole picture: normalised coordinates do not change."""
+    assert recorded_mappings(props, bikes_frames[:2]) == [None, None]
+
+
+def test_letterbox_mapping_puts_the_picture_where_apply_put_it(bikes_frames):
+    """The frame's corners, mapped into the letterboxed tensor, are the picture's corners
+    there (torchvision's rounding of 640x272 * 0.5 = 320x136, 92 rows of padding above)."""
+    spec = ResizeSpec(size=(320,), mode="letterbox")
+    m = spec.mapping(272, 640)
+    top_left = ((0 - m.ox) / m.sx * 320, (0 - m.oy) / m.sy * 320)
+    bottom_right = ((1 - m.ox) / m.sx * 320, (1 - m.oy) / m.sy * 320)
+    assert top_left == pytest.approx((0, 92)) and bottom_right == pytest.approx((320, 228))
+    out = spec.apply(chw(bikes_frames[0])).numpy()
+    assert out[:, :92].max() == 0 and out[:, 228:].max() == 0
+    assert out[:, 92].max() > 0 and out[:, 227].max() > 0

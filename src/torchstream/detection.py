@@ -1,8 +1,8 @@
 """Detection outputs to boxes (numpy only, no GStreamer): the core of tensor_postproc_detection.
 
 One buffer's output tensors (their real shapes: only the N rows a buffer holds are read) become
-a list of :class:`Detection`, each a box normalised to [0, 1] of the model input, a label id and
-a confidence. The layouts recognised without settings ("auto"):
+a list of :class:`Detection`, each a box normalised to [0, 1] of the original frame, a label id
+and a confidence. The layouts recognised without settings ("auto"):
 
 - torchvision detection dicts: outputs named ``boxes`` ``[N,4]`` (x1,y1,x2,y2 in model-input
   pixels), ``labels`` ``[N]`` (int) and ``scores`` ``[N]`` (float); other outputs (``masks``,
@@ -26,8 +26,12 @@ The overrides ``box-index``, ``label-index`` and ``confidence-index`` (-1 = auto
   ``label-index`` the N label ids, ``confidence-index`` the N confidences.
 
 Boxes are in model-input pixels, except in a one-tensor layout with 7 columns, whose boxes are
-normalised already. Pixel boxes are divided by the model input's width and height. Every box is
-then clipped to [0, 1] and its corners ordered (x_min <= x_max, y_min <= y_max).
+normalised already. Pixel boxes are divided by the model input's width and height. When the
+preprocessing cropped or letterboxed the frame, the buffer's frame mapping
+(``torchstream.meta.FrameMapping``) then carries the box from the model input to the original
+frame; without one the model input is the frame (possibly resized, which changes no normalised
+coordinate). Every box is then clipped to [0, 1] of the frame (a box over letterbox padding
+reaches outside it) and its corners ordered (x_min <= x_max, y_min <= y_max).
 
 ``threshold`` (0..1): a detection whose confidence is below it is dropped; 0 keeps every one.
 Label ids must be integral; without labels, a label is its id as text.
@@ -38,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,14 +50,17 @@ from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.labels import Labels
 from torchstream.postproc import check_unit_interval
 
+if TYPE_CHECKING:
+    from torchstream.meta import FrameMapping
+
 AUTO = -1
 BOX_COLUMNS = 4
 
 
 @dataclass(frozen=True)
 class Detection:
-    """One detection: a box normalised to [0, 1] of the model input, its label id, label and
-    confidence."""
+    """One detection: a box normalised to [0, 1] of the frame (of the model input when no frame
+    mapping was given), its label id, label and confidence."""
 
     x_min: float
     y_min: float
@@ -288,10 +296,12 @@ def _name(labels: Labels | None, label_id: int) -> str:
 
 
 def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams,
-           size: tuple[int, int] | None) -> list[Detection]:
+           size: tuple[int, int] | None,
+           mapping: FrameMapping | None = None) -> list[Detection]:
     """The detections of one buffer's ``arrays`` (real shapes) in ``layout``, above
     ``params.threshold``; ``size`` = (width, height) of the model input, needed for pixel
-    boxes."""
+    boxes; ``mapping`` carries boxes from the model input to the frame (None: they are the
+    frame's already)."""
     box_array = arrays[layout.box.tensor]
     n = _rows(box_array.shape[:-1]) if box_array.ndim >= 1 else 0
     if layout.image_id is not None and n:
@@ -324,11 +334,21 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
                 "buffer carries no tensors record with the input dimensions)")
         width, height = size
         boxes = boxes / np.array([width, height, width, height], np.float64)
+    if mapping is not None:
+        scale = np.array([mapping.sx, mapping.sy, mapping.sx, mapping.sy], np.float64)
+        offset = np.array([mapping.ox, mapping.oy, mapping.ox, mapping.oy], np.float64)
+        boxes = offset + scale * boxes
+    outside = (np.minimum(boxes[:, 0], boxes[:, 2]) >= 1) | (np.maximum(boxes[:, 0],
+                                                                       boxes[:, 2]) <= 0) \
+        | (np.minimum(boxes[:, 1], boxes[:, 3]) >= 1) | (np.maximum(boxes[:, 1],
+                                                                   boxes[:, 3]) <= 0)
     boxes = np.clip(boxes, 0.0, 1.0)
     x0, x1 = np.minimum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 0], boxes[:, 2])
     y0, y1 = np.minimum(boxes[:, 1], boxes[:, 3]), np.maximum(boxes[:, 1], boxes[:, 3])
     detections = []
     for i in range(len(conf)):
+        if mapping is not None and outside[i]:
+            continue  # entirely on letterbox padding: not on the frame
         label_id = int(ids[i])
         confidence = float(conf[i])
         if not math.isfinite(confidence):
@@ -339,8 +359,9 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
 
 
 def detect(arrays: Sequence[np.ndarray], names: Sequence[str], params: DetectionParams,
-           size: tuple[int, int] | None) -> tuple[list[Detection], Layout]:
+           size: tuple[int, int] | None,
+           mapping: FrameMapping | None = None) -> tuple[list[Detection], Layout]:
     """Resolve the layout of ``arrays`` and decode them (see :func:`decode`)."""
     layout = resolve_layout([a.shape for a in arrays], names,
                             [a.dtype.kind in "iub" for a in arrays], params)
-    return decode(arrays, layout, params, size), layout
+    return decode(arrays, layout, params, size, mapping), layout

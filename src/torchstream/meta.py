@@ -133,6 +133,121 @@ def read_tensors_record(buf: Gst.Buffer) -> TensorsRecord | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Frame mapping: where a tensor's normalised coordinates lie in the original frame
+# ---------------------------------------------------------------------------------------------
+#
+# Preprocessing that crops or letterboxes moves the picture inside the tensor, so a box found
+# on the tensor is not the box on the frame. The element that moves the picture
+# (tensor_resize_crop) records how on its output buffers; custom metas are copied along by
+# BaseTransform elements and by pytorch_tensor_inference, so post-processing reads the record
+# and puts boxes back on the frame. A plain resize, even one that changes the aspect ratio,
+# leaves normalised coordinates unchanged and needs no record.
+
+FRAME_MAPPING_META = "TorchstreamFrameMapping"
+_MAPPING_FIELDS = ("sx", "ox", "sy", "oy")
+
+
+@dataclass(frozen=True)
+class FrameMapping:
+    """How a tensor's normalised coordinates map onto the original frame's.
+
+    A point ``(x, y)`` normalised to [0, 1] of the tensor (x right, y down) is the point
+    ``(ox + sx * x, oy + sy * y)`` normalised to [0, 1] of the frame. A centre crop has
+    ``sx < 1`` and ``ox > 0``; a letterbox (padding around the picture) has ``sx > 1`` and
+    ``ox < 0``, so the padding maps outside [0, 1].
+    """
+
+    sx: float = 1.0
+    ox: float = 0.0
+    sy: float = 1.0
+    oy: float = 0.0
+
+    def __post_init__(self) -> None:
+        values = [getattr(self, k) for k in _MAPPING_FIELDS]
+        if not all(math.isfinite(float(v)) for v in values) or self.sx <= 0 or self.sy <= 0:
+            raise TorchstreamError(
+                f"frame mapping {dict(zip(_MAPPING_FIELDS, values, strict=True))} is not valid "
+                "(finite values, positive scales)")
+
+    @staticmethod
+    def identity() -> FrameMapping:
+        return FrameMapping()
+
+    @property
+    def is_identity(self) -> bool:
+        return (self.sx, self.ox, self.sy, self.oy) == (1.0, 0.0, 1.0, 0.0)
+
+    def then(self, inner: FrameMapping) -> FrameMapping:
+        """The mapping after one more preprocessing step, ``inner`` being that step's own
+        mapping (its output's coordinates onto its input's).
+
+        ``self`` maps the step's input onto the frame, so a point goes through ``inner``
+        first and ``self`` second: ``self.then(inner).map_point(x, y) ==
+        self.map_point(*inner.map_point(x, y))``.
+        """
+        return FrameMapping(
+            sx=self.sx * inner.sx, ox=self.ox + self.sx * inner.ox,
+            sy=self.sy * inner.sy, oy=self.oy + self.sy * inner.oy,
+        )
+
+    def map_point(self, x: float, y: float) -> tuple[float, float]:
+        return self.ox + self.sx * x, self.oy + self.sy * y
+
+    def map_box(self, x1: float, y1: float, x2: float,
+                y2: float) -> tuple[float, float, float, float]:
+        """A box normalised to the tensor, normalised to the frame; not clipped (a box over
+        letterbox padding reaches outside [0, 1]: clip it before writing it as a region)."""
+        return (*self.map_point(x1, y1), *self.map_point(x2, y2))
+
+
+def write_frame_mapping(buf: Gst.Buffer, mapping: FrameMapping) -> None:
+    """Record on ``buf`` (writable) where its tensor lies in the original frame, replacing any
+    record it carried. Values are written with repr(), so they read back bit for bit."""
+    write_custom_meta(buf, FRAME_MAPPING_META,
+                      {k: repr(float(getattr(mapping, k))) for k in _MAPPING_FIELDS})
+
+
+def read_frame_mapping(buf: Gst.Buffer) -> FrameMapping | None:
+    """The frame mapping on ``buf``, or None when it carries none (its tensor's normalised
+    coordinates are the frame's)."""
+    fields = read_custom_meta(buf, FRAME_MAPPING_META)
+    if fields is None:
+        return None
+    try:
+        return FrameMapping(**{k: float(fields[k]) for k in _MAPPING_FIELDS})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TorchstreamError(f"frame mapping metadata cannot be read: {exc!r}") from None
+
+# --- end of frame mapping ---------------------------------------------------------------------
+
+
+# -- region batches (tensor_roi_crop) ---------------------------------------------------------
+# A tensor buffer whose rows are crops of a frame's regions says which region each row is, so
+# that post-processing can attach row i's result to region ids[i] instead of to the frame.
+
+ROI_BATCH_META = "TorchstreamRoiBatchMeta"
+
+
+def write_roi_batch(buf: Gst.Buffer, ids) -> None:
+    """Record on ``buf`` (writable) that its tensors' rows are the regions ``ids``, in order."""
+    write_custom_meta(buf, ROI_BATCH_META, {"ids": ",".join(str(int(i)) for i in ids)})
+
+
+def read_roi_batch(buf: Gst.Buffer) -> tuple[int, ...] | None:
+    """The region ids of ``buf``'s rows, or None when ``buf`` is not a region batch."""
+    fields = read_custom_meta(buf, ROI_BATCH_META)
+    if fields is None:
+        return None
+    text = (fields.get("ids") or "").strip()
+    try:
+        return tuple(int(i) for i in text.split(",")) if text else ()
+    except ValueError:
+        raise TorchstreamError(f"region batch record is malformed: ids {text!r}") from None
+
+# -- end of region batches ----------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
 # Results: classifications and regions on frames (and on tensor buffers before aggregation)
 # ---------------------------------------------------------------------------------------------
 

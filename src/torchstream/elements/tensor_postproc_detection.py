@@ -2,8 +2,11 @@
 
 The tensors pass through untouched (in place: the buffer is made writable for its metadata,
 which copies no tensor memory); each buffer gains one region per detection in its results
-metadata (``torchstream.meta.read_results``), boxes normalised to [0, 1] of the model input.
-The layouts are defined in :mod:`torchstream.detection`.
+metadata (``torchstream.meta.read_results``), boxes normalised to [0, 1] of the original frame:
+when preprocessing cropped or letterboxed the frame (tensor_resize_crop), the buffer carries a
+frame mapping (``torchstream.meta.read_frame_mapping``) that puts the model-input boxes back on
+the frame; without one the model input is the frame, resized or not. The layouts are defined
+in :mod:`torchstream.detection`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from torchstream.elements._base import (
 )
 from torchstream.gst import GLib, GObject, Gst, GstBase
 from torchstream.labels import load_labels
-from torchstream.meta import ModelRecord, Region, read_results, read_tensors_record, write_results
+from torchstream.meta import (
+    ModelRecord,
+    Region,
+    read_frame_mapping,
+    read_results,
+    read_tensors_record,
+    write_results,
+)
 from torchstream.tensors import MappedTensors, to_torch
 
 
@@ -34,8 +44,9 @@ class TensorPostprocDetection(PropertyStore, GstBase.BaseTransform):
     __gstmetadata__ = (
         "Tensor to detections",
         "Filter/Tensor",
-        "Turns a detector's output tensors into regions (box normalised to the model input, "
-        "label, label id, confidence) attached to the buffer (tensors pass through unchanged)",
+        "Turns a detector's output tensors into regions (box normalised to the original "
+        "frame, through any crop or letterbox of preprocessing; label, label id, confidence) "
+        "attached to the buffer (tensors pass through unchanged)",
         "torchstream",
     )
     __gsttemplates__ = pad_templates(MEDIA_TYPE)
@@ -90,10 +101,11 @@ class TensorPostprocDetection(PropertyStore, GstBase.BaseTransform):
         record = read_tensors_record(buf)
         names = list(record.names) if record is not None else []
         size = input_size(record.input_dimensions) if record is not None else None
+        mapping = read_frame_mapping(buf)
         with MappedTensors(buf, self.config) as arrays:
             arrays = [to_torch(a, "bfloat16").float().numpy() if info.dtype == "bfloat16" else a
                       for a, info in zip(arrays, self.config.tensors, strict=True)]
-            detections, layout = detect(arrays, names, self.params, size)
+            detections, layout = detect(arrays, names, self.params, size, mapping)
         results = read_results(buf)
         results.regions = [
             Region(d.x_min, d.y_min, d.x_max, d.y_max, d.label, d.label_id, d.confidence, i)

@@ -1,4 +1,10 @@
-"""tensor_resize_crop: resize and centre-crop uint8 [C,H,W] tensors as torchvision does."""
+"""tensor_resize_crop: resize and centre-crop uint8 [C,H,W] tensors as torchvision does.
+
+A crop or a letterbox moves the picture inside the tensor; each output buffer then carries a
+frame mapping (``torchstream.meta.FrameMapping``: the mapping already on the input buffer,
+composed with this element's own), so post-processing can put boxes back on the frame. A plain
+resize changes no normalised coordinate and adds nothing.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import CapsError, ConfigError
 from torchstream.gst import GObject, Gst, GstBase
+from torchstream.meta import FrameMapping, read_frame_mapping, write_frame_mapping
 from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_size
 from torchstream.tensors import mapped, to_torch
 
@@ -72,6 +79,7 @@ class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
         self.settings["antialias"] = True
         self.spec: ResizeSpec | None = None
         self.in_shape = self.out_shape = None
+        self.mapping: FrameMapping | None = None  # None: the output keeps the input's mapping
 
     def _make_spec(self) -> ResizeSpec:
         return ResizeSpec(
@@ -111,6 +119,8 @@ class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
     def do_set_caps(self, incaps, outcaps):
         self.in_shape = config_from_fields(incaps.get_structure(0)).tensors[0].shape
         self.out_shape = config_from_fields(outcaps.get_structure(0)).tensors[0].shape
+        mapping = self.spec.mapping(*self.in_shape[1:])
+        self.mapping = None if mapping.is_identity else mapping
         return True
 
     def do_transform_size(self, direction, caps, size, othercaps):
@@ -129,4 +139,8 @@ class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
                 raise CapsError(f"resize gave {tuple(result.shape)}, caps say {self.out_shape}")
             out = np.frombuffer(dst, np.uint8, count=int(np.prod(self.out_shape)))
             out.reshape(self.out_shape)[:] = result.numpy()
+        if self.mapping is not None:
+            # outbuf holds a copy of the input's metas: replace the mapping it carried
+            before = read_frame_mapping(inbuf) or FrameMapping.identity()
+            write_frame_mapping(outbuf, before.then(self.mapping))
         return Gst.FlowReturn.OK

@@ -390,3 +390,17 @@ def test_importing_the_module_does_not_import_jsonschema():
             "assert 'jsonschema' not in sys.modules, 'imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_detection_layout_indices_are_read_and_checked():
+    text = json.dumps({"json_schema_version": "2.2.0", "output_postproc": [
+        {"converter": "detection", "box_index": 0, "label_index": 5, "confidence_index": 4}]})
+    (post,) = parse_model_proc(text).output_postproc
+    assert (post.box_index, post.label_index, post.confidence_index) == (0, 5, 4)
+    bad = text.replace('"label_index": 5', '"label_index": -2')
+    with pytest.raises(ConfigError, match=r"output_postproc\[0\]\.label_index"):
+        parse_model_proc(bad)
+    on_label = json.dumps({"json_schema_version": "2.2.0", "output_postproc": [
+        {"converter": "label", "box_index": 0}]})
+    with pytest.raises(ConfigError, match="box_index"):
+        parse_model_proc(on_label)

@@ -241,6 +241,9 @@ def _postprocess(kind, detector, proc: ModelProc | None, settings) -> tuple[Step
             raise ConfigError("object_classify: a detection converter makes no sense here; "
                               "use object_detect")
         props = {"labels": labels, "labels-file": labels_file}
+        for key in ("box_index", "label_index", "confidence_index"):
+            if post is not None and getattr(post, key) is not None:
+                props[key.replace("_", "-")] = int(getattr(post, key))
         if threshold is not None and threshold >= 0:
             props["threshold"] = float(threshold)
         elif post is not None and post.threshold is not None:

@@ -142,10 +142,12 @@ _COMMON_OUTPUT_KEYS = {
     "layer_names": {"type": "array", "items": _NAME, "minItems": 1},
     "attribute_name": _NAME,
 }
+_INDEX = {"type": "integer", "minimum": 0}  # extension: tensor_postproc_detection layouts
 _FAMILY_KEYS: dict[str, dict[str, Any]] = {
     "label": {"labels": _LABELS, "method": {"enum": list(LABEL_METHODS)}, "threshold": _UNIT,
               "confidence_threshold": _UNIT, "compound_threshold": _UNIT},
-    "detection": {"labels": _LABELS, "threshold": _UNIT, "confidence_threshold": _UNIT},
+    "detection": {"labels": _LABELS, "threshold": _UNIT, "confidence_threshold": _UNIT,
+                  "box_index": _INDEX, "label_index": _INDEX, "confidence_index": _INDEX},
     "raw_data_copy": {},
 }
 
@@ -251,6 +253,10 @@ class OutputPostproc:
     layer_names: tuple[str, ...] | None = None
     compound_threshold: float | None = None  # label, method compound
     converter_name: str = ""
+    # detection, torchstream extensions: tensor_postproc_detection's layout overrides
+    box_index: int | None = None
+    label_index: int | None = None
+    confidence_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -622,6 +628,9 @@ def _output_postproc(entry: Mapping[str, Any], where: str, source: str,
         layer_names=None if layer_names is None else tuple(layer_names),
         compound_threshold=_optional_float(entry.get("compound_threshold")),
         converter_name=name,
+        box_index=entry.get("box_index"),
+        label_index=entry.get("label_index"),
+        confidence_index=entry.get("confidence_index"),
     )
 
 

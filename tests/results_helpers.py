@@ -140,3 +140,20 @@ def run_results(description: str, frames: list[np.ndarray], fmt: str = "RGB",
     feed_frames(pipeline.get_by_name("src"), frames, fmt, fps)
     run.result = run_to_end(pipeline, timeout)
     return run
+
+
+def regions_writer(plan: list[list], frame_size: tuple[int, int] | None = None
+                   ) -> Callable[[Gst.Buffer, int], None]:
+    """A ``test_meta_writer`` function that puts ``plan[i]`` (a list of
+    :class:`torchstream.meta.Region`) on the i-th frame, as an upstream detector would (frames
+    beyond the plan, and empty entries, get no region). With ``frame_size`` (width, height)
+    the regions are mirrored as ROI metas too."""
+    from torchstream.meta import FrameResults, write_results
+
+    def write(buf: Gst.Buffer, index: int) -> None:
+        regions = plan[index] if index < len(plan) else []
+        if regions:
+            size = frame_size or (None, None)
+            write_results(buf, FrameResults(regions=list(regions)), *size)
+
+    return write

@@ -178,9 +178,10 @@ def test_input_size_is_negotiated_from_the_weights_or_the_caps(bikes_frames, mob
     model = f"model=torchvision.models.mobilenet_v2 model-weights={mobilenet_weights}"
     proposed = run_pipeline(classifier_pipeline(model), bikes_frames[:1], sinks=("sink", "raw"))
     assert proposed.result.ok, proposed.error
-    # DEFAULT weights of mobilenet_v2 resize to 232 before their crop
-    assert proposed.outputs[0].record.input_dimensions == "232:232:3"
-    assert proposed.per_sink["raw"][0].arrays[0].shape == (3, 232, 232)
+    # the file is torchvision's IMAGENET1K_V1 file, whose preprocessing resizes to 256 before
+    # its crop (DEFAULT, IMAGENET1K_V2, resizes to 232)
+    assert proposed.outputs[0].record.input_dimensions == "256:256:3"
+    assert proposed.per_sink["raw"][0].arrays[0].shape == (3, 256, 256)
     explicit = run_pipeline(classifier_pipeline(model, size="width=160,height=120"),
                             bikes_frames[:1], sinks=("sink", "raw"))
     assert explicit.result.ok, explicit.error

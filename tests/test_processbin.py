@@ -19,7 +19,7 @@ from torchstream.gst import Gst
 REPO = Path(__file__).resolve().parents[1]
 IMAGENET = REPO / "labels" / "imagenet_2012.txt"
 NAMES = IMAGENET.read_text().splitlines()
-SIZE = 232  # what pytorch_tensor_inference proposes for mobilenet_v2 (its DEFAULT weights)
+SIZE = 256  # what pytorch_tensor_inference proposes for mobilenet_v2's IMAGENET1K_V1 file
 PREPROCESS = (
     "videoscale ! videoconvert ! video/x-raw,format=RGBP ! tensor_convert ! "
     f"opencv_tensor_normalize range=<0,1> mean={IMAGENET_MEAN} std={IMAGENET_STD}"

@@ -4,6 +4,10 @@ A model may return a tensor, a tuple/list of tensors, a dict of tensors, a list 
 per image, torchvision detection) or TorchScript detection's ``(losses, detections)``. All of
 them are turned into the same thing: output names, and per input buffer a list of tensors
 without the batch dim.
+
+Region batches (input caps with a first dim of 0, e.g. tensor_roi_crop's crops) are the other
+mode: each buffer already holds R rows, the rows of all buffers of a batch run in one forward
+pass and each buffer gets its own R output rows back (:meth:`InferenceEngine.run_rows`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from torchstream.caps import TensorInfo, TensorsConfig
 from torchstream.errors import TorchstreamError
 from torchstream.model import LoadedModel
+from torchstream.roi import is_region_batch
 from torchstream.tensors import type_name_of
 
 
@@ -80,11 +85,22 @@ class InferenceEngine:
     """Runs ``model`` on batches whose per-buffer inputs match ``input_config``."""
 
     def __init__(self, model: LoadedModel, input_config: TensorsConfig) -> None:
-        for info in input_config.tensors:
-            if not info.is_fixed:
-                raise TorchstreamError(f"input tensor shape {info.shape} must be fixed")
+        self.region_batch = is_region_batch(input_config)
+        if not self.region_batch:
+            for info in input_config.tensors:
+                if not info.is_fixed:
+                    raise TorchstreamError(
+                        f"input tensor shape {info.shape} must be fixed, or have its first dim "
+                        "only 0 in every tensor (a region batch)"
+                    )
+        elif model.takes_image_list:
+            raise TorchstreamError(
+                f"model {model.name} takes a list of images (detection); region batches need a "
+                "model that takes one batched tensor"
+            )
         self.model = model
         self.input_config = input_config
+        self.spec: OutputSpec | None = None  # set by probe()
 
     def forward(self, inputs: Sequence[Sequence]):
         """``inputs[b][j]``: tensor j of buffer b. Returns the model's raw output."""
@@ -110,6 +126,9 @@ class InferenceEngine:
 
     def probe(self, batch: int = 1) -> OutputSpec:
         """Run twice on random inputs; dims that differ between runs vary per buffer."""
+        if self.region_batch:
+            self.spec = self._probe_rows()
+            return self.spec
         import torch
 
         generator = torch.Generator().manual_seed(0)
@@ -128,7 +147,84 @@ class InferenceEngine:
             if first_dim_varies and shape:
                 shape[0] = 0
             infos.append(TensorInfo(types[i], tuple(shape)))
+        self.spec = OutputSpec(names, TensorsConfig(tuple(infos)))
+        return self.spec
+
+    # -- region batches: every buffer holds R rows (its own R), the model runs on the rows ----
+
+    def _probe_rows(self, rows: int = 2) -> OutputSpec:
+        """Output caps of a region batch: one output row per input row, R written 0; a row dim
+        that differs between two runs is 0 too."""
+        import torch
+
+        generator = torch.Generator().manual_seed(0)
+        seen = []
+        for _ in range(2):
+            inputs = [[self._random(TensorInfo(info.dtype, (rows, *info.shape[1:])), generator)
+                       for info in self.input_config.tensors]]
+            names, outputs = self._row_outputs(self.forward_rows(inputs), rows)
+            seen.append([tuple(t.shape) for t in outputs])
+            types = [type_name_of(t.dtype) for t in outputs]
+        infos = []
+        for i, (a, b) in enumerate(zip(*seen, strict=True)):
+            if len(a) != len(b):
+                raise TorchstreamError(f"model output '{names[i]}' changes rank between runs")
+            shape = [0] + [d if d == e else 0 for d, e in zip(a[1:], b[1:], strict=True)]
+            infos.append(TensorInfo(types[i], tuple(shape)))
         return OutputSpec(names, TensorsConfig(tuple(infos)))
+
+    def forward_rows(self, inputs: Sequence[Sequence]):
+        """``inputs[b][j]``: tensor j of buffer b, ``[R_b, ...]``; the rows of every buffer run
+        in one forward pass. Returns the model's raw output."""
+        import torch
+
+        device = self.model.device
+        with torch.inference_mode():
+            args = []
+            for j in range(len(self.input_config)):
+                parts = [buffer_inputs[j] for buffer_inputs in inputs]
+                batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+                args.append(batch.to(device, non_blocking=True))
+            return self.model.module(*args)
+
+    @staticmethod
+    def _row_outputs(output, rows: int) -> tuple[tuple[str, ...], list]:
+        """The model's outputs as named ``[rows, ...]`` tensors (one output row per input
+        row is what lets rows be split back to their buffers)."""
+        names, _, per_image = split_outputs(output, rows)
+        if per_image:
+            raise TorchstreamError(
+                "the model returns one result dict per image (detection); region batches need "
+                "outputs with one row per input row"
+            )
+        if isinstance(output, dict):
+            tensors = list(output.values())
+        elif isinstance(output, (tuple, list)):
+            tensors = list(output)
+        else:
+            tensors = [output]
+        return names, tensors
+
+    def run_rows(self, inputs: Sequence[Sequence], counts: Sequence[int]
+                 ) -> tuple[tuple[str, ...], list[list]]:
+        """Region batches: buffer b holds ``counts[b]`` rows. Returns the output names and per
+        buffer its output tensors of ``counts[b]`` rows; with no row at all the model is not
+        called (zero-row outputs shaped by the probe)."""
+        import torch
+
+        if self.spec is None:
+            raise TorchstreamError("run_rows before probe: the output spec is unknown")
+        total = sum(counts)
+        if total == 0:
+            empty = [torch.empty(tuple(info.shape), dtype=_torch_dtype(info.dtype))
+                     for info in self.spec.config.tensors]
+            return self.spec.names, [list(empty) for _ in counts]
+        names, tensors = self._row_outputs(self.forward_rows(inputs), total)
+        per_buffer, start = [], 0
+        for n in counts:
+            per_buffer.append([t[start:start + n] for t in tensors])
+            start += n
+        return names, per_buffer
 
     @staticmethod
     def _random(info: TensorInfo, generator):
@@ -143,3 +239,11 @@ class InferenceEngine:
             return torch.randint(0, 2, info.shape, generator=generator).bool()
         dtype = getattr(torch, str(NUMPY_DTYPES[info.dtype]().dtype))
         return torch.randint(0, 100, info.shape, generator=generator).to(dtype)
+
+
+def _torch_dtype(type_name: str):
+    import torch
+
+    if type_name == "bool":
+        return torch.bool
+    return getattr(torch, type_name)

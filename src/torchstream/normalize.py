@@ -112,3 +112,25 @@ class Normalizer:
                     cv2.LUT(s[c].reshape(-1, 1), table, dst=d[c].reshape(-1, 1))
                 else:
                     d[c] = self.tables[c][s[c]]
+
+
+class BatchNormalizer:
+    """Normalizers for ``[R, ...]`` batches whose R changes per buffer (one per R seen, the
+    channel axis and tables checked once, from the caps' ``[0, ...]`` shape)."""
+
+    def __init__(self, params: NormalizeParams, shape: Sequence[int]) -> None:
+        self.params = params
+        self.row_shape = tuple(shape[1:])
+        Normalizer(params, (1, *self.row_shape))  # refuse bad channel counts at caps time
+        self._cache: dict[int, Normalizer] = {}
+
+    def for_shape(self, shape: Sequence[int]) -> Normalizer:
+        if tuple(shape[1:]) != self.row_shape:
+            raise CapsError(f"a buffer's rows are {tuple(shape[1:])}, the caps say "
+                            f"{self.row_shape}")
+        rows = int(shape[0])
+        if rows not in self._cache:
+            if len(self._cache) > 16:
+                self._cache.clear()
+            self._cache[rows] = Normalizer(self.params, (rows, *self.row_shape))
+        return self._cache[rows]

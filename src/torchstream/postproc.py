@@ -145,3 +145,11 @@ def classify(array: np.ndarray, params: LabelParams) -> Classification | None:
     if params.threshold > 0 and confidence < params.threshold:
         return None
     return Classification(params.attribute, label, label_id, confidence)
+
+
+def classify_rows(array: np.ndarray, params: LabelParams) -> list[Classification | None]:
+    """A region batch's output ``[R, ...]``: row i classified as :func:`classify` does one
+    buffer's tensor (None where row i gives no result)."""
+    if array.ndim == 0:
+        raise TorchstreamError("a region batch's output needs a leading row dim, got a scalar")
+    return [classify(array[i], params) for i in range(array.shape[0])]

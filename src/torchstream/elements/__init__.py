@@ -16,8 +16,13 @@ ELEMENTS = {
     "tensor_postproc_detection":
         "torchstream.elements.tensor_postproc_detection:TensorPostprocDetection",
     "tensor_resize_crop": "torchstream.elements.tensor_resize_crop:TensorResizeCrop",
+    "tensor_roi_crop": "torchstream.elements.tensor_roi_crop:TensorRoiCrop",
     "meta_aggregate": "torchstream.elements.meta_aggregate:MetaAggregate",
     "processbin": "torchstream.elements.processbin:ProcessBin",
+    "frame_skip": "torchstream.elements.frame_skip:FrameSkip",
+    "video_inference": "torchstream.elements.inference_bins:VideoInference",
+    "object_detect": "torchstream.elements.inference_bins:ObjectDetect",
+    "object_classify": "torchstream.elements.inference_bins:ObjectClassify",
     "meta_overlay": "torchstream.elements.meta_overlay:MetaOverlay",
     "meta_publish": "torchstream.elements.meta_publish:MetaPublish",
 }

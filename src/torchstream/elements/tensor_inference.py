@@ -31,6 +31,7 @@ from torchstream.model import (
     preferred_input_size,
     torchvision_default_weights,
 )
+from torchstream.roi import is_region_batch
 from torchstream.tensors import MappedTensors, buffer_from_tensors, to_torch
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
@@ -147,12 +148,17 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         if self.model is None:
             raise CapsError("caps arrived before the model was loaded")
         config = config_from_fields(caps.get_structure(0))
-        for info in config.tensors:
-            if not info.is_fixed:
-                raise CapsError(
-                    f"input tensor dims must be fixed, got {caps.get_structure(0).to_string()}"
-                )
-        engine = InferenceEngine(self.model, config)
+        if not is_region_batch(config):
+            for info in config.tensors:
+                if not info.is_fixed:
+                    raise CapsError(
+                        "input tensor dims must be fixed, or 0 in the first dim only of every "
+                        f"tensor (a region batch), got {caps.get_structure(0).to_string()}"
+                    )
+        try:
+            engine = InferenceEngine(self.model, config)
+        except TorchstreamError as exc:
+            raise CapsError(exc.message) from exc
         try:
             spec = engine.probe(int(self.settings["batch-size"]))
         except TorchstreamError:
@@ -196,14 +202,19 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         if self.engine is None:
             raise CapsError("buffers arrived before caps were negotiated")
         with ExitStack() as stack:  # inputs stay mapped until the forward pass is done
-            inputs = []
+            inputs, in_shapes = [], []
             for buf in batch:
-                arrays = stack.enter_context(MappedTensors(buf, self.in_config))
+                mapping = MappedTensors(buf, self.in_config)
+                arrays = stack.enter_context(mapping)
+                in_shapes.append([tuple(shape) for shape in mapping.shapes])
                 inputs.append([to_torch(a, t.dtype)
                                for a, t in zip(arrays, self.in_config.tensors, strict=True)])
-            names, rows = self.engine.run(inputs)
+            if self.engine.region_batch:
+                names, rows = self.engine.run_rows(inputs, _row_counts(in_shapes))
+            else:
+                names, rows = self.engine.run(inputs)
         outputs = []
-        for inbuf, tensors in zip(batch, rows, strict=True):
+        for inbuf, tensors, shapes in zip(batch, rows, in_shapes, strict=True):
             out = buffer_from_tensors(tensors)
             out.copy_into(inbuf, _COPY_FLAGS, 0, 0)
             attach_tensors_record(out, TensorsRecord(
@@ -212,7 +223,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
                 types=tuple(t.dtype for t in self.output_spec.config.tensors),
                 dimensions=format_dimensions([tuple(t.shape) for t in tensors]),
                 input_types=tuple(t.dtype for t in self.in_config.tensors),
-                input_dimensions=self.in_config.dimensions_string,
+                input_dimensions=format_dimensions(shapes),
             ))
             outputs.append(out)
         for out in outputs:
@@ -222,3 +233,14 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         return Gst.FlowReturn.OK
 
 
+def _row_counts(shapes: list[list[tuple[int, ...]]]) -> list[int]:
+    """Rows per buffer of a region batch (every tensor of a buffer must have as many)."""
+    counts = []
+    for buffer_shapes in shapes:
+        rows = {shape[0] for shape in buffer_shapes}
+        if len(rows) != 1:
+            raise TorchstreamError(
+                f"the tensors of a region batch buffer have different row counts: {sorted(rows)}"
+            )
+        counts.append(rows.pop())
+    return counts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields, parse_types
@@ -15,9 +17,11 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import CapsError
 from torchstream.gst import Gst, GstBase
-from torchstream.normalize import NormalizeParams, Normalizer
+from torchstream.meta import attach_tensors_record, read_tensors_record
+from torchstream.normalize import BatchNormalizer, NormalizeParams, Normalizer
 from torchstream.props import parse_float_list
-from torchstream.tensors import mapped
+from torchstream.roi import is_region_batch
+from torchstream.tensors import buffer_shapes, mapped
 
 
 def _retype(structure, new_type: str, expect: str):
@@ -58,6 +62,8 @@ class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
         self._init_settings()
         self.params = None
         self.normalizers = []
+        self.region_batch = False
+        self.batch_normalizer = None
 
     @guarded(False)
     def do_start(self):
@@ -83,9 +89,18 @@ class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
         config = config_from_fields(incaps.get_structure(0))
-        if not all(t.is_fixed for t in config.tensors):
-            raise CapsError("opencv_tensor_normalize needs fixed tensor dimensions")
-        self.normalizers = [Normalizer(self.params, t.shape) for t in config.tensors]
+        self.region_batch = len(config) == 1 and is_region_batch(config)
+        if self.region_batch:
+            # [0,C,h,w] (tensor_roi_crop): R rows per buffer, each buffer's R in its record
+            self.normalizers = []
+            self.batch_normalizer = BatchNormalizer(self.params, config.tensors[0].shape)
+        elif not all(t.is_fixed for t in config.tensors):
+            raise CapsError(
+                "opencv_tensor_normalize needs fixed tensor dimensions, or one tensor whose "
+                f"first dim only is 0 (a region batch); got {config.dimensions_string}"
+            )
+        else:
+            self.normalizers = [Normalizer(self.params, t.shape) for t in config.tensors]
         self.in_config = config
         return True
 
@@ -95,12 +110,31 @@ class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
 
     @guarded(FLOW_ERROR)
     def do_transform(self, inbuf, outbuf):
+        record = read_tensors_record(inbuf)
+        if record is not None:  # same shapes, new types: the record must say so
+            attach_tensors_record(outbuf, replace(
+                record, types=tuple("float32" for _ in record.types)))
+        if self.region_batch:
+            return self._transform_rows(inbuf, outbuf)
         if len(self.normalizers) != 1:
             return self._transform_multi(inbuf, outbuf)
         shape = self.normalizers[0].shape
         n = int(np.prod(shape))
         with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
             self.normalizers[0](
+                np.frombuffer(src, np.uint8, count=n).reshape(shape),
+                np.frombuffer(dst, np.float32, count=n).reshape(shape),
+            )
+        return Gst.FlowReturn.OK
+
+    def _transform_rows(self, inbuf, outbuf):
+        [shape] = buffer_shapes(inbuf, self.in_config)
+        n = int(np.prod(shape))
+        if n == 0:
+            return Gst.FlowReturn.OK  # a frame without regions: an empty buffer flows on
+        normalizer = self.batch_normalizer.for_shape(shape)
+        with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
+            normalizer(
                 np.frombuffer(src, np.uint8, count=n).reshape(shape),
                 np.frombuffer(dst, np.float32, count=n).reshape(shape),
             )

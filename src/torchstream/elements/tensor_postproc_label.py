@@ -2,8 +2,9 @@
 
 The tensors pass through untouched (in place: the buffer is made writable for its metadata,
 which copies no tensor memory); each buffer gains a frame-level classification in its results
-metadata (``torchstream.meta.read_results``). The methods are defined in
-:mod:`torchstream.postproc`.
+metadata (``torchstream.meta.read_results``). A region batch (a buffer with a region batch
+record, from tensor_roi_crop) instead gets row i's classification on region ids[i]. The methods
+are defined in :mod:`torchstream.postproc`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ from torchstream.elements._base import (
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst, GstBase
 from torchstream.labels import check_covers, load_labels
-from torchstream.meta import ModelRecord, add_classification, read_tensors_record
-from torchstream.postproc import LABEL_METHODS, LabelParams, classify, num_classes
+from torchstream.meta import (
+    ModelRecord,
+    add_classification,
+    read_results,
+    read_roi_batch,
+    read_tensors_record,
+    write_results,
+)
+from torchstream.postproc import LABEL_METHODS, LabelParams, classify, classify_rows, num_classes
 from torchstream.tensors import MappedTensors, to_torch
 
 
@@ -91,9 +99,12 @@ class TensorPostprocLabel(PropertyStore, GstBase.BaseTransform):
         config = config_from_fields(incaps.get_structure(0))
         self.config = config
         params = self.params
-        # with a single fixed-size output the label coverage is known now: refuse at once
-        if params.labels is not None and len(config) == 1 and config.tensors[0].is_fixed:
-            classes = num_classes(config.tensors[0].shape, params.method)
+        # with a single output of a fixed class count (a region batch's R may be 0) the label
+        # coverage is known now: refuse at once
+        shape = config.tensors[0].shape if len(config) == 1 else ()
+        if params.labels is not None and shape and shape[-1] > 0 and all(
+                d > 0 for d in shape[1:]):
+            classes = num_classes(shape, params.method)
             if classes is not None:
                 check_covers(params.labels, classes)
         return True
@@ -133,12 +144,41 @@ class TensorPostprocLabel(PropertyStore, GstBase.BaseTransform):
         record = read_tensors_record(buf)
         index, layer = self._select(record)
         info = self.config.tensors[index]
+        ids = read_roi_batch(buf)
         with MappedTensors(buf, self.config) as arrays:
             array = arrays[index]
             if info.dtype == "bfloat16":
                 array = to_torch(array, "bfloat16").float().numpy()
-            result = classify(array, self.params)
-        if result is not None:
-            model = ModelRecord(record.model, (layer,) if layer else ()) if record else None
+            if ids is not None:
+                rows = classify_rows(array, self.params)
+            else:
+                result = classify(array, self.params)
+        model = ModelRecord(record.model, (layer,) if layer else ()) if record else None
+        if ids is not None:
+            self._label_regions(buf, ids, rows, model)
+        elif result is not None:
             add_classification(buf, result, model)
         return Gst.FlowReturn.OK
+
+    @staticmethod
+    def _label_regions(buf, ids: tuple[int, ...], rows: list, model) -> None:
+        """Row i of a region batch (tensor_roi_crop) is region ids[i]: its classification goes
+        to that region, not to the frame."""
+        if len(rows) != len(ids):
+            raise TorchstreamError(
+                f"the region batch names {len(ids)} regions but the output has {len(rows)} rows"
+            )
+        if not any(c is not None for c in rows):
+            return  # nothing to attach (also a frame with no selected region)
+        results = read_results(buf)
+        for region_id, c in zip(ids, rows, strict=True):
+            region = results.region(region_id)
+            if region is None:
+                raise TorchstreamError(
+                    f"row of region {region_id} has no such region in the buffer's results"
+                )
+            if c is not None:
+                region.set_classification(c)
+        if model is not None:
+            results.add_model(model)
+        write_results(buf, results)

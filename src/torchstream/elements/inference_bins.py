@@ -8,6 +8,8 @@ fails that state change with an error naming it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torchstream.bins import Chain, Step, plan_chain
 from torchstream.elements._base import (
     READWRITE,
@@ -18,8 +20,10 @@ from torchstream.elements._base import (
     uint_prop,
 )
 from torchstream.elements.processbin import QUEUED, StagedBin, queue_prop
-from torchstream.errors import ConfigError, post_error
+from torchstream.errors import ConfigError
 from torchstream.gst import Gst
+from torchstream.model import MODEL_FILE_SUFFIXES, is_torchvision_name
+from torchstream.model import _check_file as check_file
 
 
 def _common_properties(threshold_blurb: str, region: str) -> dict:
@@ -71,24 +75,14 @@ class _InferenceBin(PropertyStore, StagedBin, Gst.Bin):
     def __init__(self) -> None:
         super().__init__()
         self._init_settings()
-        self.ghost_sink = Gst.GhostPad.new_no_target("sink", Gst.PadDirection.SINK)
-        self.ghost_src = Gst.GhostPad.new_no_target("src", Gst.PadDirection.SRC)
-        self.add_pad(self.ghost_sink)
-        self.add_pad(self.ghost_src)
-        self.built = False
+        self._init_staged()
         self.chain: Chain | None = None
 
     def do_change_state(self, transition):
-        if transition == Gst.StateChange.NULL_TO_READY and not self.built:
-            try:
-                self._build()
-                self.built = True
-            except Exception as exc:  # noqa: BLE001 - the error boundary of this vfunc
-                post_error(self, exc)
-                return Gst.StateChangeReturn.FAILURE
-        return Gst.Bin.do_change_state(self, transition)
+        return self._change_state(transition)
 
     def _build(self) -> None:
+        self._check_settings()
         chain = plan_chain(self.KIND, self.settings)
         pre = list(chain.preprocess)
         if chain.skip_interval > 1:
@@ -101,6 +95,20 @@ class _InferenceBin(PropertyStore, StagedBin, Gst.Bin):
         self.settings["postaggregate"] = None
         self.chain = chain
         self._assemble()
+
+    def _check_settings(self) -> None:
+        """What the chain plan does not check before it uses it: a threshold outside -1 and
+        0..1 (silently taken as the default, or ignored without post-processing), and a model
+        file that is not there (object_classify otherwise reports only that the input size of
+        the model is unknown)."""
+        threshold = self.settings["threshold"]
+        if threshold != -1.0 and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"property 'threshold' must be -1 (the default) or in 0..1, "
+                              f"got {threshold}")
+        model = (self.settings["model"] or "").strip()
+        if model and Path(model).suffix.lower() in MODEL_FILE_SUFFIXES \
+                and not is_torchvision_name(model):
+            check_file(model, "property 'model': model file")
 
     def _stage_element(self, stage: str, steps) -> Gst.Element | None:
         """One element, or a bin of several linked in order, ghosted."""

@@ -80,7 +80,28 @@ def ghost_unlinked(element: Gst.Element) -> None:
 class StagedBin:
     """The assembly of a processbin, shared with the inference bins (which make their stages
     themselves): ``self.settings`` holds the stage elements under the stage names and the queue
-    sizes under ``<stage>-queue-size``; ``self.ghost_sink`` / ``self.ghost_src`` exist."""
+    sizes under ``<stage>-queue-size``. Subclasses define ``_build`` (fill the stages, then
+    ``_assemble``) and forward ``do_change_state`` to ``_change_state`` (PyGObject hooks up
+    vfuncs defined on the GObject class itself, not on a mixin)."""
+
+    def _init_staged(self) -> None:
+        # ghost pads exist from the start so that gst-launch can link the bin before it is built
+        self.ghost_sink = Gst.GhostPad.new_no_target("sink", Gst.PadDirection.SINK)
+        self.ghost_src = Gst.GhostPad.new_no_target("src", Gst.PadDirection.SRC)
+        self.add_pad(self.ghost_sink)
+        self.add_pad(self.ghost_src)
+        self.built = False
+
+    def _change_state(self, transition):
+        """Build on the first NULL -> READY; a configuration error fails that change."""
+        if transition == Gst.StateChange.NULL_TO_READY and not self.built:
+            try:
+                self._build()
+                self.built = True
+            except Exception as exc:  # noqa: BLE001 - the error boundary of this vfunc
+                post_error(self, exc)
+                return Gst.StateChangeReturn.FAILURE
+        return Gst.Bin.do_change_state(self, transition)
 
     # --- assembly ---------------------------------------------------------------------------
 
@@ -184,19 +205,10 @@ class ProcessBin(PropertyStore, StagedBin, Gst.Bin):
         super().__init__()
         self.settings = {stage: None for stage in STAGES}
         self.settings.update({f"{s}-queue-size": DEFAULT_QUEUE_SIZE[s] for s in QUEUED})
-        # ghost pads exist from the start so that gst-launch can link the bin before it is built
-        self.ghost_sink = Gst.GhostPad.new_no_target("sink", Gst.PadDirection.SINK)
-        self.ghost_src = Gst.GhostPad.new_no_target("src", Gst.PadDirection.SRC)
-        self.add_pad(self.ghost_sink)
-        self.add_pad(self.ghost_src)
-        self.built = False
+        self._init_staged()
 
     def do_change_state(self, transition):
-        if transition == Gst.StateChange.NULL_TO_READY and not self.built:
-            try:
-                self._assemble()
-                self.built = True
-            except Exception as exc:  # noqa: BLE001 - the error boundary of this vfunc
-                post_error(self, exc)
-                return Gst.StateChangeReturn.FAILURE
-        return Gst.Bin.do_change_state(self, transition)
+        return self._change_state(transition)
+
+    def _build(self) -> None:
+        self._assemble()

@@ -49,6 +49,33 @@ def _output_structure(structure, spec: ResizeSpec | None):
     return s
 
 
+def resize_properties(mode_note: str = "") -> dict:
+    """The resize settings of tensor_resize_crop, shared with tensor_roi_crop."""
+    return {
+        "size": string_prop("Size", "N: shorter side to N (aspect-ratio) or NxN box; WxH: box; "
+                            "empty: no resize", ""),
+        "mode": string_prop("Mode", f"Resize mode: {', '.join(MODES)}{mode_note}",
+                            "aspect-ratio"),
+        "crop": string_prop("Crop", "Centre crop after resizing: N (square) or WxH; empty: "
+                            "none", ""),
+        "interpolation": string_prop("Interpolation", f"One of {', '.join(INTERPOLATIONS)}",
+                                     "bilinear"),
+        "antialias": (bool, "Antialias", "Antialias when downscaling (as torchvision)", True,
+                      GObject.ParamFlags.READWRITE),
+    }
+
+
+def resize_spec(settings: dict) -> ResizeSpec:
+    """The ResizeSpec of ``resize_properties`` values (errors name the property)."""
+    return ResizeSpec(
+        size=parse_size(settings["size"], "size"),
+        mode=settings["mode"],
+        crop=parse_size(settings["crop"], "crop"),
+        interpolation=settings["interpolation"],
+        antialias=bool(settings["antialias"]),
+    )
+
+
 class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "tensor_resize_crop"
     __gstmetadata__ = (
@@ -60,17 +87,7 @@ class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
         "torchstream",
     )
     __gsttemplates__ = pad_templates(_CAPS)
-    PROPERTIES = {
-        "size": string_prop("Size", "N: shorter side to N (aspect-ratio) or NxN box; WxH: box; "
-                            "empty: no resize", ""),
-        "mode": string_prop("Mode", f"Resize mode: {', '.join(MODES)}", "aspect-ratio"),
-        "crop": string_prop("Crop", "Centre crop after resizing: N (square) or WxH; empty: "
-                            "none", ""),
-        "interpolation": string_prop("Interpolation", f"One of {', '.join(INTERPOLATIONS)}",
-                                     "bilinear"),
-        "antialias": (bool, "Antialias", "Antialias when downscaling (as torchvision)", True,
-                      GObject.ParamFlags.READWRITE),
-    }
+    PROPERTIES = resize_properties()
     __gproperties__ = PROPERTIES
 
     def __init__(self) -> None:
@@ -82,13 +99,7 @@ class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
         self.mapping: FrameMapping | None = None  # None: the output keeps the input's mapping
 
     def _make_spec(self) -> ResizeSpec:
-        return ResizeSpec(
-            size=parse_size(self.settings["size"], "size"),
-            mode=self.settings["mode"],
-            crop=parse_size(self.settings["crop"], "crop"),
-            interpolation=self.settings["interpolation"],
-            antialias=bool(self.settings["antialias"]),
-        )
+        return resize_spec(self.settings)
 
     @guarded(False)
     def do_start(self):

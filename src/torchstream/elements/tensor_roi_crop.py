@@ -18,10 +18,10 @@ from torchstream.elements._base import (
     restrict,
     string_prop,
 )
+from torchstream.elements.tensor_resize_crop import resize_properties, resize_spec
 from torchstream.errors import CapsError
-from torchstream.gst import GObject, Gst
+from torchstream.gst import Gst
 from torchstream.meta import TensorsRecord, attach_tensors_record, read_results, write_roi_batch
-from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_size
 from torchstream.roi import RoiCropper, parse_classes, select_regions
 from torchstream.tensors import MappedTensors, buffer_from_tensors, to_torch
 
@@ -42,16 +42,8 @@ class TensorRoiCrop(PropertyStore, Gst.Element):
     )
     __gsttemplates__ = pad_templates(_CAPS)
     PROPERTIES = {
-        "size": string_prop("Size", "N: shorter side to N (aspect-ratio) or NxN box; WxH: box; "
-                            "empty: no resize", ""),
-        "mode": string_prop("Mode", f"Resize mode: {', '.join(MODES)} (the output size must "
-                            "be fixed: use crop, letterbox or no-aspect-ratio)", "aspect-ratio"),
-        "crop": string_prop("Crop", "Centre crop after resizing: N (square) or WxH; empty: "
-                            "none", ""),
-        "interpolation": string_prop("Interpolation", f"One of {', '.join(INTERPOLATIONS)}",
-                                     "bilinear"),
-        "antialias": (bool, "Antialias", "Antialias when downscaling (as torchvision)", True,
-                      GObject.ParamFlags.READWRITE),
+        **resize_properties(" (the output size must be fixed: use crop, letterbox or "
+                            "no-aspect-ratio)"),
         "object-class": string_prop(
             "Object class", "Comma-separated region labels to crop (e.g. car,person); empty: "
             "every region", ""),
@@ -76,15 +68,8 @@ class TensorRoiCrop(PropertyStore, Gst.Element):
         self.src_caps: Gst.Caps | None = None
 
     def _make_cropper(self) -> RoiCropper:
-        s = self.settings
-        spec = ResizeSpec(
-            size=parse_size(s["size"], "size"),
-            mode=s["mode"],
-            crop=parse_size(s["crop"], "crop"),
-            interpolation=s["interpolation"],
-            antialias=bool(s["antialias"]),
-        )
-        return RoiCropper(spec, parse_classes(s["object-class"]))
+        return RoiCropper(resize_spec(self.settings),
+                          parse_classes(self.settings["object-class"]))
 
     def do_change_state(self, transition):
         if transition == Gst.StateChange.READY_TO_PAUSED:

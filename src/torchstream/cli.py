@@ -33,25 +33,32 @@ def cmd_inspect(args) -> int:
 
 
 class _Progress:
-    """Counts buffers reaching the pipeline's sinks; prints frames and fps on stderr."""
+    """Counts frames: buffers of raw video on the most downstream pad that carries any (after
+    an encoder and a muxer, a sink's buffers are not frames); prints frames and fps on
+    stderr."""
 
     def __init__(self, pipeline, quiet: bool) -> None:
         from torchstream.gst import Gst
 
-        self.frames = 0
         self.start = time.monotonic()
         self.last_print = self.start
         self.quiet = quiet
-        for element in _sinks(pipeline):
-            pad = element.get_static_pad("sink")
-            if pad is not None:
-                pad.add_probe(Gst.PadProbeType.BUFFER, self._on_buffer)
-                break  # one sink is enough to count frames
+        self.pads = [pad for element in _sorted(pipeline) for pad in element.srcpads]
+        self.counts = [0] * len(self.pads)
+        for i, pad in enumerate(self.pads):
+            pad.add_probe(Gst.PadProbeType.BUFFER, self._on_buffer, i)
 
-    def _on_buffer(self, pad, info):
+    @property
+    def frames(self) -> int:
+        return next((n for n in self.counts if n), 0)
+
+    def _on_buffer(self, pad, info, index):
         from torchstream.gst import Gst
 
-        self.frames += 1
+        caps = pad.get_current_caps()
+        if caps is None or not caps.get_structure(0).get_name().startswith("video/x-raw"):
+            return Gst.PadProbeReturn.REMOVE  # not frames: stop looking at this pad
+        self.counts[index] += 1
         return Gst.PadProbeReturn.OK
 
     def report(self, final: bool = False) -> None:
@@ -65,19 +72,17 @@ class _Progress:
               end=end, file=sys.stderr, flush=True)
 
 
-def _sinks(bin_):
+def _sorted(bin_) -> list:
+    """The pipeline's top-level elements, sinks first, then upstream."""
     from torchstream.gst import Gst
 
-    it = bin_.iterate_sinks()
+    it = bin_.iterate_sorted()
     out = []
     while True:
         result, element = it.next()
         if result != Gst.IteratorResult.OK:
             break
-        if isinstance(element, Gst.Bin):
-            out.extend(_sinks(element))
-        else:
-            out.append(element)
+        out.append(element)
     return out
 
 

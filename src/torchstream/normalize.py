@@ -25,6 +25,9 @@ class NormalizeParams:
     def __post_init__(self) -> None:
         if len(self.range) != 2:
             raise ConfigError(f"property 'range' needs two values <min,max>, got {self.range}")
+        if not self.range[0] < self.range[1]:  # as model-proc's range: min < max
+            raise ConfigError(f"property 'range' needs min < max, got <{self.range[0]},"
+                              f"{self.range[1]}>")
         if len(self.mean) != len(self.std) and 1 not in (len(self.mean), len(self.std)):
             raise ConfigError(
                 f"properties 'mean' ({len(self.mean)} values) and 'std' ({len(self.std)} values) "

@@ -81,7 +81,8 @@ class JsonLinesWriter:
             self.stream = open(self.path, "w", encoding="utf-8")
         except OSError as exc:
             raise TorchstreamError(
-                f"cannot open '{self.path}' for writing: {exc.strerror or exc}",
+                f"property 'file-path': cannot open '{self.path}' for writing: "
+                f"{exc.strerror or exc}",
                 Domain.RESOURCE,
             ) from None
 

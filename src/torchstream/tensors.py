@@ -110,13 +110,25 @@ class MappedTensors:
 
     def _map(self) -> list[np.ndarray]:
         arrays = []
-        single = len(self.config) == 1 and self.buf.n_memory() != 1
-        if self.buf.n_memory() != len(self.config) and not single:
+        n_memory = self.buf.n_memory()
+        single = len(self.config) == 1 and n_memory != 1
+        needs = [info.nbytes(shape) for info, shape in
+                 zip(self.config.tensors, self.shapes, strict=True)]
+        # GStreamer drops zero-sized memories when it copies a buffer (gst_buffer_copy_into, as
+        # make_writable does after a tee): the memories left are those of the non-empty tensors
+        compact = (not single and n_memory != len(self.config)
+                   and n_memory == sum(1 for need in needs if need))
+        if n_memory != len(self.config) and not single and not compact:
             raise TorchstreamError(
-                f"buffer holds {self.buf.n_memory()} memories for {len(self.config)} tensors"
+                f"buffer holds {n_memory} memories for {len(self.config)} tensors"
             )
+        memory_index = 0
         for i, (info, shape) in enumerate(zip(self.config.tensors, self.shapes, strict=True)):
-            owner = self.buf if single else self.buf.peek_memory(i)
+            if compact and needs[i] == 0:
+                arrays.append(np.empty(tuple(shape), dtype=NUMPY_DTYPES[info.dtype]))
+                continue
+            owner = self.buf if single else self.buf.peek_memory(memory_index if compact else i)
+            memory_index += 1
             ok, mapinfo = owner.map(Gst.MapFlags.READ)
             if not ok:
                 raise TorchstreamError(f"could not map the memory of tensor {i}")

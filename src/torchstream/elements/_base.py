@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from torchstream.errors import post_error
+from torchstream.errors import ConfigError, post_error
 from torchstream.gst import GLib, GObject, Gst
 
 READWRITE = GObject.ParamFlags.READWRITE
@@ -20,8 +20,21 @@ def double_prop(nick: str, blurb: str, default: float):
     return (float, nick, blurb, -GLib.MAXDOUBLE, GLib.MAXDOUBLE, default, READWRITE)
 
 
+class _Limited(tuple):
+    """A property spec that carries the range :meth:`PropertyStore.check_ranges` enforces."""
+
+    limits: tuple[int, int]
+
+
 def uint_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int):
-    return (GObject.TYPE_UINT, nick, blurb, minimum, maximum, default, READWRITE)
+    """An unsigned property whose range is checked when the element starts (``check_ranges``):
+    declared to GObject with the full range, because GObject only prints a warning for a value
+    out of the declared one and keeps the old value, so the element would run with a setting
+    the user did not ask for. The blurb states the range gst-inspect no longer shows."""
+    spec = _Limited((GObject.TYPE_UINT, nick, f"{blurb} [{minimum}..{maximum}]", 0,
+                     GLib.MAXUINT, default, READWRITE))
+    spec.limits = (minimum, maximum)
+    return spec
 
 
 class PropertyStore:
@@ -41,6 +54,14 @@ class PropertyStore:
 
     def do_set_property(self, prop, value):
         self.settings[prop.name] = value
+
+    def check_ranges(self) -> None:
+        """A ConfigError naming the first property (made by ``uint_prop``) out of its range."""
+        for name, spec in self.PROPERTIES.items():
+            limits = getattr(spec, "limits", None)
+            if limits is not None and not limits[0] <= self.settings[name] <= limits[1]:
+                raise ConfigError(f"property '{name}' must be in {limits[0]}..{limits[1]}, "
+                                  f"got {self.settings[name]}")
 
 
 def guarded(failure):

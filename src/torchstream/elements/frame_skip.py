@@ -41,9 +41,15 @@ class FrameSkip(PropertyStore, GstBase.BaseTransform):
 
     @guarded(False)
     def do_start(self):
+        self.check_ranges()
         self.seen = 0
         self.settings["passed"] = self.settings["dropped"] = 0
         return True
+
+    def do_sink_event(self, event):
+        if event.type == Gst.EventType.FLUSH_STOP:
+            self.seen = 0  # after a seek the first frame is inferred again
+        return GstBase.BaseTransform.do_sink_event(self, event)
 
     def do_transform_ip(self, buf):
         keep = self.seen % max(1, int(self.settings["interval"])) == 0

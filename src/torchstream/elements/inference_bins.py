@@ -101,6 +101,7 @@ class _InferenceBin(PropertyStore, StagedBin, Gst.Bin):
         0..1 (silently taken as the default, or ignored without post-processing), and a model
         file that is not there (object_classify otherwise reports only that the input size of
         the model is unknown)."""
+        self.check_ranges()
         threshold = self.settings["threshold"]
         if threshold != -1.0 and not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"property 'threshold' must be -1 (the default) or in 0..1, "

@@ -64,6 +64,7 @@ class MetaOverlay(PropertyStore, GstBase.BaseTransform):
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
+        self.check_ranges()
         info = GstVideo.VideoInfo.new_from_caps(incaps)
         if info is None:
             raise TorchstreamError(f"meta_overlay: not a video format: {incaps.to_string()}")

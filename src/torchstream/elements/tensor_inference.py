@@ -92,6 +92,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
     def do_change_state(self, transition):
         if transition == Gst.StateChange.READY_TO_PAUSED:
             try:
+                self.check_ranges()
                 self.model = load_model(
                     self.settings["model"], self.settings["model-weights"], self.settings["device"]
                 )

@@ -11,7 +11,7 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests plugins scripts
+	$(VENV)/bin/ruff check src tests plugins scripts bench
 
 demo: setup models
 	@bash scripts/demo.sh
@@ -25,3 +25,9 @@ clean:
 .PHONY: models
 models: setup
 	$(PY) -m scripts.convert_centernet
+
+# The benchmark suite (docs/benchmarks.md): bare model vs plain OpenCV loop vs the
+# torchstream pipelines, interleaved; pass options with BENCH_ARGS="--models resnet50 --json x".
+.PHONY: bench
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)

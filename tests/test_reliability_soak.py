@@ -1,6 +1,7 @@
-"""Soak: object_detect on 10,000 frames (marked ``soak``: about a minute, part of ``make test``;
-``-m 'not soak'`` leaves it out, a 300-frame run of the same checks stays). Memory stays flat after warm-up, every frame comes out once, in order, with
-the detections of its own pixels, and no thread outlives the pipeline."""
+"""Soak: object_detect on 10,000 frames (marked ``soak``: about a minute, part of
+``make test``; ``-m 'not soak'`` leaves it out, and a 300-frame run of the same checks stays).
+Memory stays flat after warm-up, every frame comes out once, in order, with the detections of
+its own pixels, and no thread outlives the pipeline."""
 
 from __future__ import annotations
 

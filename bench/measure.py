@@ -1,0 +1,107 @@
+"""Small measuring tools shared by every side: a frame clock, memory, steady-state fps."""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import statistics
+import time
+
+
+def current_rss_mb() -> float:
+    """Resident memory now (VmRSS), in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is in KiB on Linux), in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class FrameClock:
+    """Completion time of every frame, and the memory once warm and at the end.
+
+    Every side calls :meth:`done` when a frame's result is ready (all frames of a batch at
+    once), so all sides are timed the same way: steady-state fps from the end of the warm-up
+    frames to the last frame, which leaves model loading, pipeline start and first-call costs
+    out.
+    """
+
+    def __init__(self, warmup: int, total: int) -> None:
+        self.warmup = max(1, min(warmup, total - 1)) if total > 1 else 1
+        self.total = total
+        self.times: list[float] = []
+        self.rss_warm = math.nan
+        self.rss_end = math.nan
+
+    def reset(self) -> None:
+        self.times.clear()
+        self.rss_warm = self.rss_end = math.nan
+
+    def done(self, count: int = 1) -> None:
+        now = time.perf_counter()
+        for _ in range(count):
+            self.times.append(now)
+            n = len(self.times)
+            if n == self.warmup:
+                self.rss_warm = current_rss_mb()
+            if n == self.total:
+                self.rss_end = current_rss_mb()
+
+    def fps(self) -> float:
+        """Frames after the warm-up divided by the time they took (nan if too few)."""
+        n, w = len(self.times), self.warmup
+        if n <= w:
+            return math.nan
+        span = self.times[-1] - self.times[w - 1]
+        return (n - w) / span if span > 0 else math.nan
+
+    def summary(self) -> dict:
+        if math.isnan(self.rss_end) and self.times:
+            self.rss_end = current_rss_mb()
+        return {
+            "fps": self.fps(),
+            "frames": len(self.times),
+            "warmup": self.warmup,
+            "peak_rss_mb": peak_rss_mb(),
+            "rss_growth_mb": self.rss_end - self.rss_warm,
+        }
+
+
+def plan_frames(batch: int, frames: int, quick: bool = False) -> tuple[int, int]:
+    """(frames, warm-up frames) for a run: the warm-up is whole batches (at least 5 frames and
+    2 batches; 3 frames in a quick run), and at least 2 timed batches follow it, so that fps
+    is measured from the end of one batch to the end of another."""
+    wanted = 3 if quick else max(5, 2 * batch)
+    warmup = -(-wanted // batch) * batch
+    return max(frames, warmup + 2 * batch), warmup
+
+
+def median(values: list[float]) -> float:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def thread_cpu_ticks() -> dict[int, tuple[str, int]]:
+    """CPU time (user + system, in clock ticks) of every thread of this process, by tid."""
+    out: dict[int, tuple[str, int]] = {}
+    base = "/proc/self/task"
+    for tid in os.listdir(base):
+        try:
+            with open(f"{base}/{tid}/stat") as f:
+                stat = f.read()
+            with open(f"{base}/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue  # the thread ended meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(tid)] = (name, int(fields[11]) + int(fields[12]))
+    return out
+
+
+CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")

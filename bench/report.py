@@ -1,0 +1,156 @@
+"""The printed report: fps and ratios, peak RSS, the targets, the per-element breakdown."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from bench.models import PIPELINE_SIDES, SIDES
+
+BARE_TARGET = {"mobilenet_v3_small": 0.75}  # pipeline/bare at batch 1; others 0.90
+DEFAULT_BARE_TARGET = 0.90
+RSS_MARGIN_MB = 300.0
+SHORT = {"bare": "bare", "plain": "plain", "processbin": "procbin", "bin": "bin"}
+
+
+def _num(value, digits: int = 1, width: int = 8) -> str:
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a".rjust(width)
+    return f"{value:{width}.{digits}f}"
+
+
+def _ratio(a: float, b: float) -> float:
+    if not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
+        return math.nan
+    return a / b
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+    return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def render(report: dict) -> str:
+    out: list[str] = []
+    m, v = report["machine"], report["video"]
+    threads = sorted({t for r in report["rows"] for s in r["sides"].values()
+                      for t in s["threads"]})
+    inference = sorted({t for r in report["rows"] for s in r["sides"].values()
+                        for t in s["inference_threads"]})
+    out.append(f"torchstream benchmark: {m['cpus']} CPUs ({m['cpu_model']}), device "
+               f"{report['device']}")
+    out.append(f"torch threads: {report['threads']} asked; torch.get_num_threads() = "
+               f"{threads} in every side's main thread, {inference} in the pipelines' "
+               "inference thread")
+    out.append(f"video: {v['video'].rsplit('/', 1)[-1]} {v['video_width']}x{v['video_height']}"
+               f" ({v['video_frames']} frames, looped when more are asked); fps: median of "
+               f"{report['repeats']} runs, steady state after the warm-up frames; sides "
+               "interleaved, each run in its own process")
+    if report["quick"]:
+        out.append("QUICK RUN: a few frames, one repeat: the numbers mean nothing")
+    out.append("")
+    header = ["model", "batch", "frames"] + [f"{SHORT[s]} fps" for s in SIDES] + [
+        f"{SHORT[p]}/{q}" for p in PIPELINE_SIDES for q in ("bare", "plain")]
+    rows = []
+    for r in report["rows"]:
+        fps = {s: r["sides"][s]["fps"] for s in SIDES}
+        batch = f"{r['batch']}" + (" (best)" if r["batch_label"] == "best" else "")
+        ratios = [_ratio(fps[p], fps[q]) for p in PIPELINE_SIDES for q in ("bare", "plain")]
+        rows.append([r["model"], batch, str(r["frames"])]
+                    + [_num(fps[s]).strip() for s in SIDES]
+                    + [_num(x, 2).strip() for x in ratios])
+    out += ["Frames per second"] + _table(header, rows) + [""]
+
+    rows = []
+    for r in report["rows"]:
+        cells = []
+        for side in SIDES:
+            runs = [x for x in r["sides"][side]["fps_runs"]
+                    if isinstance(x, (int, float)) and math.isfinite(x)]
+            cells.append(f"{min(runs):.1f}-{max(runs):.1f}" if runs else "n/a")
+        rows.append([r["model"], str(r["batch"])] + cells)
+    out += ["Spread: lowest-highest fps of the runs (the machine is shared: compare ratios)"]
+    out += _table(["model", "batch"] + [f"{SHORT[s]} fps" for s in SIDES], rows) + [""]
+
+    header = ["model", "batch"] + [f"{SHORT[s]} MB" for s in SIDES] + [
+        "procbin-bare", "bin-bare", "growth procbin", "growth bin"]
+    rows = []
+    for r in report["rows"]:
+        rss = {s: r["sides"][s]["peak_rss_mb"] for s in SIDES}
+        rows.append([r["model"], str(r["batch"])] + [_num(rss[s], 0).strip() for s in SIDES]
+                    + [_num(rss[p] - rss["bare"], 0).strip() for p in PIPELINE_SIDES]
+                    + [_num(r["sides"][p]["rss_growth_mb"], 1).strip() for p in PIPELINE_SIDES])
+    out += ["Peak RSS (MB, each side's own process; growth: RSS at the last frame minus RSS "
+            "after the warm-up)"] + _table(header, rows) + [""]
+
+    out += ["Targets (batch 1; ratios from this run)"] + _targets(report) + [""]
+
+    for entry in report["breakdown"]:
+        out += _breakdown(entry)
+    errors = [(r["model"], r["batch"], s, e) for r in report["rows"]
+              for s in SIDES for e in r["sides"][s]["errors"]]
+    errors += [(b["model"], 1, b["side"] + " profile", b["error"]) for b in report["breakdown"]
+               if b.get("error")]
+    if errors:
+        out.append("ERRORS")
+        out += [f"  {model} batch {batch} {side}: {error}" for model, batch, side, error in errors]
+    out.append(f"total time: {report['seconds']:.0f} s")
+    return "\n".join(out)
+
+
+def _targets(report: dict) -> list[str]:
+    lines = []
+    for r in report["rows"]:
+        if r["batch"] != 1:
+            continue
+        s = r["sides"]
+        goal = BARE_TARGET.get(r["model"], DEFAULT_BARE_TARGET)
+        for side in PIPELINE_SIDES:
+            vs_bare = _ratio(s[side]["fps"], s["bare"]["fps"])
+            vs_plain = _ratio(s[side]["fps"], s["plain"]["fps"])
+            extra = s[side]["peak_rss_mb"] - s["bare"]["peak_rss_mb"]
+            checks = [
+                (f"x bare {_num(vs_bare, 2).strip()} >= {goal:.2f}", vs_bare >= goal),
+                (f"x plain {_num(vs_plain, 2).strip()} >= 1.00", vs_plain >= 1.0),
+                (f"RSS bare+{_num(extra, 0).strip()} MB <= +{RSS_MARGIN_MB:.0f}",
+                 extra <= RSS_MARGIN_MB),
+            ]
+            text = "; ".join(f"{label} {'met' if ok else 'NOT met'}" for label, ok in checks)
+            lines.append(f"  {r['model']:<20s} {SHORT[side]:<8s} {text}")
+    return lines
+
+
+def display_path(path: str) -> str:
+    """``decodebin3/avdec_h264-3`` -> ``decodebin/avdec_h264``: GStreamer's instance numbers
+    count the pipelines a side process has built, not the element's place; drop them."""
+    parts = []
+    for name in path.split("/"):
+        stripped = re.sub(r"-\d+$", "", name)
+        if stripped == name:
+            stripped = re.sub(r"(?<=[a-z_])\d{1,2}$", "", name)
+        parts.append(stripped)
+    return "/".join(parts)
+
+
+def _breakdown(entry: dict) -> list[str]:
+    title = (f"Where the time goes: {entry['model']} batch 1, {entry['side']} form "
+             f"({entry['frames']} frames, probes on: {_num(entry['fps_with_probes']).strip()} "
+             "fps, not used above)")
+    if entry.get("error"):
+        return [title, f"  error: {entry['error']}", ""]
+    rows = []
+    for e in entry["elements"]:
+        waits = e["kind"] in ("queue", "multiqueue", "meta_aggregate") or "dec" in e["kind"]
+        rows.append([display_path(e["element"]), e["kind"] + (" (wait/latency)" if waits else ""),
+                     str(e["frames"]), _num(e["median_ms"], 2).strip(),
+                     _num(e["mean_ms"], 2).strip()])
+    lines = [title]
+    if rows:
+        lines += ["  " + line for line in _table(
+            ["element", "kind", "frames", "median ms", "mean ms"], rows)]
+    cpu = ", ".join(f"{t['thread']} {t['cpu_ms_per_frame']:.1f}" for t in entry["thread_cpu"])
+    lines.append(f"  CPU ms per frame by thread: {cpu or 'n/a'}")
+    return lines + [""]

@@ -1,0 +1,283 @@
+"""The process of one side: ``python -m bench.worker`` reads jobs (one JSON line each) on
+stdin and answers each with one ``BENCH_RESULT {json}`` line on stdout.
+
+Each side of a (model, batch) configuration has its own process, so the peak RSS is that
+side's own and one side's allocations, threads and caches neither help nor hurt another; the
+process stays up between repetitions (the parent runs the sides in turn), so torch, GStreamer
+and the model are loaded once per side instead of once per run.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bench.measure import FrameClock, current_rss_mb, peak_rss_mb
+from bench.models import CLASSIFIER_SIZE, IMAGENET_MEAN, IMAGENET_STD, MODELS, ModelSpec
+
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def _setup_torch(job: dict):
+    """Same torch thread count on every side (OMP_NUM_THREADS is also set by the parent)."""
+    import torch
+
+    torch.set_num_threads(int(job["threads"]))
+    return torch
+
+
+def _untrained(spec: ModelSpec):
+    import torchvision
+
+    if spec.task == "detection":
+        factory = getattr(torchvision.models.detection, spec.short_name)
+        return factory(weights=None, weights_backbone=None)
+    return getattr(torchvision.models, spec.short_name)(weights=None)
+
+
+def ensure_weights(spec: ModelSpec, path: str) -> None:
+    """Seeded random weights at ``path`` unless a file is there (written to a temporary name
+    and renamed, so workers running side by side never read half a file)."""
+    if os.path.exists(path):
+        return
+    import torch
+
+    torch.manual_seed(0)
+    model = _untrained(spec)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".part")
+    os.close(fd)
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+_BUILT: dict[tuple[str, str, str], object] = {}
+
+
+def build_model(spec: ModelSpec, weights: str, device: str):
+    """The model as a PyTorch user builds it: the torchvision factory, the state dict, eval
+    (built once per process, reused by the next repetitions)."""
+    import torch
+
+    key = (spec.key, weights, device)
+    if key not in _BUILT:
+        model = _untrained(spec)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        _BUILT[key] = model.eval().to(device)
+    return _BUILT[key]
+
+
+def _sync(torch, device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_bare(job: dict) -> dict:
+    """The limit: the model alone, on input tensors made once, of the size the other sides
+    give it (224x224 for classifiers, the 640x272 frame for detectors), same batch."""
+    torch = _setup_torch(job)
+    spec, device, batch = MODELS[job["model"]], job["device"], int(job["batch"])
+    model = build_model(spec, job["weights"], device)
+    generator = torch.Generator().manual_seed(0)
+    if spec.task == "detection":
+        h, w = job["video_height"], job["video_width"]
+        inputs = [[torch.rand(3, h, w, generator=generator).to(device) for _ in range(batch)]]
+    else:
+        size = CLASSIFIER_SIZE
+        inputs = [torch.rand(batch, 3, size, size, generator=generator).to(device)]
+    clock = FrameClock(job["warmup"], job["frames"])
+    with torch.inference_mode():
+        while len(clock.times) < job["frames"]:
+            model(*inputs)
+            _sync(torch, device)
+            clock.done(batch)
+    return {**clock.summary(), "threads": torch.get_num_threads()}
+
+
+def _video_frames(path: str, count: int):
+    """Decoded BGR frames from OpenCV, looping over the file until ``count`` are given."""
+    import cv2
+
+    given = 0
+    while given < count:
+        capture = cv2.VideoCapture(path)
+        if not capture.isOpened():
+            raise RuntimeError(f"OpenCV cannot open {path}")
+        got_any = False
+        while given < count:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            got_any = True
+            given += 1
+            yield frame
+        capture.release()
+        if not got_any:
+            raise RuntimeError(f"OpenCV decoded no frame from {path}")
+
+
+def run_plain(job: dict) -> dict:
+    """What a PyTorch user writes without torchstream: cv2.VideoCapture decodes, cv2.resize
+    to 224x224 (classifiers), RGB, normalise, forward, read the result (softmax + top-1, or
+    the detections above 0.5)."""
+    import cv2
+    import numpy as np
+
+    torch = _setup_torch(job)
+    spec, device, batch = MODELS[job["model"]], job["device"], int(job["batch"])
+    model = build_model(spec, job["weights"], device)
+    mean = np.array(IMAGENET_MEAN, np.float32)
+    std = np.array(IMAGENET_STD, np.float32)
+    size = CLASSIFIER_SIZE
+    clock = FrameClock(job["warmup"], job["frames"])
+    pending: list = []
+    results: list = []
+
+    def flush() -> None:
+        with torch.inference_mode():
+            if spec.task == "detection":
+                outputs = model([t.to(device) for t in pending])
+                for out in outputs:
+                    keep = out["scores"] >= 0.5
+                    results.append((out["boxes"][keep].cpu(), out["labels"][keep].cpu()))
+            else:
+                probs = torch.softmax(model(torch.stack(pending).to(device)), dim=1)
+                top = probs.max(dim=1)
+                results.extend(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+        clock.done(len(pending))
+        pending.clear()
+        results.clear()
+
+    for frame in _video_frames(job["video"], job["frames"]):
+        if spec.task == "detection":
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            pending.append(torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255))
+        else:
+            rgb = cv2.cvtColor(cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR),
+                               cv2.COLOR_BGR2RGB)
+            x = (rgb.astype(np.float32) / 255 - mean) / std
+            pending.append(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    return {**clock.summary(), "threads": torch.get_num_threads()}
+
+
+def run_pipeline(job: dict) -> dict:
+    """A torchstream pipeline (processbin or bin form) from ``filesrc ! decodebin`` to a
+    fakesink, in this process with the elements registered in-process."""
+    torch = _setup_torch(job)
+    from bench.profile import PipelineProfile
+    from bench.runner_gst import play
+    from torchstream.elements import register_all
+    from torchstream.gst import Gst
+
+    register_all()
+    description = job["description"]
+    pipeline = Gst.parse_launch(description)
+    clock = FrameClock(job["warmup"], job["frames"])
+    sink_pad = pipeline.get_by_name("sink").get_static_pad("sink")
+
+    def on_sink_buffer(_pad, _info):
+        clock.done()
+        return Gst.PadProbeReturn.OK
+
+    sink_pad.add_probe(Gst.PadProbeType.BUFFER, on_sink_buffer)
+    profile = PipelineProfile() if job.get("profile") else None
+    outcome = play(pipeline, job["frames"], job["video_frames"], job["video_fps"],
+                   clock, profile, timeout=float(job.get("timeout", 900)))
+    del pipeline, sink_pad
+    gc.collect()  # the next repetition starts from a clean heap
+    if outcome.get("error"):
+        return {"error": outcome["error"]}
+    result = {**clock.summary(), "threads": torch.get_num_threads(),
+              "inference_threads": outcome.get("inference_threads")}
+    if profile is not None:
+        result["elements"] = profile.element_rows()
+        result["thread_cpu"] = profile.thread_rows(max(1, len(clock.times)))
+    return result
+
+
+def run_sweep(job: dict) -> dict:
+    """Bare-model fps at each candidate batch size, to pick the best batch for the run."""
+    torch = _setup_torch(job)
+    spec, device = MODELS[job["model"]], job["device"]
+    model = build_model(spec, job["weights"], device)
+    generator = torch.Generator().manual_seed(0)
+    fps = {}
+    with torch.inference_mode():
+        for batch in job["candidates"]:
+            if spec.task == "detection":
+                h, w = job["video_height"], job["video_width"]
+                args = [[torch.rand(3, h, w, generator=generator).to(device)
+                         for _ in range(batch)]]
+            else:
+                args = [torch.rand(batch, 3, CLASSIFIER_SIZE, CLASSIFIER_SIZE,
+                                   generator=generator).to(device)]
+            model(*args)  # warm-up
+            _sync(torch, device)
+            calls = max(2, math.ceil(8 / batch))
+            start = time.perf_counter()
+            for _ in range(calls):
+                model(*args)
+            _sync(torch, device)
+            fps[str(batch)] = calls * batch / (time.perf_counter() - start)
+    return {"sweep_fps": fps, "threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb(),
+            "rss_mb": current_rss_mb()}
+
+
+def run_job(job: dict) -> dict:
+    try:
+        ensure_weights(MODELS[job["model"]], job["weights"])
+        return RUNNERS[job["side"]](job)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as this run's result
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def warm(job: dict) -> dict:
+    """Everything a side needs before its first timed run: the weights file, the imports,
+    the model (bare, plain) or the elements (pipelines)."""
+    spec = MODELS[job["model"]]
+    ensure_weights(spec, job["weights"])
+    torch = _setup_torch(job)
+    if job["for_side"] in ("bare", "plain", "sweep"):
+        import cv2  # noqa: F401
+
+        build_model(spec, job["weights"], job["device"])
+    else:
+        from torchstream.elements import register_all
+
+        register_all()
+    return {"threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb()}
+
+
+RUNNERS = {"warm": warm, "bare": run_bare, "plain": run_plain, "processbin": run_pipeline,
+           "bin": run_pipeline, "sweep": run_sweep}
+
+
+def main() -> int:
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        result = run_job(json.loads(line))
+        print(RESULT_PREFIX + json.dumps(result, default=_jsonable), flush=True)
+        sys.stderr.flush()
+    return 0
+
+
+def _jsonable(value):
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

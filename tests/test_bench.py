@@ -1,0 +1,50 @@
+"""The benchmark entry point keeps working: a real --quick run (tiny model, a few frames)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_reports_every_side(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--frames", "8",
+                           "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    table = done.stdout
+    for heading in ("Frames per second", "Peak RSS", "Issue 6 targets", "Where the time goes",
+                    "torch.get_num_threads() = [1]"):
+        assert heading in table, table
+    for column in ("bare fps", "plain fps", "procbin fps", "bin fps", "procbin/bare",
+                   "bin/plain"):
+        assert column in table, table
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert row["model"] == "mobilenet_v3_small" and row["batch"] == 1
+    for side in ("bare", "plain", "processbin", "bin"):
+        figures = row["sides"][side]
+        assert figures["errors"] == [], figures
+        assert math.isfinite(figures["fps"]) and figures["fps"] > 0, (side, figures)
+        assert math.isfinite(figures["peak_rss_mb"]) and figures["peak_rss_mb"] > 50
+        assert figures["threads"] == [1]
+    assert row["frames"] == 8
+    kinds = {e["kind"] for b in report["breakdown"] for e in b["elements"]}
+    assert {"pytorch_tensor_inference", "opencv_tensor_normalize", "tensor_convert"} <= kinds
+    assert all(b["thread_cpu"] for b in report["breakdown"])
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        return  # a lent GPU machine: nothing to refuse
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--device", "cuda"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "CUDA is not available" in done.stderr, done.stderr

@@ -18,7 +18,7 @@ def test_quick_benchmark_reports_every_side(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     table = done.stdout
-    for heading in ("Frames per second", "Peak RSS", "Issue 6 targets", "Where the time goes",
+    for heading in ("Frames per second", "Peak RSS", "Targets", "Where the time goes",
                     "torch.get_num_threads() = [1]"):
         assert heading in table, table
     for column in ("bare fps", "plain fps", "procbin fps", "bin fps", "procbin/bare",

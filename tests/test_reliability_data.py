@@ -586,7 +586,9 @@ def test_forward_failing_mid_stream_stops_without_unlabelled_frames(tmp_path, ba
     assert not out.result.ok and not out.result.timed_out
     assert out.result.seconds < STOP_WITHIN_S
     assert "cls" in out.error and "deliberate failure in the middle" in out.error
-    assert 0 < len(out.frames) <= 3 * batch
+    # the frames of the good calls may or may not reach the sink before the error stops the
+    # pipeline (a race the error wins at times); none may come out without its label
+    assert len(out.frames) <= 3 * batch
     assert_every_frame_classified(out.frames)
 
 

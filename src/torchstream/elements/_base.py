@@ -113,6 +113,17 @@ def restrict(caps: Gst.Caps, filter_: Gst.Caps | None) -> Gst.Caps:
     return filter_.intersect_full(caps, Gst.CapsIntersectMode.FIRST)
 
 
+def answer_src_caps_query(pad, parent, query, current: Gst.Caps | None,
+                          template: Gst.Caps) -> bool:
+    """A src pad's query function for elements that set their output caps themselves: a caps
+    query gets the negotiated caps (the template before negotiation), filtered."""
+    if query.type == Gst.QueryType.CAPS:
+        caps = current.copy() if current is not None else template.copy()
+        query.set_caps_result(restrict(caps, query.parse_caps()))
+        return True
+    return pad.query_default(parent, query)
+
+
 def pad_function(method_name: str):
     """A pad function that calls the element's method ``method_name(pad, parent, obj)``.
 

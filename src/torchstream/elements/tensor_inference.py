@@ -13,6 +13,7 @@ from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
 from torchstream.elements._base import (
     FLOW_ERROR,
     PropertyStore,
+    answer_src_caps_query,
     guarded,
     pad_function,
     pad_templates,
@@ -138,11 +139,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         return pad.query_default(parent, query)
 
     def _src_query(self, pad, parent, query):
-        if query.type == Gst.QueryType.CAPS:
-            caps = self.src_caps.copy() if self.src_caps is not None else _TEMPLATE.copy()
-            query.set_caps_result(restrict(caps, query.parse_caps()))
-            return True
-        return pad.query_default(parent, query)
+        return answer_src_caps_query(pad, parent, query, self.src_caps, _TEMPLATE)
 
     @guarded(False)
     def _set_caps(self, caps: Gst.Caps) -> bool:

@@ -12,6 +12,7 @@ from torchstream.caps import MEDIA_TYPE, TensorInfo, TensorsConfig, config_from_
 from torchstream.elements._base import (
     FLOW_ERROR,
     PropertyStore,
+    answer_src_caps_query,
     guarded,
     pad_function,
     pad_templates,
@@ -96,14 +97,8 @@ class TensorRoiCrop(PropertyStore, Gst.Element):
         return pad.query_default(parent, query)
 
     def _src_query(self, pad, parent, query):
-        if query.type == Gst.QueryType.CAPS:
-            if self.src_caps is not None:
-                caps = self.src_caps.copy()
-            else:
-                caps = Gst.Caps.from_string(_CAPS)
-            query.set_caps_result(restrict(caps, query.parse_caps()))
-            return True
-        return pad.query_default(parent, query)
+        return answer_src_caps_query(pad, parent, query, self.src_caps,
+                                     Gst.Caps.from_string(_CAPS))
 
     @guarded(False)
     def _set_caps(self, caps: Gst.Caps) -> bool:

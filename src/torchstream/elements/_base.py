@@ -124,6 +124,20 @@ def answer_src_caps_query(pad, parent, query, current: Gst.Caps | None,
     return pad.query_default(parent, query)
 
 
+def add_chain_pads(element: Gst.Element) -> tuple[Gst.Pad, Gst.Pad]:
+    """The always sink and src pads of an element with its own chain function: the sink pad
+    calls ``_chain``, ``_sink_event``, ``_sink_query``, the src pad ``_src_query``."""
+    sinkpad = Gst.Pad.new_from_template(element.get_pad_template("sink"), "sink")
+    sinkpad.set_chain_function_full(pad_function("_chain"), None)
+    sinkpad.set_event_function_full(pad_function("_sink_event"), None)
+    sinkpad.set_query_function_full(pad_function("_sink_query"), None)
+    element.add_pad(sinkpad)
+    srcpad = Gst.Pad.new_from_template(element.get_pad_template("src"), "src")
+    srcpad.set_query_function_full(pad_function("_src_query"), None)
+    element.add_pad(srcpad)
+    return sinkpad, srcpad
+
+
 def pad_function(method_name: str):
     """A pad function that calls the element's method ``method_name(pad, parent, obj)``.
 

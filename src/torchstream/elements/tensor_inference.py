@@ -13,9 +13,9 @@ from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
 from torchstream.elements._base import (
     FLOW_ERROR,
     PropertyStore,
+    add_chain_pads,
     answer_src_caps_query,
     guarded,
-    pad_function,
     pad_templates,
     restrict,
     string_prop,
@@ -73,14 +73,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
     def __init__(self) -> None:
         super().__init__()
         self._init_settings()
-        self.sinkpad = Gst.Pad.new_from_template(self.get_pad_template("sink"), "sink")
-        self.sinkpad.set_chain_function_full(pad_function("_chain"), None)
-        self.sinkpad.set_event_function_full(pad_function("_sink_event"), None)
-        self.sinkpad.set_query_function_full(pad_function("_sink_query"), None)
-        self.add_pad(self.sinkpad)
-        self.srcpad = Gst.Pad.new_from_template(self.get_pad_template("src"), "src")
-        self.srcpad.set_query_function_full(pad_function("_src_query"), None)
-        self.add_pad(self.srcpad)
+        self.sinkpad, self.srcpad = add_chain_pads(self)
         self.model = None
         self.engine = None
         self.output_spec = None

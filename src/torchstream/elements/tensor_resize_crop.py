@@ -93,7 +93,6 @@ class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
     def __init__(self) -> None:
         super().__init__()
         self._init_settings()
-        self.settings["antialias"] = True
         self.spec: ResizeSpec | None = None
         self.in_shape = self.out_shape = None
         self.mapping: FrameMapping | None = None  # None: the output keeps the input's mapping

@@ -12,9 +12,9 @@ from torchstream.caps import MEDIA_TYPE, TensorInfo, TensorsConfig, config_from_
 from torchstream.elements._base import (
     FLOW_ERROR,
     PropertyStore,
+    add_chain_pads,
     answer_src_caps_query,
     guarded,
-    pad_function,
     pad_templates,
     restrict,
     string_prop,
@@ -27,6 +27,7 @@ from torchstream.roi import RoiCropper, parse_classes, select_regions
 from torchstream.tensors import MappedTensors, buffer_from_tensors, to_torch
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
+_CAPS_TEMPLATE = Gst.Caps.from_string(_CAPS)
 _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
 NAME = "rois"  # the output tensor's name in its tensors record
 
@@ -54,15 +55,7 @@ class TensorRoiCrop(PropertyStore, Gst.Element):
     def __init__(self) -> None:
         super().__init__()
         self._init_settings()
-        self.settings["antialias"] = True
-        self.sinkpad = Gst.Pad.new_from_template(self.get_pad_template("sink"), "sink")
-        self.sinkpad.set_chain_function_full(pad_function("_chain"), None)
-        self.sinkpad.set_event_function_full(pad_function("_sink_event"), None)
-        self.sinkpad.set_query_function_full(pad_function("_sink_query"), None)
-        self.add_pad(self.sinkpad)
-        self.srcpad = Gst.Pad.new_from_template(self.get_pad_template("src"), "src")
-        self.srcpad.set_query_function_full(pad_function("_src_query"), None)
-        self.add_pad(self.srcpad)
+        self.sinkpad, self.srcpad = add_chain_pads(self)
         self.cropper: RoiCropper | None = None
         self.in_config: TensorsConfig | None = None
         self.out_info: TensorInfo | None = None
@@ -91,14 +84,14 @@ class TensorRoiCrop(PropertyStore, Gst.Element):
     def _sink_query(self, pad, parent, query):
         if query.type == Gst.QueryType.CAPS:
             # any frame size: the crops, not the frame, are resized (no size proposed upstream)
-            caps = Gst.Caps.from_string(_CAPS)
+            caps = _CAPS_TEMPLATE.copy()
             query.set_caps_result(restrict(caps, query.parse_caps()))
             return True
         return pad.query_default(parent, query)
 
     def _src_query(self, pad, parent, query):
         return answer_src_caps_query(pad, parent, query, self.src_caps,
-                                     Gst.Caps.from_string(_CAPS))
+                                     _CAPS_TEMPLATE)
 
     @guarded(False)
     def _set_caps(self, caps: Gst.Caps) -> bool:

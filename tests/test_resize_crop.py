@@ -134,3 +134,106 @@ def test_letterbox_mapping_puts_the_picture_where_apply_put_it(bikes_frames):
     out = spec.apply(chw(bikes_frames[0])).numpy()
     assert out[:, :92].max() == 0 and out[:, 228:].max() == 0
     assert out[:, 92].max() > 0 and out[:, 227].max() > 0
+
+
+# --- ResizeSpec.apply computes only the crop's pixels: bit for bit torchvision's result ---
+
+def reference(image: torch.Tensor, spec: ResizeSpec) -> torch.Tensor:
+    """torchvision's own resize + centre crop for ``spec`` (what a classifier's transform does)."""
+    shorter_side = spec.mode == "aspect-ratio" and len(spec.size) == 1
+    size = [spec.size[0]] if shorter_side else list(spec.resized_hw(*image.shape[1:]))
+    mode = F.InterpolationMode(spec.interpolation)
+    return F.center_crop(F.resize(image, size, interpolation=mode, antialias=spec.antialias),
+                         list(spec.crop))
+
+
+def random_image(rng: np.random.Generator, c: int, h: int, w: int) -> torch.Tensor:
+    return torch.from_numpy(rng.integers(0, 256, (c, h, w), dtype=np.uint8))
+
+
+def sweep_cases(n: int, seed: int = 20240607) -> list[tuple]:
+    """(channels, h, w, spec) drawn at random: sizes 1..800 (odd ones, portrait and landscape),
+    down- and upscaling, shorter side, exact box or fitted box, crops from 1 pixel to the whole
+    picture."""
+    rng = np.random.default_rng(seed)
+    cases: list[tuple] = []
+    while len(cases) < n:
+        c, h, w = int(rng.choice([1, 3, 4])), int(rng.integers(1, 801)), int(rng.integers(1, 801))
+        interpolation = ("bilinear", "bicubic")[len(cases) % 2]
+        draw = rng.random()
+        if draw < 0.45:
+            size, mode = (int(rng.integers(1, 400)),), "aspect-ratio"
+            if size[0] * max(h, w) / min(h, w) > 2000:
+                continue
+        else:
+            size = (int(rng.integers(1, 500)), int(rng.integers(1, 500)))
+            mode = "no-aspect-ratio" if draw < 0.9 else "aspect-ratio"
+        rh, rw = ResizeSpec(size=size, mode=mode).resized_hw(h, w)
+        crop = tuple(int(rng.integers(1, n_ + 1)) if rng.random() < 0.8 else n_ for n_ in (rh, rw))
+        cases.append((c, h, w, ResizeSpec(size=size, mode=mode, crop=crop,
+                                          interpolation=interpolation)))
+    return cases
+
+
+@pytest.mark.parametrize(("c", "h", "w", "spec"), sweep_cases(160))
+def test_resize_and_crop_equal_torchvision_bit_for_bit(c, h, w, spec):
+    image = random_image(np.random.default_rng(h * 1000 + w), c, h, w)
+    out = spec.apply(image)
+    assert out.dtype == torch.uint8
+    assert np.array_equal(out.numpy(), reference(image, spec).numpy())
+
+
+EDGE_GEOMETRIES = [
+    # (h, w, resized h, resized w): the classifier's frames, one axis only, upscaling by a
+    # hair (torch would skip a pass of unchanged length), 1-pixel pictures
+    (272, 640, 256, 602), (720, 1280, 256, 455), (256, 300, 256, 200), (300, 256, 100, 256),
+    (191, 530, 192, 445), (400, 400, 401, 399), (50, 70, 256, 358), (1, 5, 9, 4), (7, 1, 3, 40),
+    (3, 3, 1, 1), (2, 640, 256, 602),
+]
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize(("h", "w", "rh", "rw"), EDGE_GEOMETRIES)
+def test_edge_geometries_equal_torchvision(h, w, rh, rw, interpolation):
+    image = random_image(np.random.default_rng(h + w), 3, h, w)
+    crops = {(rh, rw), (1, 1), (1, rw), (rh, 1), (max(1, rh - 1), max(1, rw - 1)),
+             (min(rh, 224), min(rw, 224))}
+    for crop in sorted(crops):
+        spec = ResizeSpec(size=(rh, rw), mode="no-aspect-ratio", crop=crop,
+                          interpolation=interpolation)
+        assert np.array_equal(spec.apply(image).numpy(), reference(image, spec).numpy()), crop
+
+
+def test_views_and_channels_last_inputs_equal_torchvision():
+    """A region of a frame (as the roi elements pass it) and an HWC array seen as CHW."""
+    rng = np.random.default_rng(5)
+    frame = random_image(rng, 3, 500, 700)
+    hwc = torch.from_numpy(rng.integers(0, 256, (272, 640, 3), dtype=np.uint8))
+    spec = ResizeSpec(size=(256,), crop=(224,))
+    for image in (frame[:, 37:400, 51:650], hwc.permute(2, 0, 1), hwc.permute(2, 0, 1)[:, 9:, 5:]):
+        assert np.array_equal(spec.apply(image).numpy(), reference(image, spec).numpy())
+
+
+def test_the_classifier_transform_does_not_resize_the_whole_frame(monkeypatch):
+    image = random_image(np.random.default_rng(1), 3, 272, 640)
+    spec = ResizeSpec(size=(256,), crop=(224,))
+    want = reference(image, spec)
+
+    def whole_frame(*_args, **_kwargs):
+        raise AssertionError("the whole frame was resized")
+
+    monkeypatch.setattr(F, "resize", whole_frame)
+    assert np.array_equal(spec.apply(image).numpy(), want.numpy())
+    with pytest.raises(AssertionError, match="whole frame"):  # letterbox: torchvision's path
+        ResizeSpec(size=(128,), mode="letterbox", crop=(100,)).apply(image)
+
+
+@pytest.mark.parametrize("spec", [
+    ResizeSpec(size=(100,), crop=(120, 300)),  # crop larger than the picture: zero padding
+    ResizeSpec(size=(256,), crop=(224,), interpolation="nearest"),
+    ResizeSpec(size=(256,), crop=(224,), antialias=False),
+    ResizeSpec(size=(256,), crop=(224,), interpolation="bicubic", antialias=False),
+])
+def test_specs_left_to_torchvision_still_equal_it(spec):
+    image = random_image(np.random.default_rng(2), 3, 272, 640)
+    assert np.array_equal(spec.apply(image).numpy(), reference(image, spec).numpy())

@@ -6,17 +6,32 @@ shorter side, centre-crop), which a generic scaler (videoscale, cv2.resize) only
 
 :meth:`ResizeSpec.mapping` says where the output lies in the input (a crop or a letterbox
 moves the picture), so boxes found on the output can be put back on the frame.
+
+A resize followed by a crop inside the resized picture (a classifier's "shorter side 256,
+centre 224") computes only the pixels the crop keeps (:func:`_resize_crop`), bit-exact with
+torchvision: its tensor ``resize`` converts uint8 to float32 and runs torch's separable
+antialiased kernel (horizontal pass, float32 intermediate, vertical pass, round), so we run
+that same kernel on the crop's share of each pass rather than imitate its float arithmetic.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from torchstream.errors import ConfigError
 from torchstream.meta import FrameMapping
 
+if TYPE_CHECKING:
+    import torch
+
 MODES = ("aspect-ratio", "no-aspect-ratio", "letterbox")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+_FILTER_WIDTH = {"bilinear": 2, "bicubic": 4}  # torch's interp_size: the filter's width at scale 1
 
 
 def parse_size(text: str, prop: str) -> tuple[int, ...]:
@@ -104,14 +119,30 @@ class ResizeSpec:
             mapping = mapping.then(_window(crop_h, top, cur_h, crop_w, left, cur_w))
         return mapping
 
-    def apply(self, image):
-        """uint8 ``[C,H,W]`` torch tensor -> uint8 ``[C,h,w]`` tensor."""
+    def _crops_the_resize(self, h: int, w: int, rh: int, rw: int) -> bool:
+        """Whether :func:`_resize_crop` computes this spec exactly: an antialiased
+        bilinear/bicubic resize, then a crop that lies inside the resized picture."""
+        if not (self.crop and (rh, rw) != (h, w) and self.mode != "letterbox"
+                and self.antialias and self.interpolation in _FILTER_WIDTH):
+            return False
+        crop_h, crop_w = self._crop_hw()
+        return crop_h <= rh and crop_w <= rw
+
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[C,H,W]`` torch tensor -> uint8 ``[C,h,w]`` tensor.
+
+        A crop of an antialiased resize computes the crop's pixels only (:func:`_resize_crop`,
+        same bits): a classifier's 256/224 transform would throw most of the frame away."""
         import torch
         from torchvision.transforms import functional as F
 
         _, h, w = image.shape
         out = image
         rh, rw = self.resized_hw(h, w)
+        if (self._crops_the_resize(h, w, rh, rw) and image.dtype == torch.uint8
+                and image.device.type == "cpu"):
+            plan = _crop_plan(h, w, rh, rw, *self._crop_hw(), self.interpolation)
+            return _resize_crop(image, plan, self.interpolation)
         if (rh, rw) != (h, w):
             mode = F.InterpolationMode(self.interpolation)
             if self.mode == "aspect-ratio" and len(self.size) == 1:
@@ -148,3 +179,124 @@ def _centre_crop_start(size: int, crop: int) -> int:
     if crop > size:
         return -((crop - size) // 2)
     return int(round((size - crop) / 2.0))
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """One axis of a resize + crop, cut down to what the crop needs.
+
+    Resized pixels ``start`` .. ``start + count - 1`` are computed; they read input pixels
+    ``lo`` .. ``hi - 1`` only (a safe margin around the filter's support). ``factor`` (not
+    None) makes torch resize just the input's first ``hi`` pixels with the whole axis's
+    weights, so the outputs past the crop are not computed either.
+    """
+
+    n_in: int
+    n_out: int
+    start: int
+    count: int
+    lo: int
+    hi: int
+    factor: float | None
+
+    @property
+    def resized(self) -> bool:
+        return self.n_in != self.n_out
+
+    @property
+    def end(self) -> int:
+        """Input pixels the resize call is given (the first ``end``)."""
+        return self.hi if self.factor is not None else self.n_in
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """:func:`_resize_crop`'s rows and columns; ``pick``: where the crop's columns start
+    among the computed ones (more than one is computed for a 1-pixel-wide crop)."""
+
+    rows: _Axis
+    cols: _Axis
+    pick: int
+    crop_w: int
+
+
+def _axis(n_in: int, n_out: int, start: int, count: int, interpolation: str) -> _Axis:
+    """Plan one axis: the input span the kept outputs read, and the truncating scale factor.
+
+    torch computes every output's weights from ``scale = float32(n_in) / float32(n_out)``
+    (``area_pixel_compute_scale``), ``center = scale * (i + 0.5)`` and the support
+    ``width / 2 * max(scale, 1)``; given a scale factor instead of a size it uses
+    ``float32(1 / factor)``. Passing ``1 / scale`` with the first ``hi`` input pixels thus
+    gives outputs ``0 .. start + count - 1`` the very same weights (none of their windows
+    reaches ``hi``). Shifting the start instead would change ``center``'s float rounding.
+    """
+    if n_in == n_out:
+        return _Axis(n_in, n_out, start, count, start, start + count, None)
+    scale = float(np.float32(n_in) / np.float32(n_out))
+    support = _FILTER_WIDTH[interpolation] / 2 * max(scale, 1.0)
+    lo = max(0, math.floor(scale * (start + 0.5) - support) - 2)
+    hi = min(n_in, math.ceil(scale * (start + count - 0.5) + support) + 2)
+    factor: float | None = 1.0 / scale
+    out = math.floor(hi * factor)  # torch's output length for that factor
+    # out == hi: torch would skip the pass as a no-op; out == 1: its 1-pixel code path, which
+    # rounds otherwise (see _crop_plan)
+    if (hi >= n_in or float(np.float32(1.0 / factor)) != scale or out == hi
+            or out < max(start + count, 2)):
+        factor = None
+    return _Axis(n_in, n_out, start, count, lo, hi, factor)
+
+
+@functools.lru_cache(maxsize=256)
+def _crop_plan(h: int, w: int, rh: int, rw: int, crop_h: int, crop_w: int,
+               interpolation: str) -> _Plan:
+    """The plan of :func:`_resize_crop`, once per frame size and spec, not per frame.
+
+    torch's vertical pass takes another code path, with other float rounding, on a picture
+    1 pixel wide: a 1-column crop of a wider picture is computed 2 columns wide.
+    """
+    left = _centre_crop_start(rw, crop_w)
+    width = 2 if crop_w == 1 and rw > 1 else crop_w
+    first = min(left, rw - width)
+    return _Plan(_axis(h, rh, _centre_crop_start(rh, crop_h), crop_h, interpolation),
+                 _axis(w, rw, first, width, interpolation), left - first, crop_w)
+
+
+def _resize_axis(x: torch.Tensor, axis: _Axis, dim: int, mode: str) -> torch.Tensor:
+    """torch's antialiased resize of dim 2 (rows) or 3 (columns) of a float ``[1,C,H,W]``
+    whose ``dim`` holds ``axis.end`` pixels; the other dim keeps its size (one pass)."""
+    import torch.nn.functional as TF
+
+    if axis.factor is None:
+        size = list(x.shape[2:])
+        size[dim - 2] = axis.n_out
+        return TF.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False)
+    factors = [1.0, 1.0]
+    factors[dim - 2] = axis.factor
+    return TF.interpolate(x, scale_factor=factors, mode=mode, antialias=True,
+                          align_corners=False, recompute_scale_factor=False)
+
+
+def _resize_crop(image: torch.Tensor, plan: _Plan, mode: str) -> torch.Tensor:
+    """``center_crop(resize(image))`` as torchvision computes it, for the kept pixels only.
+
+    torchvision's separable pass order is kept: the horizontal pass on the input rows the
+    vertical pass reads (and the columns up to the crop's right edge), then the vertical
+    pass on the crop's columns (rows up to its bottom edge). Each output pixel depends only
+    on its own window and weights, so it comes out bit for bit as in the whole-frame call.
+    """
+    import torch
+
+    rows, cols = plan.rows, plan.cols
+    if cols.resized:
+        x = image[:, rows.lo:rows.hi, :cols.end].float()[None]
+        x = _resize_axis(x, cols, 3, mode)[..., cols.start:cols.start + cols.count]
+    else:
+        x = image[:, rows.lo:rows.hi, cols.start:cols.start + cols.count].float()[None]
+    if rows.resized:
+        full = torch.zeros((1, image.shape[0], rows.end, cols.count), dtype=torch.float32)
+        full[:, :, rows.lo:rows.hi] = x  # rows outside lo..hi only feed outputs cut away
+        x = _resize_axis(full, rows, 2, mode)[:, :, rows.start:rows.start + rows.count]
+    x = x[0, :, :, plan.pick:plan.pick + plan.crop_w]
+    if mode == "bicubic":
+        x = x.clamp(0, 255)  # as torchvision does before rounding back to uint8
+    return x.round().to(torch.uint8)

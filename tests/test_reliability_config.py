@@ -65,6 +65,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "size_proc": _size_proc(d / "size_proc.json"),
         "classifier": save_scripted(TinyClassifier(10), d / "classifier.ts"),
         "detector": save_scripted(TinyDetector(3), d / "detector.ts"),
+        "detector_pickle": _saved(TinyDetector(3), d / "detector.pt"),
         "raises": save_scripted(Raises(), d / "raises.ts"),
         "text_output": _saved(TextOutput(), d / "text_output.pt"),
         "out_dir": d,
@@ -128,6 +129,11 @@ ELEMENT_CASES = {
                                  "infer", "picture.pt"),
     "inference-directory-as-model": (classify().replace("{classifier}", "{directory}"),
                                      "infer", "directory"),
+    "inference-graph-mode-unknown": (classify(infer="graph-mode=jit"), "infer", "graph-mode"),
+    "inference-graph-mode-trace-detector": (DETECT.replace("model={{detector}}",
+                                                           "model={{detector_pickle}} "
+                                                           "graph-mode=trace").format(post=""),
+                                            "infer", "graph-mode=trace"),
     "inference-json-as-model": (classify().replace("{classifier}", "{json}"), "infer",
                                 "labels.json"),
     "inference-weights-missing": (classify().replace(

@@ -126,6 +126,7 @@ def plan_chain(kind: str, settings: dict) -> Chain:
         "model-weights": settings.get("model-weights") or None,
         "device": settings.get("device") or "cpu",
         "batch-size": int(settings.get("batch-size") or 1),
+        "graph-mode": settings.get("graph-mode") or "auto",
     }, "inference"),)
     post = _postprocess(kind, detector, proc, settings)
     interval = int(settings.get("inference-interval") or 1)

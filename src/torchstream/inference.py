@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from torchstream.caps import TensorInfo, TensorsConfig
 from torchstream.errors import TorchstreamError
+from torchstream.graph import graph_for, parse_graph_mode, resolve_graph_mode
 from torchstream.model import LoadedModel
 from torchstream.roi import is_region_batch
 from torchstream.tensors import type_name_of
@@ -82,9 +83,14 @@ def split_outputs(output, batch: int) -> tuple[tuple[str, ...], list[list], bool
 
 
 class InferenceEngine:
-    """Runs ``model`` on batches whose per-buffer inputs match ``input_config``."""
+    """Runs ``model`` on batches whose per-buffer inputs match ``input_config``.
 
-    def __init__(self, model: LoadedModel, input_config: TensorsConfig) -> None:
+    ``graph_mode`` (torchstream.graph): after :meth:`probe`, the forward pass may run as a
+    TorchScript graph of the model (``self.module``); ``graph_note`` says why ``auto`` kept
+    the eager module when the graph could not be made or checked."""
+
+    def __init__(self, model: LoadedModel, input_config: TensorsConfig,
+                 graph_mode: str = "auto") -> None:
         self.region_batch = is_region_batch(input_config)
         if not self.region_batch:
             for info in input_config.tensors:
@@ -100,25 +106,54 @@ class InferenceEngine:
             )
         self.model = model
         self.input_config = input_config
+        self.module = model.module  # the graph instead, once probe() made one
+        self.asked_graph_mode = parse_graph_mode(graph_mode)
+        self.graph_mode = resolve_graph_mode(self.asked_graph_mode, model.source,
+                                             model.takes_image_list)
+        self.graph_note = ""
         self.spec: OutputSpec | None = None  # set by probe()
 
-    def forward(self, inputs: Sequence[Sequence]):
-        """``inputs[b][j]``: tensor j of buffer b. Returns the model's raw output."""
+    @staticmethod
+    def _call(module, args: Sequence):
+        import torch
+
+        with torch.inference_mode():
+            return module(*args)
+
+    def _args(self, inputs: Sequence[Sequence]) -> list:
+        """The forward pass's arguments: one batched tensor per input, on the device (a list
+        of images for detectors)."""
         import torch
 
         device = self.model.device
-        with torch.inference_mode():
-            if self.model.takes_image_list:
-                images = [buffer_inputs[0].to(device) for buffer_inputs in inputs]
-                return self.model.module(images)
-            args = []
-            for j in range(len(self.input_config)):
-                if len(inputs) == 1:
-                    batch = inputs[0][j].unsqueeze(0)
-                else:
-                    batch = torch.stack([buffer_inputs[j] for buffer_inputs in inputs])
-                args.append(batch.to(device, non_blocking=True))
-            return self.model.module(*args)
+        if self.model.takes_image_list:
+            return [[buffer_inputs[0].to(device) for buffer_inputs in inputs]]
+        args = []
+        for j in range(len(self.input_config)):
+            if len(inputs) == 1:
+                batch = inputs[0][j].unsqueeze(0)
+            else:
+                batch = torch.stack([buffer_inputs[j] for buffer_inputs in inputs])
+            args.append(batch.to(device, non_blocking=True))
+        return args
+
+    def forward(self, inputs: Sequence[Sequence]):
+        """``inputs[b][j]``: tensor j of buffer b. Returns the model's raw output."""
+        return self._call(self.module, self._args(inputs))
+
+    def _use_graph(self, example: list, check: list) -> None:
+        """Run the graph of ``graph_mode`` from now on (``auto``: the eager module when no
+        graph passes the check, with the reason in ``graph_note``)."""
+        if self.graph_mode == "eager":
+            return
+        try:
+            self.module = graph_for(self.model.module, self.graph_mode, self.model.name,
+                                    example, check, self._call)
+        except TorchstreamError as exc:
+            if self.asked_graph_mode != "auto":
+                raise
+            self.graph_note = f"{exc.message}; running the module eagerly"
+            self.graph_mode = "eager"
 
     def run(self, inputs: Sequence[Sequence]) -> tuple[tuple[str, ...], list[list]]:
         names, rows, _ = split_outputs(self.forward(inputs), len(inputs))
@@ -132,13 +167,15 @@ class InferenceEngine:
         import torch
 
         generator = torch.Generator().manual_seed(0)
-        shapes_seen = []
+        shapes_seen, args = [], []
         for _ in range(2):
             inputs = [[self._random(info, generator) for info in self.input_config.tensors]
                       for _ in range(batch)]
+            args.append(self._args(inputs))
             names, rows, first_dim_varies = split_outputs(self.forward(inputs), batch)
             shapes_seen.append([tuple(t.shape) for t in rows[0]])
             types = [type_name_of(t.dtype) for t in rows[0]]
+        self._use_graph(*args)
         infos = []
         for i, (a, b) in enumerate(zip(*shapes_seen, strict=True)):
             shape = [d if d == e and len(a) == len(b) else 0 for d, e in zip(a, b, strict=False)]
@@ -158,13 +195,15 @@ class InferenceEngine:
         import torch
 
         generator = torch.Generator().manual_seed(0)
-        seen = []
-        for _ in range(2):
-            inputs = [[self._random(TensorInfo(info.dtype, (rows, *info.shape[1:])), generator)
+        seen, args = [], []
+        for n in (rows, rows + 1):  # the graph is checked on another row count than traced
+            inputs = [[self._random(TensorInfo(info.dtype, (n, *info.shape[1:])), generator)
                        for info in self.input_config.tensors]]
-            names, outputs = self._row_outputs(self.forward_rows(inputs), rows)
+            args.append(self._row_args(inputs))
+            names, outputs = self._row_outputs(self.forward_rows(inputs), n)
             seen.append([tuple(t.shape) for t in outputs])
             types = [type_name_of(t.dtype) for t in outputs]
+        self._use_graph(*args)
         infos = []
         for i, (a, b) in enumerate(zip(*seen, strict=True)):
             if len(a) != len(b):
@@ -176,16 +215,17 @@ class InferenceEngine:
     def forward_rows(self, inputs: Sequence[Sequence]):
         """``inputs[b][j]``: tensor j of buffer b, ``[R_b, ...]``; the rows of every buffer run
         in one forward pass. Returns the model's raw output."""
+        return self._call(self.module, self._row_args(inputs))
+
+    def _row_args(self, inputs: Sequence[Sequence]) -> list:
         import torch
 
-        device = self.model.device
-        with torch.inference_mode():
-            args = []
-            for j in range(len(self.input_config)):
-                parts = [buffer_inputs[j] for buffer_inputs in inputs]
-                batch = parts[0] if len(parts) == 1 else torch.cat(parts)
-                args.append(batch.to(device, non_blocking=True))
-            return self.model.module(*args)
+        args = []
+        for j in range(len(self.input_config)):
+            parts = [buffer_inputs[j] for buffer_inputs in inputs]
+            batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+            args.append(batch.to(self.model.device, non_blocking=True))
+        return args
 
     @staticmethod
     def _row_outputs(output, rows: int) -> tuple[tuple[str, ...], list]:

@@ -21,6 +21,7 @@ from torchstream.elements._base import (
 )
 from torchstream.elements.processbin import QUEUED, StagedBin, queue_prop
 from torchstream.errors import ConfigError
+from torchstream.graph import GRAPH_MODE_BLURB
 from torchstream.gst import Gst
 from torchstream.model import MODEL_FILE_SUFFIXES, is_torchvision_name
 from torchstream.model import _check_file as check_file
@@ -42,6 +43,7 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
         "device": string_prop("Device", "Where the model runs: cpu, cuda or cuda:N", "cpu"),
         "batch-size": uint_prop("Batch size", "Frames run together in one forward pass", 1,
                                 1024, 1),
+        "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
         "labels": string_prop("Labels", "Label names by class id, <a,b,c>", None),
         "labels-file": string_prop("Labels file", "Text file, one label per line, line index "
                                    "= class id", None),

@@ -22,7 +22,8 @@ from torchstream.elements._base import (
     uint_prop,
 )
 from torchstream.errors import CapsError, TorchstreamError, exception_summary
-from torchstream.gst import Gst
+from torchstream.graph import GRAPH_MODE_BLURB, parse_graph_mode
+from torchstream.gst import GLib, Gst
 from torchstream.inference import InferenceEngine
 from torchstream.meta import TensorsRecord, attach_tensors_record
 from torchstream.model import (
@@ -67,6 +68,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
                               "cpu"),
         "batch-size": uint_prop("Batch size", "Buffers run together in one forward pass", 1,
                                 1024, 1),
+        "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
     }
     __gproperties__ = PROPERTIES
 
@@ -87,6 +89,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         if transition == Gst.StateChange.READY_TO_PAUSED:
             try:
                 self.check_ranges()
+                parse_graph_mode(self.settings["graph-mode"])
                 self.model = load_model(
                     self.settings["model"], self.settings["model-weights"], self.settings["device"]
                 )
@@ -147,7 +150,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
                         f"tensor (a region batch), got {caps.get_structure(0).to_string()}"
                     )
         try:
-            engine = InferenceEngine(self.model, config)
+            engine = InferenceEngine(self.model, config, self.settings["graph-mode"])
         except TorchstreamError as exc:
             raise CapsError(exc.message) from exc
         try:
@@ -161,6 +164,10 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
                 f"{type(exc).__name__}: {exception_summary(exc)}",
                 detail=str(exc),
             ) from exc
+        if engine.graph_note:
+            self.post_message(Gst.Message.new_warning(
+                self, GLib.Error.new_literal(Gst.LibraryError.quark(), engine.graph_note,
+                                             int(Gst.LibraryError.SETTINGS)), engine.graph_note))
         self.in_config, self.engine, self.output_spec = config, engine, spec
         self.src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
         return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))

@@ -21,7 +21,7 @@ IMAGENET_LABELS = REPO / "labels" / "imagenet_2012.txt"
 COCO_LABELS = REPO / "labels" / "coco_91cl_bkgr.txt"
 CLASSIFIER_SIZE = 224  # every classifier runs at 224x224 on every side
 
-SIDES = ("bare", "plain", "processbin", "bin")
+SIDES = ("bare", "graph", "plain", "processbin", "bin")
 PIPELINE_SIDES = ("processbin", "bin")
 
 

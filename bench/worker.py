@@ -73,6 +73,15 @@ def build_model(spec: ModelSpec, weights: str, device: str):
     return _BUILT[key]
 
 
+def as_pipeline_runs_it(spec: ModelSpec, model, example: list):
+    """The model as pytorch_tensor_inference's default graph-mode (auto) runs it: a traced
+    classifier or a scripted detector (torchstream.graph; outputs equal to the module's)."""
+    from torchstream.graph import build_graph, resolve_graph_mode
+
+    mode = resolve_graph_mode("auto", "torchvision", spec.task == "detection")
+    return build_graph(model, mode, example)
+
+
 def _sync(torch, device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -80,7 +89,8 @@ def _sync(torch, device: str) -> None:
 
 def run_bare(job: dict) -> dict:
     """The limit: the model alone, on input tensors made once, of the size the other sides
-    give it (224x224 for classifiers, the 640x272 frame for detectors), same batch."""
+    give it (224x224 for classifiers, the 640x272 frame for detectors), same batch. The
+    ``graph`` side runs the TorchScript graph the pipelines run instead of the module."""
     torch = _setup_torch(job)
     spec, device, batch = MODELS[job["model"]], job["device"], int(job["batch"])
     model = build_model(spec, job["weights"], device)
@@ -91,6 +101,11 @@ def run_bare(job: dict) -> dict:
     else:
         size = CLASSIFIER_SIZE
         inputs = [torch.rand(batch, 3, size, size, generator=generator).to(device)]
+    if job["side"] == "graph":
+        key = ("graph", spec.key, device)
+        if key not in _BUILT:
+            _BUILT[key] = as_pipeline_runs_it(spec, model, inputs)
+        model = _BUILT[key]
     clock = FrameClock(job["warmup"], job["frames"])
     with torch.inference_mode():
         while len(clock.times) < job["frames"]:
@@ -248,7 +263,7 @@ def warm(job: dict) -> dict:
     spec = MODELS[job["model"]]
     ensure_weights(spec, job["weights"])
     torch = _setup_torch(job)
-    if job["for_side"] in ("bare", "plain", "sweep"):
+    if job["for_side"] in ("bare", "graph", "plain", "sweep"):
         import cv2  # noqa: F401
 
         build_model(spec, job["weights"], job["device"])
@@ -259,8 +274,8 @@ def warm(job: dict) -> dict:
     return {"threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb()}
 
 
-RUNNERS = {"warm": warm, "bare": run_bare, "plain": run_plain, "processbin": run_pipeline,
-           "bin": run_pipeline, "sweep": run_sweep}
+RUNNERS = {"warm": warm, "bare": run_bare, "graph": run_bare, "plain": run_plain,
+           "processbin": run_pipeline, "bin": run_pipeline, "sweep": run_sweep}
 
 
 def main() -> int:

@@ -21,13 +21,13 @@ def test_quick_benchmark_reports_every_side(tmp_path):
     for heading in ("Frames per second", "Peak RSS", "Targets", "Where the time goes",
                     "torch.get_num_threads() = [1]"):
         assert heading in table, table
-    for column in ("bare fps", "plain fps", "procbin fps", "bin fps", "procbin/bare",
-                   "bin/plain"):
+    for column in ("bare fps", "graph fps", "plain fps", "procbin fps", "bin fps",
+                   "procbin/bare", "procbin/graph", "bin/plain"):
         assert column in table, table
     report = json.loads(out.read_text())
     (row,) = report["rows"]
     assert row["model"] == "mobilenet_v3_small" and row["batch"] == 1
-    for side in ("bare", "plain", "processbin", "bin"):
+    for side in ("bare", "graph", "plain", "processbin", "bin"):
         figures = row["sides"][side]
         assert figures["errors"] == [], figures
         assert math.isfinite(figures["fps"]) and figures["fps"] > 0, (side, figures)

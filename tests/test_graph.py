@@ -134,3 +134,24 @@ def test_scripted_detector_equals_the_eager_one(bikes_frames):
         assert len(ref["scores"]) > 0
         for key in ("boxes", "labels", "scores"):
             assert torch.equal(named[key], ref[key]), key
+
+
+def test_a_graph_is_made_once_per_model_file_and_input(tmp_path, mobilenet_weights):
+    """TorchScript keeps every traced class for the life of the process: a pipeline rebuilt
+    with the same model reuses the graph instead of growing the process by another one."""
+    engines = []
+    for _ in range(2):
+        engine = InferenceEngine(load_model("torchvision.models.mobilenet_v2",
+                                            str(mobilenet_weights)), IMAGE)
+        engine.probe()
+        engines.append(engine)
+    assert engines[0].module is engines[1].module
+    copy = tmp_path / "mobilenet_v2-b0353104.pth"  # other weights file: its own graph
+    copy.write_bytes(mobilenet_weights.read_bytes())
+    other = InferenceEngine(load_model("torchvision.models.mobilenet_v2", str(copy)), IMAGE)
+    other.probe()
+    smaller = InferenceEngine(load_model("torchvision.models.mobilenet_v2",
+                                         str(mobilenet_weights)),
+                              TensorsConfig((TensorInfo("float32", (3, 160, 160)),)))
+    smaller.probe()
+    assert len({id(e.module) for e in (engines[0], other, smaller)}) == 3

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from torchstream.caps import TensorInfo, TensorsConfig
 from torchstream.errors import TorchstreamError
-from torchstream.graph import graph_for, parse_graph_mode, resolve_graph_mode
+from torchstream.graph import (
+    cached_graph,
+    graph_for,
+    parse_graph_mode,
+    resolve_graph_mode,
+    signature,
+)
 from torchstream.model import LoadedModel
 from torchstream.roi import is_region_batch
 from torchstream.tensors import type_name_of
@@ -146,9 +152,12 @@ class InferenceEngine:
         graph passes the check, with the reason in ``graph_note``)."""
         if self.graph_mode == "eager":
             return
+        key = None
+        if self.model.identity is not None:
+            key = (self.model.identity, self.graph_mode, signature(example))
         try:
-            self.module = graph_for(self.model.module, self.graph_mode, self.model.name,
-                                    example, check, self._call)
+            self.module = cached_graph(key, lambda: graph_for(
+                self.model.module, self.graph_mode, self.model.name, example, check, self._call))
         except TorchstreamError as exc:
             if self.asked_graph_mode != "auto":
                 raise
@@ -172,7 +181,8 @@ class InferenceEngine:
             inputs = [[self._random(info, generator) for info in self.input_config.tensors]
                       for _ in range(batch)]
             args.append(self._args(inputs))
-            names, rows, first_dim_varies = split_outputs(self.forward(inputs), batch)
+            names, rows, first_dim_varies = split_outputs(self._call(self.module, args[-1]),
+                                                          batch)
             shapes_seen.append([tuple(t.shape) for t in rows[0]])
             types = [type_name_of(t.dtype) for t in rows[0]]
         self._use_graph(*args)
@@ -200,7 +210,7 @@ class InferenceEngine:
             inputs = [[self._random(TensorInfo(info.dtype, (n, *info.shape[1:])), generator)
                        for info in self.input_config.tensors]]
             args.append(self._row_args(inputs))
-            names, outputs = self._row_outputs(self.forward_rows(inputs), n)
+            names, outputs = self._row_outputs(self._call(self.module, args[-1]), n)
             seen.append([tuple(t.shape) for t in outputs])
             types = [type_name_of(t.dtype) for t in outputs]
         self._use_graph(*args)

@@ -46,6 +46,9 @@ class LoadedModel:
     preprocess: ClassifierPreprocess | None = None
     takes_image_list: bool = False
     categories: tuple[str, ...] = field(default=())
+    # what it was loaded from (names, files with size and mtime, device): equal identities
+    # hold equal weights; None for a model made by hand
+    identity: tuple | None = None
 
     def preferred_input_size(self) -> tuple[int, int] | None:
         """(height, width) the weights' preprocessing resizes to, when the weights name one."""
@@ -301,6 +304,11 @@ def _load_model_file(path: str):
     return obj, "pickle"
 
 
+def _file_stamp(path: str) -> tuple:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
 def _looks_like_pickle(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(2)
@@ -348,7 +356,10 @@ def load_model(model: str, weights_file: str | None = None, device: str = "cpu")
         module.eval()
     except Exception:
         pass  # exported programs manage their own mode
+    files = (model,) if not is_torchvision_name(model) else ()
+    files += (weights_file,) if weights_file else ()
     return LoadedModel(
+        identity=(model, tuple(_file_stamp(f) for f in files), str(dev)),
         module=module,
         name=model,
         device=dev,

@@ -155,3 +155,21 @@ def test_a_graph_is_made_once_per_model_file_and_input(tmp_path, mobilenet_weigh
                               TensorsConfig((TensorInfo("float32", (3, 160, 160)),)))
     smaller.probe()
     assert len({id(e.module) for e in (engines[0], other, smaller)}) == 3
+
+
+def test_a_segmentation_model_with_a_dict_output_is_traced_exactly(bikes_frames):
+    torch.manual_seed(0)
+    module = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None).eval()
+    config = TensorsConfig((TensorInfo("float32", (3, 136, 320)),))
+    engine = InferenceEngine(LoadedModel(module, "lraspp", torch.device("cpu"), "torchvision"),
+                             config)
+    engine.probe()
+    assert engine.graph_mode == "trace" and engine.graph_note == ""
+    x = torch.nn.functional.interpolate(
+        torch.from_numpy(bikes_frames[0].transpose(2, 0, 1).copy()).float()[None] / 255,
+        size=(136, 320))[0]
+    names, rows = engine.run([[x]])
+    with torch.inference_mode():
+        expected = module(x[None])
+    assert names == ("out",) and torch.equal(rows[0][0], expected["out"][0])

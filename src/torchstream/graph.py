@@ -73,7 +73,7 @@ def build_graph(module: Any, mode: str, example: Sequence[Any]) -> Any:
             if any(not isinstance(a, torch.Tensor) for a in example):
                 raise TorchstreamError("the model takes a list of images (a detector): "
                                        "trace it with graph-mode=script instead")
-            graph = torch.jit.trace(module, tuple(example), check_trace=False)
+            graph = torch.jit.trace(module, tuple(example), check_trace=False, strict=False)
             return torch.jit.freeze(graph.eval()) if mode == "freeze" else graph
     raise ValueError(mode)
 

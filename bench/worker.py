@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.measure import FrameClock, current_rss_mb, peak_rss_mb
+from bench.measure import FrameClock, current_rss_mb, peak_rss_mb, start_memory_window
 from bench.models import CLASSIFIER_SIZE, IMAGENET_MEAN, IMAGENET_STD, MODELS, ModelSpec
 
 RESULT_PREFIX = "BENCH_RESULT "
@@ -251,6 +251,7 @@ def run_sweep(job: dict) -> dict:
 def run_job(job: dict) -> dict:
     try:
         ensure_weights(MODELS[job["model"]], job["weights"])
+        start_memory_window()
         return RUNNERS[job["side"]](job)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as this run's result
         traceback.print_exc()

@@ -98,8 +98,8 @@ def outputs_match(a: Any, b: Any) -> bool:
 
 def unwrap_scripted(output: Any) -> Any:
     """A scripted torchvision detector returns ``(losses, detections)``: the detections."""
-    if (isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], dict)
-            and isinstance(output[1], list)):
+    if (isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[0], dict)
+            and isinstance(output[1], list) and output[1] and isinstance(output[1][0], dict)):
         return output[1]
     return output
 

@@ -23,6 +23,7 @@ from torchstream.graph import (
     parse_graph_mode,
     resolve_graph_mode,
     signature,
+    unwrap_scripted,
 )
 from torchstream.model import LoadedModel
 from torchstream.roi import is_region_batch
@@ -59,10 +60,8 @@ def split_outputs(output, batch: int) -> tuple[tuple[str, ...], list[list], bool
         return per_buffer([("output", output)])
     if isinstance(output, dict):
         return per_buffer([(str(k), v) for k, v in output.items()])
+    output = unwrap_scripted(output)
     if isinstance(output, (tuple, list)) and output:
-        if (len(output) == 2 and isinstance(output[0], dict) and isinstance(output[1], list)
-                and output[1] and isinstance(output[1][0], dict)):
-            return split_outputs(output[1], batch)  # scripted torchvision detector
         if all(isinstance(o, dict) for o in output):
             if len(output) != batch:
                 raise TorchstreamError(

@@ -132,24 +132,26 @@ def graph_for(module: Any, mode: str, name: str, example: Sequence[Any],
 
 
 GRAPH_CACHE_SIZE = 8  # graphs (and the weights they hold) kept for reuse, least recent dropped
-_graphs: OrderedDict[Hashable, Any] = OrderedDict()
+_graphs: OrderedDict[Hashable, tuple[Any, Any]] = OrderedDict()
 _graphs_lock = threading.Lock()
 
 
-def cached_graph(key: Hashable | None, make: Callable[[], Any]) -> Any:
-    """The graph made earlier under ``key``, else ``make()`` (kept when it succeeds). A graph
-    holds the parameters of the module it was made from: ``key`` must name the weights too
-    (``None``: nothing to name them by, always made afresh)."""
+def cached_graph(key: Hashable | None, make: Callable[[], Any], owner: Any = None) -> Any:
+    """The graph made earlier under ``key``, else ``make()`` (kept when it succeeds, together
+    with ``owner``, the model it is made from, which stays loaded for as long: the graph holds
+    its parameters anyway, and a model loaded again then shares them instead of holding a
+    second copy). ``key`` must name the weights too (``None``: nothing to name them by, always
+    made afresh)."""
     if key is None:
         return make()
     with _graphs_lock:
-        graph = _graphs.get(key)
-        if graph is not None:
+        entry = _graphs.get(key)
+        if entry is not None:
             _graphs.move_to_end(key)
-            return graph
+            return entry[0]
     graph = make()
     with _graphs_lock:
-        _graphs[key] = graph
+        _graphs[key] = (graph, owner)
         while len(_graphs) > GRAPH_CACHE_SIZE:
             _graphs.popitem(last=False)
     return graph

@@ -156,7 +156,8 @@ class InferenceEngine:
             key = (self.model.identity, self.graph_mode, signature(example))
         try:
             self.module = cached_graph(key, lambda: graph_for(
-                self.model.module, self.graph_mode, self.model.name, example, check, self._call))
+                self.model.module, self.graph_mode, self.model.name, example, check, self._call),
+                owner=self.model)
         except TorchstreamError as exc:
             if self.asked_graph_mode != "auto":
                 raise

@@ -13,7 +13,23 @@ from __future__ import annotations
 import torch  # noqa: F401
 import torchvision  # noqa: F401
 
-import gi
+import sys
+
+# OpenCV's package loader ends by replacing sys.path with a copy of itself. gst-python's plugin
+# loader (gst-launch-1.0, gst-inspect-1.0) keeps a pointer to the sys.path list it found while
+# it imports the plugin files, and inserts its plugin folders into that list afterwards: with
+# the list freed by OpenCV, the inserts land in whatever object reuses its memory (seen: a list
+# of the model-proc JSON schema, which then "required" a folder name). cv2 is imported here,
+# before any element module, and the original list object is put back.
+_sys_path = sys.path
+import cv2  # noqa: E402, F401
+
+if sys.path is not _sys_path:
+    _sys_path[:] = sys.path
+    sys.path = _sys_path
+del _sys_path
+
+import gi  # noqa: E402
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstBase", "1.0")

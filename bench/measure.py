@@ -30,9 +30,9 @@ def peak_rss_mb() -> float:
 
 def start_memory_window() -> None:
     """Start a run's memory measurement from what the process really holds: give the heap
-    memory earlier runs freed back to the system (glibc keeps it otherwise, and a pipeline
-    run loads its model anew each time, which a single pipeline never does), then reset the
-    peak (``clear_refs`` 5) so that the next peak is this run's own."""
+    memory earlier runs freed back to the system (glibc keeps it otherwise: the previous
+    pipeline's buffers and elements, which a program running one pipeline never has), then
+    reset the peak (``clear_refs`` 5) so that the next peak is this run's own."""
     import ctypes
     import gc
 

@@ -9,23 +9,26 @@ import statistics
 import time
 
 
-def current_rss_mb() -> float:
-    """Resident memory now (VmRSS), in MB."""
+def _status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (``VmRSS``, ``VmHWM``), in MB; None without it."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    return math.nan
+    return None
+
+
+def current_rss_mb() -> float:
+    """Resident memory now (VmRSS), in MB."""
+    rss = _status_mb("VmRSS")
+    return math.nan if rss is None else rss
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory (VmHWM) since :func:`start_memory_window`, in MB (the process's
     lifetime peak where the kernel has no VmHWM)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak is None else peak
 
 
 def start_memory_window() -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import weakref
+from pathlib import Path
 
 import torch
 import torchvision
@@ -15,6 +16,7 @@ import torchvision
 from torchstream.model import _meta_tensors, _module_with_state, load_model
 
 MOBILENET = "torchvision.models.mobilenet_v2"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_weights_loaded_into_a_meta_built_module_give_the_pytorch_outputs(
@@ -87,25 +89,21 @@ PEAK_SCRIPT = textwrap.dedent("""
     import sys, torch, torchvision
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet50().state_dict(), sys.argv[1])
-    import ctypes, gc
-    gc.collect(); ctypes.CDLL("libc.so.6").malloc_trim(0)
-    def status(key):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
+    from bench.measure import current_rss_mb, peak_rss_mb, start_memory_window
     from torchstream.model import load_model
-    before = status("VmRSS:")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    start_memory_window()
+    before = current_rss_mb()
     model = load_model("torchvision.models.resnet50", sys.argv[1])
-    print(status("VmHWM:") - before, status("VmRSS:") - before)
+    print(peak_rss_mb() - before, current_rss_mb() - before)
 """)
+
 
 
 def test_loading_a_state_dict_costs_one_copy_of_the_weights(tmp_path):
     """resnet50's weights are 98 MB: building the module with initialised weights before
     copying the file's in held two copies at once."""
     out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "r50.pth")],
-                         capture_output=True, text=True, timeout=300, check=True)
+                         cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
     peak, held = (float(v) for v in out.stdout.split())
     weights_mb = 25_557_032 * 4 / 2**20
     assert weights_mb * 0.9 < held < weights_mb * 1.3, (peak, held)

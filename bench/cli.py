@@ -39,6 +39,7 @@ class Run:
     spec: ModelSpec
     batch: int
     repeat: int
+    threads: str = "default"
     result: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -100,9 +101,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         + ", ".join(f"{s.key} {s.frames}" for s in MODELS.values())
                         + "); more than the file has loops it")
     p.add_argument("--repeats", type=int, default=3, help="runs per side; medians are shown")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads on every side (torch.set_num_threads and "
-                        "OMP_NUM_THREADS; default 1)")
+    p.add_argument("--threads", default="default",
+                   help="comma list of thread counts, each measured on every side: 'default' "
+                        "(what a user gets: torch's own default on the bare and plain sides, "
+                        "threads=0 in the pipelines) or N (torch.set_num_threads(N) and "
+                        "threads=N); default: default")
     p.add_argument("--batches", default="1,best",
                    help="comma list of batch sizes; 'best' is the bare model's best of "
                         f"{', '.join(map(str, SWEEP_CANDIDATES))} (default: 1,best)")
@@ -123,9 +126,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.repeats = 1
         if args.batches == "1,best":
             args.batches = "1"
-    for name in ("repeats", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    args.thread_list = [t.strip() for t in args.threads.split(",") if t.strip()]
+    if not args.thread_list or any(t != "default" and (not t.isdigit() or int(t) < 1)
+                                   for t in args.thread_list):
+        p.error(f"--threads {args.threads!r}: 'default' or positive integers")
     if args.frames is not None and args.frames < 2:
         p.error("--frames must be at least 2")
     return args
@@ -178,10 +184,12 @@ def weights_paths(specs: list[ModelSpec], folder: Path) -> dict[str, str]:
     return paths
 
 
-def child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), str(REPO / "src"),
+def child_env() -> dict[str, str]:
+    """The caller's environment without thread-count variables (each job sets its own), so
+    that 'default' measures what a user gets."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), str(REPO / "src"),
                                                         env.get("PYTHONPATH", "")])))
     return env
 
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {problem}", file=sys.stderr)
         return 2
     video = video_info(args.video)
-    env = child_env(args.threads)
+    env = child_env()
     began = time.monotonic()
     runs: list[Run] = []
     profiles: list[Run] = []
@@ -210,14 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="torchstream-bench-") as tmp:
         weights = weights_paths(specs, Path(tmp))
 
-        def payload(side: str, spec: ModelSpec, batch: int, frames: int, **extra) -> dict:
+        def payload(side: str, spec: ModelSpec, batch: int, frames: int,
+                    threads: str = args.thread_list[0], **extra) -> dict:
             frames, warmup = plan_frames(batch, frames, args.quick)
             data = {"side": side, "model": spec.key, "weights": weights[spec.key],
                     "batch": batch, "frames": frames, "warmup": warmup,
-                    "threads": args.threads, "device": args.device, **video, **extra}
+                    "threads": threads, "device": args.device, **video, **extra}
             if side in PIPELINE_SIDES:
-                data["description"] = pipeline_description(side, spec, weights[spec.key],
-                                                            batch, args.device, args.video)
+                data["description"] = pipeline_description(
+                    side, spec, weights[spec.key], batch, args.device, args.video,
+                    0 if threads == "default" else int(threads))
             return data
 
         for spec in specs:
@@ -225,30 +235,33 @@ def main(argv: list[str] | None = None) -> int:
             roles = list(SIDES) + (["sweep"] if "best" in batches else [])
             procs = start_sides(spec, roles, payload, env, Path(tmp))
             try:
-                done_batches: list[int] = []
-                for entry in batches:
-                    if entry == "best" and spec.key not in sweeps:
-                        sweeps[spec.key] = sweep(procs.pop("sweep"), payload(
-                            "sweep", spec, 1, 2, candidates=list(SWEEP_CANDIDATES)))
-                    batch = sweeps[spec.key]["best"] if entry == "best" else int(entry)
-                    if batch in done_batches:
-                        continue
-                    done_batches.append(batch)
-                    configs.append((spec, batch, "best" if entry == "best" else ""))
-                    for rep in range(args.repeats):
-                        shift = (rep + len(configs)) % len(SIDES)  # every side in every place
-                        for side in SIDES[shift:] + SIDES[:shift]:
-                            run = Run(side, spec, batch, rep)
-                            measure(run, procs[side], payload(side, spec, batch, frames,
-                                                              profile=args.quick))
-                            runs.append(run)
-                    if batch == 1 and not args.quick and not args.no_profile:
-                        for side in PIPELINE_SIDES:
-                            run = Run(side, spec, 1, -1)
-                            measure(run, procs[side], payload(
-                                side, spec, 1, min(frames, video["video_frames"]),
-                                profile=True))
-                            profiles.append(run)
+                done: list[tuple[int, str]] = []
+                for threads in args.thread_list:
+                    for entry in batches:
+                        if entry == "best" and spec.key not in sweeps:
+                            sweeps[spec.key] = sweep(procs.pop("sweep"), payload(
+                                "sweep", spec, 1, 2, candidates=list(SWEEP_CANDIDATES)))
+                        batch = sweeps[spec.key]["best"] if entry == "best" else int(entry)
+                        if (batch, threads) in done:
+                            continue
+                        done.append((batch, threads))
+                        configs.append((spec, batch, "best" if entry == "best" else "",
+                                        threads))
+                        for rep in range(args.repeats):
+                            shift = (rep + len(configs)) % len(SIDES)  # each side each place
+                            for side in SIDES[shift:] + SIDES[:shift]:
+                                run = Run(side, spec, batch, rep, threads)
+                                measure(run, procs[side], payload(
+                                    side, spec, batch, frames, threads, profile=args.quick))
+                                runs.append(run)
+                        if (batch == 1 and threads == args.thread_list[0] and not args.quick
+                                and not args.no_profile):
+                            for side in PIPELINE_SIDES:
+                                run = Run(side, spec, 1, -1, threads)
+                                measure(run, procs[side], payload(
+                                    side, spec, 1, min(frames, video["video_frames"]),
+                                    threads, profile=True))
+                                profiles.append(run)
             finally:
                 for proc in procs.values():
                     proc.close()
@@ -305,7 +318,7 @@ def measure(run: Run, proc: SideProcess, job: dict) -> None:
     began = time.monotonic()
     run.result = proc.ask(job)
     run.seconds = time.monotonic() - began
-    what = (f"{run.spec.key} batch {run.batch} {run.side}"
+    what = (f"{run.spec.key} batch {run.batch} threads {run.threads} {run.side}"
             + (f" run {run.repeat + 1}" if run.repeat >= 0 else " (profile)"))
     result = run.result
     figure = (f"error: {result['error']}" if result.get("error")
@@ -316,11 +329,12 @@ def measure(run: Run, proc: SideProcess, job: dict) -> None:
 def summarise(args, video, specs, configs, runs, profiles, sweeps, seconds) -> dict:
     """Medians per (model, batch, side), the profiles and the raw runs, JSON-ready."""
     rows = []
-    for spec, batch, label in configs:
-        row = {"model": spec.key, "batch": batch, "batch_label": label, "sides": {}}
+    for spec, batch, label, threads in configs:
+        row = {"model": spec.key, "batch": batch, "batch_label": label, "threads": threads,
+               "sides": {}}
         for side in SIDES:
-            results = [r.result for r in runs
-                       if r.spec is spec and r.batch == batch and r.side == side]
+            results = [r.result for r in runs if r.spec is spec and r.batch == batch
+                       and r.threads == threads and r.side == side]
             errors = [r["error"] for r in results if r.get("error")]
             row["frames"] = max((r.get("frames", 0) for r in results), default=0)
             row["sides"][side] = {
@@ -330,8 +344,8 @@ def summarise(args, video, specs, configs, runs, profiles, sweeps, seconds) -> d
                 "rss_growth_mb": median([r.get("rss_growth_mb", float("nan"))
                                          for r in results]),
                 "threads": sorted({r.get("threads") for r in results if r.get("threads")}),
-                "inference_threads": sorted({r.get("inference_threads") for r in results
-                                             if r.get("inference_threads")}),
+                "engines": sorted({e for r in results
+                                   for e in r.get("engines", [r.get("engine")]) if e}),
                 "errors": errors,
             }
             if args.quick and side in PIPELINE_SIDES and results and not errors:
@@ -348,7 +362,8 @@ def summarise(args, video, specs, configs, runs, profiles, sweeps, seconds) -> d
                       "error": "; ".join(r["sides"][side]["errors"]) or None,
                       "elements": r["sides"][side].get("elements", []),
                       "thread_cpu": r["sides"][side].get("thread_cpu", [])}
-                     for r in rows if r["batch"] == 1 for side in PIPELINE_SIDES]
+                     for r in rows if r["batch"] == 1 and r["threads"] == args.thread_list[0]
+                     for side in PIPELINE_SIDES]
     return {
         "device": args.device, "threads": args.threads, "repeats": args.repeats,
         "quick": args.quick, "video": video, "seconds": seconds,

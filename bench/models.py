@@ -21,7 +21,7 @@ IMAGENET_LABELS = REPO / "labels" / "imagenet_2012.txt"
 COCO_LABELS = REPO / "labels" / "coco_91cl_bkgr.txt"
 CLASSIFIER_SIZE = 224  # every classifier runs at 224x224 on every side
 
-SIDES = ("bare", "graph", "plain", "processbin", "bin")
+SIDES = ("bare-torch", "bare-best", "plain", "processbin", "bin")
 PIPELINE_SIDES = ("processbin", "bin")
 
 
@@ -75,7 +75,7 @@ def resolve_models(text: str) -> list[ModelSpec]:
 
 
 def pipeline_description(side: str, spec: ModelSpec, weights: str, batch: int, device: str,
-                         video: Path) -> str:
+                         video: Path, threads: int = 0) -> str:
     """The torchstream pipeline of ``side`` (processbin or bin) for ``spec``, ending in a
     fakesink named ``sink``.
 
@@ -87,7 +87,7 @@ def pipeline_description(side: str, spec: ModelSpec, weights: str, batch: int, d
     source = f'filesrc location="{video}" ! decodebin'
     sink = "fakesink name=sink sync=false"
     inference = (f"model={spec.factory} model-weights={weights} batch-size={batch} "
-                 f"device={device}")
+                 f"device={device}" + (f" threads={threads}" if threads else ""))
     if side == "bin":
         if spec.task == "detection":
             element = f"object_detect {inference} labels-file={COCO_LABELS}"

@@ -9,6 +9,7 @@ the sink before the seek (the preroll) are not counted.
 from __future__ import annotations
 
 import math
+import re
 import time
 
 from torchstream.gst import Gst
@@ -23,23 +24,19 @@ def _bus_error(pipeline: Gst.Pipeline) -> str | None:
     return f"{msg.src.get_path_string()}: {err.message} ({debug})"
 
 
-def _inference_threads_probe(pipeline: Gst.Pipeline, seen: dict) -> None:
-    """Record torch.get_num_threads() in the thread that runs the model (the streaming thread
-    of the inference element), once."""
-    import torch
-
-    def on_buffer(_pad, _info):
-        seen["threads"] = torch.get_num_threads()
-        return Gst.PadProbeReturn.REMOVE
-
-    it = pipeline.iterate_recurse()
+def _engine_notes(pipeline: Gst.Pipeline) -> list[str]:
+    """The engine each inference element chose, from the INFO (WARNING: fell back) message
+    it posts at caps negotiation, so during the preroll."""
+    bus, notes = pipeline.get_bus(), []
     while True:
-        res, element = it.next()
-        if res != Gst.IteratorResult.OK:
-            break
-        factory = element.get_factory()
-        if factory is not None and factory.get_name() == "pytorch_tensor_inference":
-            element.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, on_buffer)
+        msg = bus.pop_filtered(Gst.MessageType.INFO | Gst.MessageType.WARNING)
+        if msg is None:
+            return notes
+        _, debug = msg.parse_info() if msg.type == Gst.MessageType.INFO else msg.parse_warning()
+        found = re.search(r": engine (\w+(?: \([^)]*\))?)", debug or "")
+        if found:
+            notes.append(found.group(1) + (" (fallback)" if msg.type != Gst.MessageType.INFO
+                                           else ""))
 
 
 def _seek(pipeline: Gst.Pipeline, flags: Gst.SeekFlags, stop_ns: int) -> bool:
@@ -49,7 +46,8 @@ def _seek(pipeline: Gst.Pipeline, flags: Gst.SeekFlags, stop_ns: int) -> bool:
 
 def play(pipeline: Gst.Pipeline, frames: int, video_frames: int, video_fps: float,
          clock, profile=None, timeout: float = 900.0) -> dict:
-    """Play ``frames`` frames; returns {"error": ...} or {"inference_threads": n}."""
+    """Play ``frames`` frames; returns {"error": ...} or {"engines": [what each inference
+    element chose]}."""
     frame_ns = int(Gst.SECOND / video_fps)
     whole_file = video_frames * frame_ns
     outcome: dict = {}
@@ -59,8 +57,7 @@ def play(pipeline: Gst.Pipeline, frames: int, video_frames: int, video_fps: floa
         res, _, _ = pipeline.get_state(int(timeout * Gst.SECOND))
         if res != Gst.StateChangeReturn.SUCCESS:
             return {"error": _bus_error(pipeline) or f"no preroll ({res.value_nick})"}
-        seen: dict = {}
-        _inference_threads_probe(pipeline, seen)
+        outcome["engines"] = _engine_notes(pipeline)
         if profile is not None:
             profile.attach(pipeline)
         loops = math.ceil(frames / video_frames)
@@ -84,7 +81,6 @@ def play(pipeline: Gst.Pipeline, frames: int, video_frames: int, video_fps: floa
             error = _loop(pipeline, loops, whole_file, last_stop, timeout)
             if error:
                 return {"error": error}
-        outcome["inference_threads"] = seen.get("threads")
         return outcome
     finally:
         pipeline.set_state(Gst.State.NULL)

@@ -25,12 +25,24 @@ from bench.models import CLASSIFIER_SIZE, IMAGENET_MEAN, IMAGENET_STD, MODELS, M
 RESULT_PREFIX = "BENCH_RESULT "
 
 
+_TORCH_DEFAULT_THREADS: list[int] = []
+
+
 def _setup_torch(job: dict):
-    """Same torch thread count on every side (OMP_NUM_THREADS is also set by the parent)."""
+    """torch's thread count for this job: ``threads`` "default" keeps what torch chose at
+    start-up (what a user gets), a number sets it."""
     import torch
 
-    torch.set_num_threads(int(job["threads"]))
+    if not _TORCH_DEFAULT_THREADS:
+        _TORCH_DEFAULT_THREADS.append(torch.get_num_threads())
+    threads = job["threads"]
+    torch.set_num_threads(_TORCH_DEFAULT_THREADS[0] if threads == "default" else int(threads))
     return torch
+
+
+def engine_threads(job: dict) -> int:
+    """The ``threads`` property the pipelines get (0: their own default)."""
+    return 0 if job["threads"] == "default" else int(job["threads"])
 
 
 def _untrained(spec: ModelSpec):
@@ -73,13 +85,24 @@ def build_model(spec: ModelSpec, weights: str, device: str):
     return _BUILT[key]
 
 
-def as_pipeline_runs_it(spec: ModelSpec, model, example: list):
-    """The model as pytorch_tensor_inference's default graph-mode (auto) runs it: a traced
-    classifier or a scripted detector (torchstream.graph; outputs equal to the module's)."""
-    from torchstream.graph import build_graph, resolve_graph_mode
+def best_engine(spec: ModelSpec, model, device: str, example: list, job: dict):
+    """The engine pytorch_tensor_inference's engine=auto chooses for the model (checked
+    against eager torch on two inputs, the fastest kept; torchstream.engines), and its note."""
+    import torch
 
-    mode = resolve_graph_mode("auto", "torchvision", spec.task == "detection")
-    return build_graph(model, mode, example)
+    from torchstream.engines import TorchEngine, choose_for_model
+    from torchstream.model import LoadedModel
+
+    loaded = LoadedModel(model, spec.short_name, torch.device(device), "torchvision",
+                         takes_image_list=spec.task == "detection")
+    generator = torch.Generator().manual_seed(1)
+    other = [[torch.rand(t.shape, generator=generator).to(device) for t in a]
+             if isinstance(a, list) else torch.rand(a.shape, generator=generator).to(device)
+             for a in example]
+    reference = TorchEngine(model, torch.get_num_threads())
+    outputs = [reference(args) for args in (example, other)]
+    return choose_for_model(loaded, "auto", "auto", engine_threads(job), [example, other],
+                            outputs)
 
 
 def _sync(torch, device: str) -> None:
@@ -90,7 +113,8 @@ def _sync(torch, device: str) -> None:
 def run_bare(job: dict) -> dict:
     """The limit: the model alone, on input tensors made once, of the size the other sides
     give it (224x224 for classifiers, the 640x272 frame for detectors), same batch. The
-    ``graph`` side runs the TorchScript graph the pipelines run instead of the module."""
+    ``bare-torch`` side runs the module in eager torch, ``bare-best`` the engine that
+    engine=auto chooses for it."""
     torch = _setup_torch(job)
     spec, device, batch = MODELS[job["model"]], job["device"], int(job["batch"])
     model = build_model(spec, job["weights"], device)
@@ -101,18 +125,19 @@ def run_bare(job: dict) -> dict:
     else:
         size = CLASSIFIER_SIZE
         inputs = [torch.rand(batch, 3, size, size, generator=generator).to(device)]
-    if job["side"] == "graph":
-        key = ("graph", spec.key, device)
+    forward, label = (lambda args: model(*args)), "torch"
+    if job["side"] == "bare-best":
+        key = ("bare-best", spec.key, device, job["threads"], batch)
         if key not in _BUILT:
-            _BUILT[key] = as_pipeline_runs_it(spec, model, inputs)
-        model = _BUILT[key]
+            _BUILT[key] = best_engine(spec, model, device, inputs, job)
+        forward, label = _BUILT[key].engine, _BUILT[key].engine.label
     clock = FrameClock(job["warmup"], job["frames"])
     with torch.inference_mode():
         while len(clock.times) < job["frames"]:
-            model(*inputs)
+            forward(inputs)
             _sync(torch, device)
             clock.done(batch)
-    return {**clock.summary(), "threads": torch.get_num_threads()}
+    return {**clock.summary(), "threads": torch.get_num_threads(), "engine": label}
 
 
 def _video_frames(path: str, count: int):
@@ -213,7 +238,7 @@ def run_pipeline(job: dict) -> dict:
     if outcome.get("error"):
         return {"error": outcome["error"]}
     result = {**clock.summary(), "threads": torch.get_num_threads(),
-              "inference_threads": outcome.get("inference_threads")}
+              "engines": outcome.get("engines", [])}
     if profile is not None:
         result["elements"] = profile.element_rows()
         result["thread_cpu"] = profile.thread_rows(max(1, len(clock.times)))
@@ -264,7 +289,7 @@ def warm(job: dict) -> dict:
     spec = MODELS[job["model"]]
     ensure_weights(spec, job["weights"])
     torch = _setup_torch(job)
-    if job["for_side"] in ("bare", "graph", "plain", "sweep"):
+    if job["for_side"] in ("bare-torch", "bare-best", "plain", "sweep"):
         import cv2  # noqa: F401
 
         build_model(spec, job["weights"], job["device"])
@@ -275,7 +300,7 @@ def warm(job: dict) -> dict:
     return {"threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb()}
 
 
-RUNNERS = {"warm": warm, "bare": run_bare, "graph": run_bare, "plain": run_plain,
+RUNNERS = {"warm": warm, "bare-torch": run_bare, "bare-best": run_bare, "plain": run_plain,
            "processbin": run_pipeline, "bin": run_pipeline, "sweep": run_sweep}
 
 

@@ -18,21 +18,27 @@ def test_quick_benchmark_reports_every_side(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     table = done.stdout
-    for heading in ("Frames per second", "Peak RSS", "Targets", "Where the time goes",
-                    "torch.get_num_threads() = [1]"):
+    for heading in ("Frames per second", "Engines chosen by engine=auto", "Peak RSS",
+                    "Targets", "Where the time goes"):
         assert heading in table, table
-    for column in ("bare fps", "graph fps", "plain fps", "procbin fps", "bin fps",
-                   "procbin/bare", "procbin/graph", "bin/plain"):
+    for column in ("torch fps", "best fps", "plain fps", "procbin fps", "bin fps",
+                   "procbin/torch", "procbin/best", "bin/plain"):
         assert column in table, table
     report = json.loads(out.read_text())
     (row,) = report["rows"]
     assert row["model"] == "mobilenet_v3_small" and row["batch"] == 1
-    for side in ("bare", "graph", "plain", "processbin", "bin"):
+    assert row["threads"] == "default"
+    for side in ("bare-torch", "bare-best", "plain", "processbin", "bin"):
         figures = row["sides"][side]
         assert figures["errors"] == [], figures
         assert math.isfinite(figures["fps"]) and figures["fps"] > 0, (side, figures)
         assert math.isfinite(figures["peak_rss_mb"]) and figures["peak_rss_mb"] > 50
-        assert figures["threads"] == [1]
+    # the bare side and both pipelines name the engine they ran, and it is the same one
+    (best,) = row["sides"]["bare-best"]["engines"]
+    assert best.split(" ")[0] in ("torch", "torchscript", "openvino")
+    for side in ("processbin", "bin"):
+        assert len(row["sides"][side]["engines"]) == 1, row["sides"][side]
+    assert row["sides"]["bare-torch"]["engines"] == ["torch"]
     assert row["frames"] == 8
     kinds = {e["kind"] for b in report["breakdown"] for e in b["elements"]}
     assert {"pytorch_tensor_inference", "opencv_tensor_normalize", "tensor_convert"} <= kinds

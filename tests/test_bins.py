@@ -78,9 +78,9 @@ def test_object_classify_crops_the_regions():
 
 
 @pytest.mark.parametrize("model, message", [
-    ("model.onnx", "no inference backend for 'model.onnx'; supported: torchvision.models.*, "
-                   ".pt, .pth"),
-    ("openvino/model.xml", "no inference backend"),
+    ("model.tflite", "no inference backend for 'model.tflite'; supported: torchvision.models.*, "
+                     ".pt, .pth"),
+    ("openvino/model.bin", "no inference backend"),
     ("", "property 'model' is not set"),
 ])
 def test_models_without_a_backend_are_refused_by_kind(model, message):

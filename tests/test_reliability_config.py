@@ -130,10 +130,7 @@ ELEMENT_CASES = {
     "inference-directory-as-model": (classify().replace("{classifier}", "{directory}"),
                                      "infer", "directory"),
     "inference-graph-mode-unknown": (classify(infer="graph-mode=jit"), "infer", "graph-mode"),
-    "inference-graph-mode-trace-detector": (DETECT.replace("model={{detector}}",
-                                                           "model={{detector_pickle}} "
-                                                           "graph-mode=trace").format(post=""),
-                                            "infer", "graph-mode=trace"),
+    "inference-engine-unknown": (classify(infer="engine=tensorrt"), "infer", "engine"),
     "inference-json-as-model": (classify().replace("{classifier}", "{json}"), "infer",
                                 "labels.json"),
     "inference-weights-missing": (classify().replace(

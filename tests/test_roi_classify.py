@@ -350,11 +350,11 @@ class PerImage(torch.nn.Module):
 
 def engine_for(module: torch.nn.Module):
     from torchstream.caps import TensorInfo, TensorsConfig
-    from torchstream.inference import InferenceEngine
+    from torchstream.inference import BatchRunner
     from torchstream.model import LoadedModel
 
     loaded = LoadedModel(module.eval(), "test", torch.device("cpu"), "pickle")
-    return InferenceEngine(loaded, TensorsConfig((TensorInfo("float32", (0, 2, 3)),)))
+    return BatchRunner(loaded, TensorsConfig((TensorInfo("float32", (0, 2, 3)),)))
 
 
 def test_engine_runs_the_rows_of_several_buffers_once_and_splits_them_back():

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torchstream.engines import OPENVINO_MODEL_SUFFIXES
 from torchstream.errors import ConfigError
 from torchstream.model import (
     MODEL_FILE_SUFFIXES,
@@ -70,16 +71,36 @@ class Geometry:
     antialias: bool = True
 
 
-def check_backend(model: str | None) -> None:
-    """Only PyTorch models have a backend: anything else is refused with the kinds there are."""
+def backend_of(model: str | None) -> str:
+    """The inference element that runs ``model``: pytorch_tensor_inference for torchvision
+    names and PyTorch files, openvino_tensor_inference for OpenVINO IR and ONNX files (as DL
+    Streamer's bins choose by the file); anything else is refused with the kinds there are."""
     if not model:
         raise ConfigError("property 'model' is not set (a torchvision.models.* name or a "
                           "model file)")
-    if is_torchvision_name(model) or Path(model).suffix.lower() in MODEL_FILE_SUFFIXES:
-        return
+    suffix = Path(model).suffix.lower()
+    if is_torchvision_name(model) or suffix in MODEL_FILE_SUFFIXES:
+        return "pytorch_tensor_inference"
+    if suffix in OPENVINO_MODEL_SUFFIXES:
+        return "openvino_tensor_inference"
     kinds = ", ".join((TORCHVISION_PREFIX + "*",) + MODEL_FILE_SUFFIXES)
     raise ConfigError(f"property 'model': no inference backend for '{model}'; supported: "
-                      f"{kinds} (pytorch_tensor_inference)")
+                      f"{kinds} (pytorch_tensor_inference), "
+                      f"{', '.join(OPENVINO_MODEL_SUFFIXES)} (openvino_tensor_inference)")
+
+
+def _refuse_pytorch_settings(model: str, settings: dict) -> None:
+    """What only PyTorch models take, set for an OpenVINO file: an error, not ignored."""
+    if settings.get("model-weights"):
+        raise ConfigError(f"property 'model-weights' applies to torchvision factories; "
+                          f"'{model}' is an OpenVINO model file that carries its own weights")
+    if (settings.get("device") or "cpu").strip().lower() != "cpu":
+        raise ConfigError(f"property 'device': OpenVINO model files run on the CPU here, "
+                          f"got {settings['device']!r}")
+    for name in ("engine", "graph-mode"):
+        if (settings.get(name) or "auto").strip().lower() != "auto":
+            raise ConfigError(f"property '{name}' applies to PyTorch models; '{model}' runs "
+                              "in OpenVINO (openvino_tensor_inference)")
 
 
 def is_detector(model: str) -> bool:
@@ -103,7 +124,7 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     if kind not in KINDS:
         raise ValueError(kind)
     model = settings.get("model")
-    check_backend(model)
+    backend = backend_of(model)
     region = settings.get("inference-region") or "full-frame"
     if region not in REGIONS:
         raise ConfigError(f"property 'inference-region' must be one of {', '.join(REGIONS)}, "
@@ -121,13 +142,16 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     detector = is_detector(model)
     preproc = proc.input_preproc[0] if proc and proc.input_preproc else None
     pre = list(_preprocess(kind, region, model, weights, detector, preproc, settings))
-    process = (Step("pytorch_tensor_inference", {
-        "model": model,
-        "model-weights": settings.get("model-weights") or None,
-        "device": settings.get("device") or "cpu",
-        "batch-size": int(settings.get("batch-size") or 1),
-        "graph-mode": settings.get("graph-mode") or "auto",
-    }, "inference"),)
+    inference = {"model": model, "batch-size": int(settings.get("batch-size") or 1),
+                 "threads": int(settings.get("threads") or 0)}
+    if backend == "pytorch_tensor_inference":
+        inference.update({"model-weights": settings.get("model-weights") or None,
+                          "device": settings.get("device") or "cpu",
+                          "engine": settings.get("engine") or "auto",
+                          "graph-mode": settings.get("graph-mode") or "auto"})
+    else:
+        _refuse_pytorch_settings(model, settings)
+    process = (Step(backend, inference, "inference"),)
     post = _postprocess(kind, detector, proc, settings)
     interval = int(settings.get("inference-interval") or 1)
     reclassify = int(settings.get("reclassify-interval") or 1)

@@ -29,6 +29,18 @@ if sys.path is not _sys_path:
     sys.path = _sys_path
 del _sys_path
 
+# C++ code that throws and catches its own exceptions (OpenVINO's compiler and converter do,
+# on every model) aborts when its unwinding runs half in libgcc_s and half in libunwind, which
+# libgstreamer links and which exports the same _Unwind_* functions. With libgcc_s made global
+# before GLib and GStreamer are loaded, every library loaded later finds its _Unwind_* first.
+import ctypes  # noqa: E402
+import os  # noqa: E402
+
+try:
+    ctypes.CDLL("libgcc_s.so.1", mode=os.RTLD_GLOBAL)
+except OSError:
+    pass
+
 import gi  # noqa: E402
 
 gi.require_version("Gst", "1.0")

@@ -7,7 +7,7 @@ without the batch dim.
 
 Region batches (input caps with a first dim of 0, e.g. tensor_roi_crop's crops) are the other
 mode: each buffer already holds R rows, the rows of all buffers of a batch run in one forward
-pass and each buffer gets its own R output rows back (:meth:`InferenceEngine.run_rows`).
+pass and each buffer gets its own R output rows back (:meth:`BatchRunner.run_rows`).
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torchstream.caps import TensorInfo, TensorsConfig
-from torchstream.errors import TorchstreamError
-from torchstream.graph import (
-    cached_graph,
-    graph_for,
-    parse_graph_mode,
-    resolve_graph_mode,
+from torchstream.engines import (
+    Choice,
+    Engine,
+    TorchEngine,
+    asked_engine,
+    cached_choice,
+    choose_for_model,
+    resolve_threads,
     signature,
-    unwrap_scripted,
 )
+from torchstream.errors import TorchstreamError
+from torchstream.graph import unwrap_scripted
 from torchstream.model import LoadedModel
 from torchstream.roi import is_region_batch
 from torchstream.tensors import type_name_of
@@ -87,15 +90,15 @@ def split_outputs(output, batch: int) -> tuple[tuple[str, ...], list[list], bool
     )
 
 
-class InferenceEngine:
+class BatchRunner:
     """Runs ``model`` on batches whose per-buffer inputs match ``input_config``.
 
-    ``graph_mode`` (torchstream.graph): after :meth:`probe`, the forward pass may run as a
-    TorchScript graph of the model (``self.module``); ``graph_note`` says why ``auto`` kept
-    the eager module when the graph could not be made or checked."""
+    :meth:`probe` runs torch on two random inputs, which gives the output caps, and chooses
+    the engine (torchstream.engines) from ``engine``, ``graph_mode`` and ``threads``;
+    ``choice.note`` says which and why, ``choice.fallback`` why an engine could not be used."""
 
     def __init__(self, model: LoadedModel, input_config: TensorsConfig,
-                 graph_mode: str = "auto") -> None:
+                 engine: str = "auto", graph_mode: str = "auto", threads: int = 0) -> None:
         self.region_batch = is_region_batch(input_config)
         if not self.region_batch:
             for info in input_config.tensors:
@@ -111,19 +114,13 @@ class InferenceEngine:
             )
         self.model = model
         self.input_config = input_config
-        self.module = model.module  # the graph instead, once probe() made one
-        self.asked_graph_mode = parse_graph_mode(graph_mode)
-        self.graph_mode = resolve_graph_mode(self.asked_graph_mode, model.source,
-                                             model.takes_image_list)
-        self.graph_note = ""
+        self.asked = asked_engine(engine, graph_mode)
+        self.settings = (engine, graph_mode, int(threads))
+        # torch until probe() has chosen (a model file OpenVINO runs is its own engine)
+        self.engine = model.module if isinstance(model.module, Engine) else TorchEngine(
+            model.module, resolve_threads(int(threads), "torch"))
+        self.choice: Choice | None = None
         self.spec: OutputSpec | None = None  # set by probe()
-
-    @staticmethod
-    def _call(module, args: Sequence):
-        import torch
-
-        with torch.inference_mode():
-            return module(*args)
 
     def _args(self, inputs: Sequence[Sequence]) -> list:
         """The forward pass's arguments: one batched tensor per input, on the device (a list
@@ -144,25 +141,19 @@ class InferenceEngine:
 
     def forward(self, inputs: Sequence[Sequence]):
         """``inputs[b][j]``: tensor j of buffer b. Returns the model's raw output."""
-        return self._call(self.module, self._args(inputs))
+        return self.engine(self._args(inputs))
 
-    def _use_graph(self, example: list, check: list) -> None:
-        """Run the graph of ``graph_mode`` from now on (``auto``: the eager module when no
-        graph passes the check, with the reason in ``graph_note``)."""
-        if self.graph_mode == "eager":
-            return
+    def _choose_engine(self, args: list, outputs: list) -> None:
+        """Choose the engine, given torch's ``outputs`` on the probe's two ``args``; the same
+        model, input signature, device and settings reuse the choice made before."""
+        engine, graph_mode, threads = self.settings
         key = None
         if self.model.identity is not None:
-            key = (self.model.identity, self.graph_mode, signature(example))
-        try:
-            self.module = cached_graph(key, lambda: graph_for(
-                self.model.module, self.graph_mode, self.model.name, example, check, self._call),
-                owner=self.model)
-        except TorchstreamError as exc:
-            if self.asked_graph_mode != "auto":
-                raise
-            self.graph_note = f"{exc.message}; running the module eagerly"
-            self.graph_mode = "eager"
+            key = (self.model.identity, self.asked, graph_mode, threads, signature(args[0]),
+                   str(self.model.device))
+        self.choice = cached_choice(key, lambda: choose_for_model(
+            self.model, engine, graph_mode, threads, args, outputs), owner=self.model)
+        self.engine = self.choice.engine
 
     def run(self, inputs: Sequence[Sequence]) -> tuple[tuple[str, ...], list[list]]:
         names, rows, _ = split_outputs(self.forward(inputs), len(inputs))
@@ -176,16 +167,16 @@ class InferenceEngine:
         import torch
 
         generator = torch.Generator().manual_seed(0)
-        shapes_seen, args = [], []
+        shapes_seen, args, outputs = [], [], []
         for _ in range(2):
             inputs = [[self._random(info, generator) for info in self.input_config.tensors]
                       for _ in range(batch)]
             args.append(self._args(inputs))
-            names, rows, first_dim_varies = split_outputs(self._call(self.module, args[-1]),
-                                                          batch)
+            outputs.append(self.engine(args[-1]))
+            names, rows, first_dim_varies = split_outputs(outputs[-1], batch)
             shapes_seen.append([tuple(t.shape) for t in rows[0]])
             types = [type_name_of(t.dtype) for t in rows[0]]
-        self._use_graph(*args)
+        self._choose_engine(args, outputs)
         infos = []
         for i, (a, b) in enumerate(zip(*shapes_seen, strict=True)):
             shape = [d if d == e and len(a) == len(b) else 0 for d, e in zip(a, b, strict=False)]
@@ -205,15 +196,16 @@ class InferenceEngine:
         import torch
 
         generator = torch.Generator().manual_seed(0)
-        seen, args = [], []
-        for n in (rows, rows + 1):  # the graph is checked on another row count than traced
+        seen, args, outputs = [], [], []
+        for n in (rows, rows + 1):  # engines are checked on another row count than built on
             inputs = [[self._random(TensorInfo(info.dtype, (n, *info.shape[1:])), generator)
                        for info in self.input_config.tensors]]
             args.append(self._row_args(inputs))
-            names, outputs = self._row_outputs(self._call(self.module, args[-1]), n)
-            seen.append([tuple(t.shape) for t in outputs])
-            types = [type_name_of(t.dtype) for t in outputs]
-        self._use_graph(*args)
+            outputs.append(self.engine(args[-1]))
+            names, tensors = self._row_outputs(outputs[-1], n)
+            seen.append([tuple(t.shape) for t in tensors])
+            types = [type_name_of(t.dtype) for t in tensors]
+        self._choose_engine(args, outputs)
         infos = []
         for i, (a, b) in enumerate(zip(*seen, strict=True)):
             if len(a) != len(b):
@@ -225,7 +217,7 @@ class InferenceEngine:
     def forward_rows(self, inputs: Sequence[Sequence]):
         """``inputs[b][j]``: tensor j of buffer b, ``[R_b, ...]``; the rows of every buffer run
         in one forward pass. Returns the model's raw output."""
-        return self._call(self.module, self._row_args(inputs))
+        return self.engine(self._row_args(inputs))
 
     def _row_args(self, inputs: Sequence[Sequence]) -> list:
         import torch

@@ -51,10 +51,12 @@ class LoadedModel:
     # what it was loaded from (names, files with size and mtime, device): equal identities
     # hold equal weights; None for a model made by hand
     identity: tuple | None = None
+    input_size: tuple[int, int] | None = None  # (height, width) fixed by the model file
 
     def preferred_input_size(self) -> tuple[int, int] | None:
-        """(height, width) the weights' preprocessing resizes to, when the weights name one."""
-        return preferred_input_size(self.preprocess)
+        """(height, width) the model file fixes, else the one the weights' preprocessing
+        resizes to, when the weights name one."""
+        return self.input_size or preferred_input_size(self.preprocess)
 
 
 def preferred_input_size(preprocess: ClassifierPreprocess | None) -> tuple[int, int] | None:
@@ -164,7 +166,7 @@ def weights_cache_path(weights) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _check_file(path: str, what: str) -> Path:
+def check_file(path: str, what: str) -> Path:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{what} '{path}' does not exist", )
@@ -179,7 +181,7 @@ def load_state_dict_file(path: str) -> dict:
     """Read a state dict with ``weights_only=True`` (never runs code from the file)."""
     import torch
 
-    p = _check_file(path, "model-weights file")
+    p = check_file(path, "model-weights file")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -305,7 +307,7 @@ def _load_model_file(path: str):
     """-> (module, source). Picks the loader by the archive's content, not only its name."""
     import torch
 
-    p = _check_file(path, "model file")
+    p = check_file(path, "model file")
     names = _zip_names(p)
     is_export = p.suffix == ".pt2" or any(n.endswith("archive_format") for n in names)
     is_script = any("/code/" in n or n.endswith("constants.pkl") for n in names)

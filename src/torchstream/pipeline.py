@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torchstream.gst import Gst
 
@@ -16,6 +16,12 @@ class PipelineResult:
     debug: str | None = None
     timed_out: bool = False
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # "element-path: message"
+    infos: list[str] = field(default_factory=list)  # e.g. the engine each model runs with
+
+
+_WATCHED = (Gst.MessageType.ERROR | Gst.MessageType.EOS | Gst.MessageType.WARNING
+            | Gst.MessageType.INFO)
 
 
 def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
@@ -28,12 +34,15 @@ def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
     try:
         pipeline.set_state(Gst.State.PLAYING)
         while True:
-            msg = bus.timed_pop_filtered(
-                50 * Gst.MSECOND, Gst.MessageType.ERROR | Gst.MessageType.EOS
-            )
+            msg = bus.timed_pop_filtered(50 * Gst.MSECOND, _WATCHED)
             if tick is not None:
                 tick()
-            if msg is not None:
+            if msg is not None and msg.type in (Gst.MessageType.WARNING, Gst.MessageType.INFO):
+                err, _ = msg.parse_warning() if msg.type == Gst.MessageType.WARNING \
+                    else msg.parse_info()
+                notes = result.warnings if msg.type == Gst.MessageType.WARNING else result.infos
+                notes.append(f"{msg.src.get_path_string()}: {err.message}")
+            elif msg is not None:
                 if msg.type == Gst.MessageType.ERROR:
                     err, debug = msg.parse_error()
                     result.error = f"{msg.src.get_path_string()}: {err.message}"

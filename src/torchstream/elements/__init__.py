@@ -12,6 +12,7 @@ ELEMENTS = {
     "tensor_convert": "torchstream.elements.tensor_convert:TensorConvert",
     "opencv_tensor_normalize": "torchstream.elements.tensor_normalize:OpenCVTensorNormalize",
     "pytorch_tensor_inference": "torchstream.elements.tensor_inference:PytorchTensorInference",
+    "openvino_tensor_inference": "torchstream.elements.tensor_inference:OpenvinoTensorInference",
     "tensor_postproc_label": "torchstream.elements.tensor_postproc_label:TensorPostprocLabel",
     "tensor_postproc_detection":
         "torchstream.elements.tensor_postproc_detection:TensorPostprocDetection",

@@ -85,8 +85,16 @@ def guarded(failure):
     return decorate
 
 
-def element_of(parent, pad):
-    return parent if parent is not None else pad.get_parent_element()
+def post_engine_choice(element: Gst.Element, what: str, choice) -> None:
+    """Say which engine runs the model and why: an INFO message on the bus and the debug log,
+    a WARNING when an engine asked for (or tried) could not run it."""
+    if choice is None:
+        return
+    text = f"{what}: {choice.note}"
+    Gst.info(f"{element.get_name()}: {text}")
+    kind = Gst.Message.new_warning if choice.fallback else Gst.Message.new_info
+    error = GLib.Error.new_literal(Gst.LibraryError.quark(), text, int(Gst.LibraryError.SETTINGS))
+    element.post_message(kind(element, error, text))
 
 
 FLOW_ERROR = Gst.FlowReturn.ERROR

@@ -20,11 +20,11 @@ from torchstream.elements._base import (
     uint_prop,
 )
 from torchstream.elements.processbin import QUEUED, StagedBin, queue_prop
+from torchstream.engines import ENGINE_BLURB, OPENVINO_MODEL_SUFFIXES, THREADS_BLURB
 from torchstream.errors import ConfigError
 from torchstream.graph import GRAPH_MODE_BLURB
 from torchstream.gst import Gst
-from torchstream.model import MODEL_FILE_SUFFIXES, is_torchvision_name
-from torchstream.model import _check_file as check_file
+from torchstream.model import MODEL_FILE_SUFFIXES, check_file, is_torchvision_name
 
 
 def _common_properties(threshold_blurb: str, region: str) -> dict:
@@ -43,6 +43,8 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
         "device": string_prop("Device", "Where the model runs: cpu, cuda or cuda:N", "cpu"),
         "batch-size": uint_prop("Batch size", "Frames run together in one forward pass", 1,
                                 1024, 1),
+        "engine": string_prop("Engine", ENGINE_BLURB, "auto"),
+        "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
         "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
         "labels": string_prop("Labels", "Label names by class id, <a,b,c>", None),
         "labels-file": string_prop("Labels file", "Text file, one label per line, line index "
@@ -109,7 +111,7 @@ class _InferenceBin(PropertyStore, StagedBin, Gst.Bin):
             raise ConfigError(f"property 'threshold' must be -1 (the default) or in 0..1, "
                               f"got {threshold}")
         model = (self.settings["model"] or "").strip()
-        if model and Path(model).suffix.lower() in MODEL_FILE_SUFFIXES \
+        if model and Path(model).suffix.lower() in MODEL_FILE_SUFFIXES + OPENVINO_MODEL_SUFFIXES \
                 and not is_torchvision_name(model):
             check_file(model, "property 'model': model file")
 

@@ -1,4 +1,7 @@
-"""pytorch_tensor_inference: other/tensors in, a PyTorch model's outputs out, per buffer.
+"""pytorch_tensor_inference and openvino_tensor_inference: other/tensors in, a model's
+outputs out, per buffer. One element body (:class:`TensorInference`); the two differ in their
+properties and in how the model is loaded (a PyTorch model whose engine is chosen at
+negotiation, or an OpenVINO IR / ONNX file compiled by OpenVINO).
 
 A plain element with a chain function rather than a BaseTransform: with ``batch-size`` > 1 a
 buffer's output leaves only when its batch is full (or at EOS / caps change), which does not
@@ -17,14 +20,16 @@ from torchstream.elements._base import (
     answer_src_caps_query,
     guarded,
     pad_templates,
+    post_engine_choice,
     restrict,
     string_prop,
     uint_prop,
 )
+from torchstream.engines import ENGINE_BLURB, THREADS_BLURB, asked_engine, load_openvino_model
 from torchstream.errors import CapsError, TorchstreamError, exception_summary
-from torchstream.graph import GRAPH_MODE_BLURB, parse_graph_mode
-from torchstream.gst import GLib, Gst
-from torchstream.inference import InferenceEngine
+from torchstream.graph import GRAPH_MODE_BLURB
+from torchstream.gst import Gst
+from torchstream.inference import BatchRunner
 from torchstream.meta import TensorsRecord, attach_tensors_record
 from torchstream.model import (
     classifier_preprocess,
@@ -40,37 +45,17 @@ _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
 _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
 
 
-class PytorchTensorInference(PropertyStore, Gst.Element):
-    __gtype_name__ = "pytorch_tensor_inference"
-    __gstmetadata__ = (
-        "PyTorch tensor inference",
-        "Filter/Tensor/Inference",
-        "Runs a PyTorch model (torchvision factory, TorchScript, torch.export or pickled module) "
-        "on other/tensors buffers, one output buffer per input buffer",
-        "torchstream",
-    )
-    __gsttemplates__ = pad_templates(MEDIA_TYPE)
-    PROPERTIES = {
-        "model": string_prop(
-            "Model",
-            "torchvision factory path (e.g. torchvision.models.resnet50) or a model file: "
-            "TorchScript archive, torch.export .pt2, or a pickled nn.Module .pt/.pth (loading a "
-            "pickled module runs code from the file; TORCHSTREAM_REFUSE_PICKLE=1 refuses it)",
-            None,
-        ),
-        "model-weights": string_prop(
-            "Model weights",
-            "State-dict file loaded (weights_only) into the torchvision model; without it the "
-            "torchvision DEFAULT weights are used",
-            None,
-        ),
-        "device": string_prop("Device", "Where the model runs: cpu, cuda or cuda:N (any case)",
-                              "cpu"),
-        "batch-size": uint_prop("Batch size", "Buffers run together in one forward pass", 1,
-                                1024, 1),
-        "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
-    }
-    __gproperties__ = PROPERTIES
+class TensorInference:
+    """The body both inference elements share; a subclass gives ``PROPERTIES``,
+    ``_load_model()`` and ``_runner_settings()`` (and assigns the ``do_`` methods, which
+    PyGObject takes from a class's own namespace only)."""
+
+    def _load_model(self):
+        raise NotImplementedError
+
+    def _runner_settings(self) -> tuple[str, str, int]:
+        """(engine, graph-mode, threads) for BatchRunner."""
+        raise NotImplementedError
 
     def __init__(self) -> None:
         super().__init__()
@@ -89,10 +74,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
         if transition == Gst.StateChange.READY_TO_PAUSED:
             try:
                 self.check_ranges()
-                parse_graph_mode(self.settings["graph-mode"])
-                self.model = load_model(
-                    self.settings["model"], self.settings["model-weights"], self.settings["device"]
-                )
+                self.model = self._load_model()
             except Exception as exc:  # noqa: BLE001 - reported on the bus
                 from torchstream.errors import post_error
 
@@ -150,7 +132,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
                         f"tensor (a region batch), got {caps.get_structure(0).to_string()}"
                     )
         try:
-            engine = InferenceEngine(self.model, config, self.settings["graph-mode"])
+            engine = BatchRunner(self.model, config, *self._runner_settings())
         except TorchstreamError as exc:
             raise CapsError(exc.message) from exc
         try:
@@ -164,10 +146,7 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
                 f"{type(exc).__name__}: {exception_summary(exc)}",
                 detail=str(exc),
             ) from exc
-        if engine.graph_note:
-            self.post_message(Gst.Message.new_warning(
-                self, GLib.Error.new_literal(Gst.LibraryError.quark(), engine.graph_note,
-                                             int(Gst.LibraryError.SETTINGS)), engine.graph_note))
+        post_engine_choice(self, f"model {self.model.name}", engine.choice)
         self.in_config, self.engine, self.output_spec = config, engine, spec
         self.src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
         return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))
@@ -229,6 +208,79 @@ class PytorchTensorInference(PropertyStore, Gst.Element):
             if result != Gst.FlowReturn.OK:
                 return result
         return Gst.FlowReturn.OK
+
+
+class PytorchTensorInference(TensorInference, PropertyStore, Gst.Element):
+    __gtype_name__ = "pytorch_tensor_inference"
+    __gstmetadata__ = (
+        "PyTorch tensor inference",
+        "Filter/Tensor/Inference",
+        "Runs a PyTorch model (torchvision factory, TorchScript, torch.export or pickled module) "
+        "on other/tensors buffers, one output buffer per input buffer",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(MEDIA_TYPE)
+    PROPERTIES = {
+        "model": string_prop(
+            "Model",
+            "torchvision factory path (e.g. torchvision.models.resnet50) or a model file: "
+            "TorchScript archive, torch.export .pt2, or a pickled nn.Module .pt/.pth (loading a "
+            "pickled module runs code from the file; TORCHSTREAM_REFUSE_PICKLE=1 refuses it)",
+            None,
+        ),
+        "model-weights": string_prop(
+            "Model weights",
+            "State-dict file loaded (weights_only) into the torchvision model; without it the "
+            "torchvision DEFAULT weights are used",
+            None,
+        ),
+        "device": string_prop("Device", "Where the model runs: cpu, cuda or cuda:N (any case)",
+                              "cpu"),
+        "batch-size": uint_prop("Batch size", "Buffers run together in one forward pass", 1,
+                                1024, 1),
+        "engine": string_prop("Engine", ENGINE_BLURB, "auto"),
+        "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
+        "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
+    }
+    __gproperties__ = PROPERTIES
+    do_change_state = TensorInference.do_change_state
+
+    def _load_model(self):
+        asked_engine(self.settings["engine"], self.settings["graph-mode"])
+        return load_model(self.settings["model"], self.settings["model-weights"],
+                          self.settings["device"])
+
+    def _runner_settings(self) -> tuple[str, str, int]:
+        return (self.settings["engine"], self.settings["graph-mode"],
+                int(self.settings["threads"]))
+
+
+class OpenvinoTensorInference(TensorInference, PropertyStore, Gst.Element):
+    __gtype_name__ = "openvino_tensor_inference"
+    __gstmetadata__ = (
+        "OpenVINO tensor inference",
+        "Filter/Tensor/Inference",
+        "Runs an OpenVINO IR (.xml + .bin) or ONNX model on the CPU on other/tensors buffers, "
+        "one output buffer per input buffer; outputs named as in the model",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(MEDIA_TYPE)
+    PROPERTIES = {
+        "model": string_prop("Model", "OpenVINO IR (.xml, its weights in the .bin beside it) "
+                             "or ONNX (.onnx) model file", None),
+        "batch-size": uint_prop("Batch size", "Buffers run together in one forward pass", 1,
+                                1024, 1),
+        "threads": uint_prop("Threads", "Threads of the forward pass; 0: every CPU this "
+                             "process may use", 0, 1024, 0),
+    }
+    __gproperties__ = PROPERTIES
+    do_change_state = TensorInference.do_change_state
+
+    def _load_model(self):
+        return load_openvino_model(self.settings["model"], int(self.settings["threads"]))
+
+    def _runner_settings(self) -> tuple[str, str, int]:
+        return ("auto", "auto", int(self.settings["threads"]))
 
 
 def _row_counts(shapes: list[list[tuple[int, ...]]]) -> list[int]:

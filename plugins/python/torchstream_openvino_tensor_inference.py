@@ -1,0 +1,5 @@
+"""gst-python loader entry: openvino_tensor_inference (see torchstream.elements)."""
+
+from torchstream.elements import gst_element_factory
+
+__gstelementfactory__ = gst_element_factory("openvino_tensor_inference")

@@ -1,0 +1,354 @@
+"""Engines: torch, torchscript and openvino each give torch's outputs on real frames; auto keeps
+only engines that do, falls back with a note where one cannot run a model, and its choice is
+made once per model and input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from tests.conftest import BIKES, COCKATOO, IMAGENET_MEAN, IMAGENET_STD
+from tests.helpers import decode_frames, run_pipeline
+from tests.results_helpers import run_results
+from torchstream.caps import TensorInfo, TensorsConfig
+from torchstream.engines import (
+    ATOL,
+    RTOL,
+    asked_engine,
+    fastest,
+    outputs_equal,
+    resolve_threads,
+    usable_cpus,
+)
+from torchstream.errors import ConfigError
+from torchstream.inference import BatchRunner
+from torchstream.model import LoadedModel, load_model
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGENET = REPO / "labels" / "imagenet_2012.txt"
+IMAGE = TensorsConfig((TensorInfo("float32", (3, 224, 224)),))
+MOBILENET = "torchvision.models.mobilenet_v2"
+
+
+def _frame_tensor(frame: np.ndarray, size: int = 224) -> torch.Tensor:
+    """A real frame as a [3,size,size] float tensor (content matters, not the exact scaling)."""
+    x = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))).float() / 255
+    return torch.nn.functional.interpolate(x[None], size=(size, size), mode="bilinear")[0]
+
+
+def _eager(module: torch.nn.Module, *args):
+    with torch.inference_mode():
+        return module(*args)
+
+
+class _BakesRowCount(torch.nn.Module):
+    """Its trace bakes ``len(x)`` in as a constant: right only for the traced row count."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :4] * len(x)
+
+
+class _Histogram(torch.nn.Module):
+    """Uses torch.histc, which OpenVINO's PyTorch frontend cannot convert."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.histc(row, bins=8, min=0.0, max=1.0) for row in x])
+
+
+# --- the settings ----------------------------------------------------------------------------
+
+
+def test_engine_names_graph_mode_alias_and_threads():
+    assert asked_engine("auto", "auto") == "auto"
+    assert asked_engine(" OpenVINO ", "auto") == "openvino"
+    assert asked_engine("auto", "eager") == "torch"
+    for mode in ("trace", "script", "freeze"):
+        assert asked_engine("auto", mode) == "torchscript"
+    assert asked_engine("torch", "trace") == "torch"  # an explicit engine wins
+    with pytest.raises(ConfigError, match="'engine'"):
+        asked_engine("tensorrt", "auto")
+    with pytest.raises(ConfigError, match="'graph-mode'"):
+        asked_engine("auto", "jit")
+    cpus = usable_cpus()
+    assert resolve_threads(0, "openvino") == cpus
+    assert resolve_threads(0, "torch") == max(1, cpus - 1)
+    assert resolve_threads(3, "torch") == 3
+
+
+def test_the_fastest_needs_a_clear_margin_over_torch():
+    assert fastest(["torch", "openvino"], [10.0, 5.0]) == 1
+    assert fastest(["torch", "openvino"], [10.0, 9.8]) == 0  # within noise: torch stays
+    assert fastest(["torch", "torchscript", "openvino"], [10.0, 12.0, 11.0]) == 0
+
+
+def test_outputs_equal_is_the_documented_tolerance():
+    b = torch.tensor([1.0, -200.0])
+    assert outputs_equal(b + ATOL * 0.9, b)
+    assert not outputs_equal(b + torch.tensor([0.0, 2 * (ATOL + RTOL * 200)]), b)
+    assert not outputs_equal(torch.tensor([1, 2]), torch.tensor([1, 3]))
+    assert not outputs_equal(torch.zeros(3, 4), torch.zeros(4, 4))  # row counts
+    assert outputs_equal({"a": (b,)}, {"a": (b.clone(),)})
+
+
+# --- each engine on a real classifier --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mobilenet_model(mobilenet_weights):
+    return load_model(MOBILENET, str(mobilenet_weights))
+
+
+@pytest.mark.parametrize("engine, exact", [("torch", True), ("torchscript", True),
+                                           ("openvino", False)])
+def test_each_engine_gives_torchs_outputs_on_real_frames(engine, exact, mobilenet_model,
+                                                         bikes_frames):
+    runner = BatchRunner(mobilenet_model, IMAGE, engine)
+    runner.probe()
+    assert runner.choice.engine.name == engine and not runner.choice.fallback
+    assert runner.choice.note.endswith("as asked")
+    inputs = [[_frame_tensor(f)] for f in bikes_frames[:4]]
+    _, rows = runner.run(inputs)
+    got = torch.stack([r[0] for r in rows])
+    expected = _eager(mobilenet_model.module, torch.stack([i[0] for i in inputs]))
+    if exact:
+        assert torch.equal(got, expected)
+    else:
+        assert torch.allclose(got, expected, rtol=RTOL, atol=ATOL)
+        assert torch.equal(got.argmax(1), expected.argmax(1))
+
+
+def test_auto_measures_every_engine_and_keeps_one_that_passed(mobilenet_model, bikes_frames):
+    runner = BatchRunner(mobilenet_model, IMAGE)
+    runner.probe()
+    choice = runner.choice
+    assert set(choice.timings_ms) == {"torch", "torchscript (trace)",
+                                      f"openvino (f32, {resolve_threads(0, 'openvino')} thread"
+                                      f"{'s' if usable_cpus() > 1 else ''})"}
+    assert choice.engine.label in choice.timings_ms and "fastest" in choice.note
+    assert not choice.fallback
+    x = [[_frame_tensor(bikes_frames[5])]]
+    _, rows = runner.run(x)
+    assert outputs_equal(rows[0][0][None], _eager(mobilenet_model.module, x[0][0][None]))
+
+
+def test_freeze_is_close_and_script_is_exact(bikes_frames):
+    torch.manual_seed(0)
+    module = torchvision.models.mobilenet_v3_small().eval()
+    model = LoadedModel(module, "mobilenet_v3_small", torch.device("cpu"), "torchvision")
+    x = [[_frame_tensor(bikes_frames[0])]]
+    expected = _eager(module, x[0][0][None])
+    for mode, tolerance in (("freeze", 1e-3), ("script", 0.0)):
+        runner = BatchRunner(model, IMAGE, graph_mode=mode)  # the older spelling
+        runner.probe()
+        assert runner.choice.engine.label == f"torchscript ({mode})", runner.choice.note
+        _, rows = runner.run(x)
+        assert (rows[0][0] - expected[0]).abs().max() <= tolerance * expected.abs().max()
+
+
+# --- falling back ----------------------------------------------------------------------------
+
+
+def test_an_engine_whose_outputs_differ_falls_back_to_torch():
+    rows = TensorsConfig((TensorInfo("float32", (0, 3, 8, 8)),))  # a region batch: R varies
+    module = _BakesRowCount()
+    model = LoadedModel(module, "bakes", torch.device("cpu"), "torchvision")
+    for engine in ("torchscript", "openvino"):
+        runner = BatchRunner(model, rows, engine)
+        runner.probe()
+        assert runner.choice.engine.name == "torch"
+        assert "outputs differ from torch's" in runner.choice.fallback, runner.choice.note
+    auto = BatchRunner(model, rows)
+    auto.probe()
+    assert auto.choice.engine.name == "torch" and not auto.choice.fallback
+    assert "torchscript: outputs differ" in auto.choice.note
+    x = torch.rand(5, 3, 8, 8)
+    _, out = auto.run_rows([[x]], [5])
+    assert torch.equal(out[0][0], module(x))
+
+
+def test_a_model_openvino_cannot_convert_runs_in_torch_with_a_note():
+    model = LoadedModel(_Histogram(), "histogram", torch.device("cpu"), "pickle")
+    config = TensorsConfig((TensorInfo("float32", (16,)),))
+    asked = BatchRunner(model, config, "openvino")
+    asked.probe()
+    assert asked.choice.engine.name == "torch"
+    assert "openvino: cannot convert model histogram" in asked.choice.fallback
+    auto = BatchRunner(model, config)
+    auto.probe()
+    assert auto.choice.engine.name == "torch" and "cannot convert" in auto.choice.note
+    x = torch.rand(3, 16)
+    _, rows = auto.run([[r] for r in x])
+    assert torch.equal(torch.stack([r[0] for r in rows]), _Histogram()(x))
+
+
+def test_a_bad_engine_name_stops_the_pipeline_with_the_property(bikes_frames, mobilenet_weights):
+    run = run_pipeline(_classify("engine=tensorrt", mobilenet_weights), bikes_frames[:2])
+    assert not run.result.ok and "'engine'" in run.error
+
+
+def test_without_openvino_auto_runs_torch_and_says_so(mobilenet_weights):
+    """In a process where ``import openvino`` fails (as where it is not installed)."""
+    script = f"""
+import sys
+sys.modules["openvino"] = None  # import openvino raises ImportError
+from torchstream.caps import TensorInfo, TensorsConfig
+from torchstream.inference import BatchRunner
+from torchstream.model import load_model
+model = load_model("{MOBILENET}", "{mobilenet_weights}")
+runner = BatchRunner(model, TensorsConfig((TensorInfo("float32", (3, 96, 96)),)))
+runner.probe()
+print(runner.choice.engine.name)
+print(runner.choice.note)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    name, note = done.stdout.strip().splitlines()[-2:]
+    assert name in ("torch", "torchscript")
+    assert "openvino: openvino is not installed" in note
+
+
+def test_centernet_keeps_torch_where_openvino_reorders_its_rows(centernet):
+    model = load_model(str(centernet), None)
+    runner = BatchRunner(model, TensorsConfig((TensorInfo("float32", (3, 512, 512)),)))
+    runner.probe()
+    assert runner.choice.engine.name == "torch"
+    assert "openvino: outputs differ" in runner.choice.note
+
+
+# --- the choice is made once -----------------------------------------------------------------
+
+
+def test_a_choice_is_made_once_per_model_file_and_input(tmp_path, mobilenet_weights):
+    """TorchScript keeps every traced class for the life of the process and OpenVINO holds a
+    compiled copy of the weights: a pipeline rebuilt with the same model reuses the engine."""
+    runners = []
+    for _ in range(2):
+        runner = BatchRunner(load_model(MOBILENET, str(mobilenet_weights)), IMAGE)
+        runner.probe()
+        runners.append(runner)
+    assert runners[0].choice is runners[1].choice
+    copy = tmp_path / "mobilenet_v2-b0353104.pth"  # other weights file: its own engine
+    copy.write_bytes(mobilenet_weights.read_bytes())
+    other = BatchRunner(load_model(MOBILENET, str(copy)), IMAGE)
+    other.probe()
+    smaller = BatchRunner(load_model(MOBILENET, str(mobilenet_weights)),
+                          TensorsConfig((TensorInfo("float32", (3, 160, 160)),)))
+    smaller.probe()
+    one_thread = BatchRunner(load_model(MOBILENET, str(mobilenet_weights)), IMAGE, threads=1)
+    one_thread.probe()
+    assert len({id(r.choice) for r in (runners[0], other, smaller, one_thread)}) == 4
+
+
+# --- other outputs ---------------------------------------------------------------------------
+
+
+def test_a_scripted_detector_equals_the_eager_one(bikes_frames):
+    from tests.models import frames_to_tensors
+
+    torch.manual_seed(0)
+    module = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, score_thresh=0.0).eval()
+    model = LoadedModel(module, "ssdlite", torch.device("cpu"), "torchvision",
+                        takes_image_list=True)
+    runner = BatchRunner(model, TensorsConfig((TensorInfo("float32", (3, 272, 640)),)))
+    runner.probe()
+    assert runner.choice.engine.name in ("torch", "torchscript")
+    assert "openvino: the model takes a list of images" in runner.choice.note
+    images = frames_to_tensors(bikes_frames[:2])
+    names, rows = runner.run([[t] for t in images])
+    expected = _eager(module, images)
+    for got, ref in zip(rows, expected, strict=True):
+        named = dict(zip(names, got, strict=True))
+        assert len(ref["scores"]) > 0
+        for key in ("boxes", "labels", "scores"):
+            assert torch.equal(named[key], ref[key]), key
+
+
+@pytest.mark.parametrize("engine", ["torchscript", "openvino"])
+def test_a_segmentation_model_with_a_dict_output(engine, bikes_frames):
+    torch.manual_seed(0)
+    module = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None).eval()
+    config = TensorsConfig((TensorInfo("float32", (3, 136, 320)),))
+    runner = BatchRunner(LoadedModel(module, "lraspp", torch.device("cpu"), "torchvision"),
+                         config, engine)
+    runner.probe()
+    assert runner.choice.engine.name == engine, runner.choice.note
+    x = _frame_tensor(bikes_frames[0], 136)
+    x = torch.nn.functional.interpolate(x[None], size=(136, 320))[0]
+    names, rows = runner.run([[x]])
+    expected = _eager(module, x[None])
+    assert names == ("out",)
+    assert outputs_equal(rows[0][0][None], expected["out"])
+
+
+# --- in pipelines ----------------------------------------------------------------------------
+
+
+def _classify(extra: str, weights) -> str:
+    return ("appsrc name=src ! videoconvert ! videoscale ! video/x-raw,format=RGBP,width=224,"
+            "height=224 ! tensor_convert ! "
+            f"opencv_tensor_normalize range=<0,1> mean={IMAGENET_MEAN} std={IMAGENET_STD} ! "
+            f"pytorch_tensor_inference model={MOBILENET} "
+            f"model-weights={weights} {extra} ! appsink name=sink")
+
+
+def test_pipelines_post_the_choice_and_give_torchs_outputs(bikes_frames, mobilenet_weights):
+    frames = bikes_frames[:4]
+    runs = {engine: run_pipeline(_classify(f"engine={engine}", mobilenet_weights), frames)
+            for engine in ("torch", "auto", "torchscript", "openvino")}
+    for engine, run in runs.items():
+        assert run.result.ok, (engine, run.error)
+        assert len(run.outputs) == len(frames)
+        (info,) = [i for i in run.result.infos if "engine" in i]
+        assert f"model {MOBILENET}: engine " in info
+        assert not run.result.warnings, run.result.warnings
+    assert "as asked" in next(i for i in runs["openvino"].result.infos if "engine" in i)
+    for engine in ("auto", "torchscript", "openvino"):
+        for a, b in zip(runs[engine].outputs, runs["torch"].outputs, strict=True):
+            assert np.allclose(a.arrays[0], b.arrays[0], rtol=RTOL, atol=ATOL), engine
+
+
+def test_an_engine_that_falls_back_warns_on_the_bus(bikes_frames, centernet):
+    run = run_pipeline(
+        f"appsrc name=src ! object_detect model={centernet} model-proc="
+        f"{REPO / 'model_proc' / 'centernet_coco.json'} engine=openvino ! appsink name=sink",
+        bikes_frames[:2])
+    assert run.result.ok, run.error
+    assert len(run.outputs) == 2
+    assert any("openvino: outputs differ" in w and "running torch instead" in w
+               for w in run.result.warnings), run.result.warnings
+
+
+@pytest.mark.parametrize("video, count", [(BIKES, 250), (COCKATOO, 280)])
+def test_auto_classifies_whole_videos_as_eager_torch(video, count, mobilenet_weights):
+    """engine=auto against engine=torch through the classification bin, on every frame of a
+    real video with the real ImageNet weights: the same top-1, probabilities within 1e-3."""
+    frames = decode_frames(video, count)
+    assert len(frames) == count
+    results = {}
+    for engine in ("torch", "auto"):
+        run = run_results(
+            f"appsrc name=src ! video_inference model={MOBILENET} model-weights="
+            f"{mobilenet_weights} labels-file={IMAGENET} engine={engine} ! appsink name=sink",
+            frames, timeout=600)
+        assert run.result.ok, run.error
+        assert len(run.per_sink["sink"]) == count
+        results[engine] = [r.results.classifications[0] for r in run.per_sink["sink"]]
+        if engine == "auto":
+            chosen = next(i for i in run.result.infos if "engine" in i)
+    assert "engine torch," not in chosen, chosen  # an engine faster than eager was found
+    same = sum(a.label_id == b.label_id for a, b in zip(results["auto"], results["torch"],
+                                                        strict=True))
+    assert same >= 0.995 * count, f"{same}/{count}"
+    worst = max(abs(a.confidence - b.confidence)
+                for a, b in zip(results["auto"], results["torch"], strict=True)
+                if a.label_id == b.label_id)
+    assert worst <= 1e-3, worst

@@ -102,10 +102,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         + "); more than the file has loops it")
     p.add_argument("--repeats", type=int, default=3, help="runs per side; medians are shown")
     p.add_argument("--threads", default="default",
-                   help="comma list of thread counts, each measured on every side: 'default' "
-                        "(what a user gets: torch's own default on the bare and plain sides, "
-                        "threads=0 in the pipelines) or N (torch.set_num_threads(N) and "
-                        "threads=N); default: default")
+                   help="comma list of thread counts, each measured on every side (the "
+                        "first at every batch size, the others at batch 1): 'default' (what a "
+                        "user gets: torch's own default on the bare-torch and plain sides, "
+                        "threads=0 in bare-best and the pipelines) or N "
+                        "(torch.set_num_threads(N) and threads=N); default: default")
     p.add_argument("--batches", default="1,best",
                    help="comma list of batch sizes; 'best' is the bare model's best of "
                         f"{', '.join(map(str, SWEEP_CANDIDATES))} (default: 1,best)")
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 done: list[tuple[int, str]] = []
                 for threads in args.thread_list:
-                    for entry in batches:
+                    # the first thread count at every batch size, the others at batch 1
+                    for entry in batches if threads == args.thread_list[0] else ["1"]:
                         if entry == "best" and spec.key not in sweeps:
                             sweeps[spec.key] = sweep(procs.pop("sweep"), payload(
                                 "sweep", spec, 1, 2, candidates=list(SWEEP_CANDIDATES)))

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p out
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/python -m scripts.demo "$@"
+.venv/bin/python -m scripts.demo "$@"

@@ -255,10 +255,10 @@ def test_inference_interval_runs_the_model_on_one_frame_in_three(repeat, bikes_f
 
 
 def test_a_bad_model_fails_the_bin_with_its_name(bikes_frames):
-    run = run_results("appsrc name=src ! object_detect name=det model=model.onnx ! "
+    run = run_results("appsrc name=src ! object_detect name=det model=model.tflite ! "
                       "appsink name=sink", bikes_frames[:2])
     assert not run.result.ok
-    assert "det" in run.error and "no inference backend for 'model.onnx'" in run.error
+    assert "det" in run.error and "no inference backend for 'model.tflite'" in run.error
 
 
 # --- model-proc --------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_demo(part: str, out_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the defaults users get: no thread-count variables
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     return subprocess.run([sys.executable, "-m", "scripts.demo", "--part", part,
                            "--out-dir", str(out_dir)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

@@ -51,7 +51,7 @@ def test_readme_bin_example_runs(index, clip, tmp_path, centernet):
     command = bin_examples()[index]
     command = command.replace("location=out/", f"location={tmp_path}/")
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin",
-           "VIDEO": str(clip), "WEIGHTS": str(MOBILENET_V2_WEIGHTS), "OMP_NUM_THREADS": "1"}
+           "VIDEO": str(clip), "WEIGHTS": str(MOBILENET_V2_WEIGHTS)}
     done = subprocess.run(["bash", "-c", f'eval "$(.venv/bin/torchstream env)" && {command}'],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -100,7 +100,9 @@ def run_pipeline(description: str, quiet: bool = False, timeout: float | None = 
         return 2
     progress = _Progress(pipeline, quiet)
     try:
-        result = run_to_end(pipeline, timeout, tick=progress.report)
+        result = run_to_end(pipeline, timeout, tick=progress.report, on_note=None if quiet else
+                            lambda kind, text: print(f"torchstream: {kind} from {text}",
+                                                     file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         return 130
     progress.report(final=True)

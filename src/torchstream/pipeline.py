@@ -25,8 +25,11 @@ _WATCHED = (Gst.MessageType.ERROR | Gst.MessageType.EOS | Gst.MessageType.WARNIN
 
 
 def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
-               tick: Callable[[], None] | None = None) -> PipelineResult:
-    """PLAYING until EOS, an ERROR or ``timeout``; always leaves the pipeline in NULL."""
+               tick: Callable[[], None] | None = None,
+               on_note: Callable[[str, str], None] | None = None) -> PipelineResult:
+    """PLAYING until EOS, an ERROR or ``timeout``; always leaves the pipeline in NULL.
+    WARNING and INFO messages are collected, and passed to ``on_note(kind, text)`` as they
+    come."""
     bus = pipeline.get_bus()
     start = time.monotonic()
     deadline = start + timeout if timeout else None
@@ -40,8 +43,11 @@ def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
             if msg is not None and msg.type in (Gst.MessageType.WARNING, Gst.MessageType.INFO):
                 err, _ = msg.parse_warning() if msg.type == Gst.MessageType.WARNING \
                     else msg.parse_info()
-                notes = result.warnings if msg.type == Gst.MessageType.WARNING else result.infos
-                notes.append(f"{msg.src.get_path_string()}: {err.message}")
+                warning = msg.type == Gst.MessageType.WARNING
+                text = f"{msg.src.get_path_string()}: {err.message}"
+                (result.warnings if warning else result.infos).append(text)
+                if on_note is not None:
+                    on_note("WARNING" if warning else "INFO", text)
             elif msg is not None:
                 if msg.type == Gst.MessageType.ERROR:
                     err, debug = msg.parse_error()

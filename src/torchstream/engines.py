@@ -175,8 +175,8 @@ class OpenVINOEngine(Engine):
     """The model compiled by OpenVINO for the CPU. The first dim of every input is dynamic
     (batches, region rows and EOS's partial batch reuse one compiled model; measured no slower
     than a static shape). Outputs come back in the structure the module returns, as torch
-    tensors that own their memory. One infer request per calling thread: a request is not
-    safe to share, and pipelines that reuse a cached engine run in threads of their own."""
+    tensors that own their memory. Pipelines that reuse a cached engine share its one infer
+    request, one call at a time (a request is not safe to use from two threads at once)."""
 
     name = "openvino"
 

@@ -62,7 +62,7 @@ class TensorInference:
         self._init_settings()
         self.sinkpad, self.srcpad = add_chain_pads(self)
         self.model = None
-        self.engine = None
+        self.runner = None
         self.output_spec = None
         self.in_config = None
         self.src_caps = None
@@ -83,7 +83,7 @@ class TensorInference:
         result = Gst.Element.do_change_state(self, transition)
         if transition == Gst.StateChange.PAUSED_TO_READY:
             self.pending.clear()
-            self.engine = self.output_spec = self.in_config = self.src_caps = None
+            self.runner = self.output_spec = self.in_config = self.src_caps = None
         elif transition == Gst.StateChange.READY_TO_NULL:
             self.model = None
         return result
@@ -132,11 +132,11 @@ class TensorInference:
                         f"tensor (a region batch), got {caps.get_structure(0).to_string()}"
                     )
         try:
-            engine = BatchRunner(self.model, config, *self._runner_settings())
+            runner = BatchRunner(self.model, config, *self._runner_settings())
         except TorchstreamError as exc:
             raise CapsError(exc.message) from exc
         try:
-            spec = engine.probe(int(self.settings["batch-size"]))
+            spec = runner.probe(int(self.settings["batch-size"]))
         except TorchstreamError:
             raise
         except Exception as exc:
@@ -146,8 +146,8 @@ class TensorInference:
                 f"{type(exc).__name__}: {exception_summary(exc)}",
                 detail=str(exc),
             ) from exc
-        post_engine_choice(self, f"model {self.model.name}", engine.choice)
-        self.in_config, self.engine, self.output_spec = config, engine, spec
+        post_engine_choice(self, f"model {self.model.name}", runner.choice)
+        self.in_config, self.runner, self.output_spec = config, runner, spec
         self.src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
         return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))
 
@@ -176,7 +176,7 @@ class TensorInference:
         batch, self.pending = self.pending, []
         if not batch:
             return Gst.FlowReturn.OK
-        if self.engine is None:
+        if self.runner is None:
             raise CapsError("buffers arrived before caps were negotiated")
         with ExitStack() as stack:  # inputs stay mapped until the forward pass is done
             inputs, in_shapes = [], []
@@ -186,10 +186,10 @@ class TensorInference:
                 in_shapes.append([tuple(shape) for shape in mapping.shapes])
                 inputs.append([to_torch(a, t.dtype)
                                for a, t in zip(arrays, self.in_config.tensors, strict=True)])
-            if self.engine.region_batch:
-                names, rows = self.engine.run_rows(inputs, _row_counts(in_shapes))
+            if self.runner.region_batch:
+                names, rows = self.runner.run_rows(inputs, _row_counts(in_shapes))
             else:
-                names, rows = self.engine.run(inputs)
+                names, rows = self.runner.run(inputs)
         outputs = []
         for inbuf, tensors, shapes in zip(batch, rows, in_shapes, strict=True):
             out = buffer_from_tensors(tensors)

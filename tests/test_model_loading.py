@@ -108,3 +108,22 @@ def test_loading_a_state_dict_costs_one_copy_of_the_weights(tmp_path):
     weights_mb = 25_557_032 * 4 / 2**20
     assert weights_mb * 0.9 < held < weights_mb * 1.3, (peak, held)
     assert peak < weights_mb * 1.4, (peak, held)
+
+
+def test_loading_a_torchscript_file_prints_no_deprecation_notice(tmp_path):
+    """torch 2.14 deprecates torch.jit.load with a FutureWarning a pipeline user cannot act on."""
+    import warnings
+
+    import torch
+
+    from torchstream.model import load_model
+
+    path = tmp_path / "tiny.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2).eval()), str(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(str(path))
+    assert model.source == "torchscript"
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], caught

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import os
 import threading
+import warnings
 import weakref
 import zipfile
 from dataclasses import dataclass, field
@@ -319,7 +320,9 @@ def _load_model_file(path: str):
         if is_export:
             return torch.export.load(str(p)).module(), "export"
         if is_script:
-            return torch.jit.load(str(p), map_location="cpu"), "torchscript"
+            with warnings.catch_warnings():  # torch 2.14 deprecates torch.jit.load: a notice
+                warnings.filterwarnings("ignore", r".*torch\.jit\.load.*", FutureWarning)
+                return torch.jit.load(str(p), map_location="cpu"), "torchscript"
     except Exception as exc:
         raise ConfigError(f"{not_model}: {exception_summary(exc)}", detail=str(exc)) from exc
     try:

@@ -9,9 +9,9 @@ the sink before the seek (the preroll) are not counted.
 from __future__ import annotations
 
 import math
-import re
 import time
 
+from torchstream.elements._base import ENGINE_DETAILS
 from torchstream.gst import Gst
 from torchstream.pipeline import run_to_end
 
@@ -25,18 +25,17 @@ def _bus_error(pipeline: Gst.Pipeline) -> str | None:
 
 
 def _engine_notes(pipeline: Gst.Pipeline) -> list[str]:
-    """The engine each inference element chose, from the INFO (WARNING: fell back) message
-    it posts at caps negotiation, so during the preroll."""
+    """The engine each inference element chose, from the details of the INFO (WARNING: fell
+    back) message it posts at caps negotiation, so during the preroll."""
     bus, notes = pipeline.get_bus(), []
     while True:
         msg = bus.pop_filtered(Gst.MessageType.INFO | Gst.MessageType.WARNING)
         if msg is None:
             return notes
-        _, debug = msg.parse_info() if msg.type == Gst.MessageType.INFO else msg.parse_warning()
-        found = re.search(r": engine (\w+(?: \([^)]*\))?)", debug or "")
-        if found:
-            notes.append(found.group(1) + (" (fallback)" if msg.type != Gst.MessageType.INFO
-                                           else ""))
+        info = msg.type == Gst.MessageType.INFO
+        details = msg.parse_info_details() if info else msg.parse_warning_details()
+        if details is not None and details.get_name() == ENGINE_DETAILS:
+            notes.append(details.get_value("engine") + ("" if info else " (fallback)"))
 
 
 def _seek(pipeline: Gst.Pipeline, flags: Gst.SeekFlags, stop_ns: int) -> bool:

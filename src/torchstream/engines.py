@@ -171,14 +171,40 @@ def _rebuild(template: Any, tensors: list) -> Any:
     return type(template)(_rebuild(v, tensors) for v in template)
 
 
-class OpenVINOEngine(Engine):
-    """The model compiled by OpenVINO for the CPU. The first dim of every input is dynamic
-    (batches, region rows and EOS's partial batch reuse one compiled model; measured no slower
-    than a static shape). Outputs come back in the structure the module returns, as torch
-    tensors that own their memory. Pipelines that reuse a cached engine share its one infer
-    request, one call at a time (a request is not safe to use from two threads at once)."""
+class _Compiled(Engine):
+    """What both OpenVINO engines share: the compiled model and its one infer request,
+    locked. Pipelines that reuse a cached engine share the request, one call at a time (a
+    request is not safe to use from two threads at once); a threading.local one would die
+    with the thread state PyGObject makes and drops around every callback from a GStreamer
+    thread, and freeing a request there crashed the process (measured)."""
 
     name = "openvino"
+
+    def _start(self, core: Any, model: Any, threads: int) -> None:
+        self.compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads,
+        })
+        self.threads = threads
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()
+        Engine.__init__(self, f"f32, {threads} thread{'s' if threads > 1 else ''}")
+
+    def _infer(self, args: Sequence[Any]) -> list:
+        """The outputs, as torch tensors that own their memory."""
+        import torch
+
+        arrays = [a.detach().contiguous().numpy() for a in args]
+        with self._lock:
+            results = self._request.infer(arrays, share_inputs=True, share_outputs=False)
+        return [torch.from_numpy(r) for r in results.to_tuple()]
+
+
+class OpenVINOEngine(_Compiled):
+    """The model compiled by OpenVINO for the CPU. The first dim of every input is dynamic
+    (batches, region rows and EOS's partial batch reuse one compiled model; measured no slower
+    than a static shape). Outputs come back in the structure the module returns."""
 
     def __init__(self, source: Any, example: Sequence[Any], reference: Any, threads: int) -> None:
         import openvino
@@ -200,42 +226,20 @@ class OpenVINOEngine(Engine):
         if len(converted.outputs) != len(leaves):
             raise TorchstreamError(f"OpenVINO made {len(converted.outputs)} outputs of the "
                                    f"model's {len(leaves)}")
-        self.compiled = _compile(core, converted, threads)
-        self.threads = threads
-        # One request, locked: a threading.local would die with the thread state PyGObject
-        # makes and drops around every callback from a GStreamer thread, and freeing a request
-        # there crashed the process (measured).
-        self._request = self.compiled.create_infer_request()
-        self._lock = threading.Lock()
-        super().__init__(f"f32, {threads} thread{'s' if threads > 1 else ''}")
+        self._start(core, converted, threads)
 
     def __call__(self, args: Sequence[Any]) -> Any:
-        import torch
-
-        arrays = [a.detach().contiguous().numpy() for a in args]
-        with self._lock:
-            results = self._request.infer(arrays, share_inputs=True, share_outputs=False)
-        return _rebuild(self.template, [torch.from_numpy(r) for r in results.to_tuple()])
+        return _rebuild(self.template, self._infer(args))
 
 
 OPENVINO_MODEL_SUFFIXES = (".xml", ".onnx")
 
 
-def _compile(core, model: Any, threads: int):
-    return core.compile_model(model, "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32",
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_NUM_THREADS": threads,
-    })
-
-
-class OpenVINOFileEngine(Engine):
+class OpenVINOFileEngine(_Compiled):
     """An OpenVINO IR (.xml with its .bin) or ONNX file compiled for the CPU in f32, called on
     torch tensors; returns ``{output name: tensor}`` (the model's own output names, so
     model-proc's ``layer_name`` finds them). A static first dim is made dynamic where the
     model allows, so that batch-size and region batches work."""
-
-    name = "openvino"
 
     def __init__(self, path: str, threads: int) -> None:
         core = _core()
@@ -257,20 +261,10 @@ class OpenVINOFileEngine(Engine):
             pass  # runs at its own batch size; another one fails with the model's message
         self.names = tuple(o.get_any_name() if o.get_names() else f"output{k}"
                            for k, o in enumerate(model.outputs))
-        self.compiled = _compile(core, model, threads)
-        self.threads = threads
-        self._request = self.compiled.create_infer_request()
-        self._lock = threading.Lock()  # see OpenVINOEngine
-        super().__init__(f"f32, {threads} thread{'s' if threads > 1 else ''}")
+        self._start(core, model, threads)
 
     def __call__(self, args: Sequence[Any]) -> Any:
-        import torch
-
-        arrays = [a.detach().contiguous().numpy() for a in args]
-        with self._lock:
-            results = self._request.infer(arrays, share_inputs=True, share_outputs=False)
-        return {name: torch.from_numpy(r)
-                for name, r in zip(self.names, results.to_tuple(), strict=True)}
+        return dict(zip(self.names, self._infer(args), strict=True))
 
     def input_size(self) -> tuple[int, int] | None:
         """(height, width) of a first input shaped [N, C, H, W] with H and W fixed."""

@@ -85,16 +85,25 @@ def guarded(failure):
     return decorate
 
 
+ENGINE_DETAILS = "torchstream-engine"  # the details structure of that message
+
+
 def post_engine_choice(element: Gst.Element, what: str, choice) -> None:
     """Say which engine runs the model and why: an INFO message on the bus and the debug log,
-    a WARNING when an engine asked for (or tried) could not run it."""
+    a WARNING when an engine asked for (or tried) could not run it. The message's details
+    (a ``torchstream-engine`` structure) name the engine for programs: ``engine`` (its
+    label) and ``fallback`` (why another one could not run the model, or "")."""
     if choice is None:
         return
     text = f"{what}: {choice.note}"
     Gst.info(f"{element.get_name()}: {text}")
-    kind = Gst.Message.new_warning if choice.fallback else Gst.Message.new_info
+    details = Gst.Structure.new_empty(ENGINE_DETAILS)
+    details.set_value("engine", choice.engine.label)
+    details.set_value("fallback", choice.fallback)
+    kind = (Gst.Message.new_warning_with_details if choice.fallback
+            else Gst.Message.new_info_with_details)
     error = GLib.Error.new_literal(Gst.LibraryError.quark(), text, int(Gst.LibraryError.SETTINGS))
-    element.post_message(kind(element, error, text))
+    element.post_message(kind(element, error, text, details))
 
 
 FLOW_ERROR = Gst.FlowReturn.ERROR

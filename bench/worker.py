@@ -85,24 +85,22 @@ def build_model(spec: ModelSpec, weights: str, device: str):
     return _BUILT[key]
 
 
-def best_engine(spec: ModelSpec, model, device: str, example: list, job: dict):
-    """The engine pytorch_tensor_inference's engine=auto chooses for the model (checked
-    against eager torch on two inputs, the fastest kept; torchstream.engines), and its note."""
+def best_engine(spec: ModelSpec, model, device: str, shape: tuple, batch: int, job: dict):
+    """The engine pytorch_tensor_inference's engine=auto chooses for the model, chosen the
+    same way (torchstream.inference.BatchRunner's probe: checked against eager torch on two
+    inputs, the fastest kept)."""
     import torch
 
-    from torchstream.engines import TorchEngine, choose_for_model
+    from torchstream.caps import TensorInfo, TensorsConfig
+    from torchstream.inference import BatchRunner
     from torchstream.model import LoadedModel
 
     loaded = LoadedModel(model, spec.short_name, torch.device(device), "torchvision",
                          takes_image_list=spec.task == "detection")
-    generator = torch.Generator().manual_seed(1)
-    other = [[torch.rand(t.shape, generator=generator).to(device) for t in a]
-             if isinstance(a, list) else torch.rand(a.shape, generator=generator).to(device)
-             for a in example]
-    reference = TorchEngine(model, torch.get_num_threads())
-    outputs = [reference(args) for args in (example, other)]
-    return choose_for_model(loaded, "auto", "auto", engine_threads(job), [example, other],
-                            outputs)
+    runner = BatchRunner(loaded, TensorsConfig((TensorInfo("float32", shape),)),
+                         threads=engine_threads(job))
+    runner.probe(batch)
+    return runner.choice
 
 
 def _sync(torch, device: str) -> None:
@@ -129,7 +127,8 @@ def run_bare(job: dict) -> dict:
     if job["side"] == "bare-best":
         key = ("bare-best", spec.key, device, job["threads"], batch)
         if key not in _BUILT:
-            _BUILT[key] = best_engine(spec, model, device, inputs, job)
+            one = inputs[0][0]  # one image: the list's first, or the batch's first row
+            _BUILT[key] = best_engine(spec, model, device, tuple(one.shape), batch, job)
         forward, label = _BUILT[key].engine, _BUILT[key].engine.label
     clock = FrameClock(job["warmup"], job["frames"])
     with torch.inference_mode():

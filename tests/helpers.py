@@ -148,3 +148,24 @@ def decode_frames(path: Path, count: int, start: int = 0, fmt: str = "RGB") -> l
     finally:
         pipeline.set_state(Gst.State.NULL)
     return frames
+
+
+def resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 1e6
+
+
+def steady_growth_mb(step, rounds: int = 3) -> float:
+    """The least that one call of step grows resident memory, over a few calls after a warm-up.
+
+    A leak grows memory on every call; the allocator growing its arenas, or another thread of
+    the test process allocating meanwhile, shows up in one call and not the next, so the least
+    growth is the leak's and the noise's is not.
+    """
+    step()
+    grown = []
+    for _ in range(rounds):
+        before = resident_mb()
+        step()
+        grown.append(resident_mb() - before)
+    return min(grown)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from tests.helpers import steady_growth_mb
 from tests.results_helpers import ROI_API, read_rois, run_results
 from torchstream.errors import TorchstreamError
 from torchstream.gst import Gst, GstVideo
@@ -263,10 +264,6 @@ def test_region_pixels_round_and_clip():
 
 
 def test_rewriting_results_keeps_memory_flat():
-    def resident_mb() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096 / 1e6
-
     results = [results_for(i) for i in range(4)]
 
     def churn(n: int) -> None:
@@ -278,7 +275,5 @@ def test_rewriting_results_keeps_memory_flat():
                 read_results(buf)
             clear_results(buf)
 
-    churn(1000)
-    before = resident_mb()
-    churn(5000)
-    assert resident_mb() - before < 0.5  # less than 100 bytes per write
+    grown = steady_growth_mb(lambda: churn(5000))
+    assert grown < 0.5, grown  # less than 100 bytes per write

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import _padded_rows
+from tests.helpers import _padded_rows, resident_mb
 from tests.results_helpers import run_results
 from torchstream.aggregate import ResultsMatcher, merge_results
 from torchstream.caps import config_from_fields
@@ -290,10 +290,6 @@ def labelled_index_of(buf: Gst.Buffer) -> int | None:
 def test_frames_and_kept_tensors_are_freed():
     """800 frames of 320x240 (230 kB each) with results and kept tensors: a frame or tensor
     buffer kept alive by a reference would add 180 MB."""
-    def resident_mb() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096 / 1e6
-
     def run(n: int) -> None:
         pipeline = Gst.parse_launch(
             f"videotestsrc num-buffers={n} ! video/x-raw,format=RGB,width=320,height=240,"

@@ -50,3 +50,18 @@ def centernet() -> Path:
     path = root / "models" / "centernet" / "centernet.ts"
     assert path.exists(), done.stdout
     return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test whose process printed a GLib CRITICAL (a GStreamer-CRITICAL from a pipeline it
+    ran, say) fails, whatever it asserted: a user reads CRITICAL as broken. A test that feeds
+    GStreamer's own parsers garbage on purpose says so with ``@pytest.mark.gst_criticals``."""
+    outcome = yield
+    report = outcome.get_result()
+    if item.get_closest_marker("gst_criticals") is not None:
+        return
+    if report.when == "call" and report.passed and "-CRITICAL **" in report.capstderr:
+        report.outcome = "failed"
+        lines = [line for line in report.capstderr.splitlines() if "-CRITICAL **" in line]
+        report.longrepr = f"the test printed {len(lines)} CRITICAL line(s), e.g.\n{lines[0]}"

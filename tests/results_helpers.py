@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tests.helpers import buffer_arrays, feed_frames
-from torchstream.elements._base import FLOW_ERROR, guarded
+from torchstream.elements._base import FLOW_ERROR, FactoryMade, guarded
 from torchstream.gst import GLib, Gst, GstBase, GstVideo
 from torchstream.meta import FrameResults, TensorsRecord, read_results, read_tensors_record
 from torchstream.pipeline import PipelineResult, run_to_end
@@ -51,7 +51,7 @@ class ResultsRun:
         return self.result.error
 
 
-class MetaWriter(GstBase.BaseTransform):
+class MetaWriter(FactoryMade, GstBase.BaseTransform):
     """``test_meta_writer``: an in-place element that lets a test write metadata on each
     buffer, as a user's own element would (``self.write(buf, index)``)."""
 

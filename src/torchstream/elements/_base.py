@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 
 from torchstream.errors import ConfigError, post_error
 from torchstream.gst import GLib, GObject, Gst
 
 READWRITE = GObject.ParamFlags.READWRITE
+
+_gobject = ctypes.CDLL("libgobject-2.0.so.0")
+_gobject.g_object_ref.argtypes = [ctypes.c_void_p]
+_gobject.g_object_ref.restype = ctypes.c_void_p
+_gobject.g_object_force_floating.argtypes = [ctypes.c_void_p]
+
+
+class FactoryMade:
+    """First base of every element: hands GStreamer the floating reference it expects.
+
+    An element class written in Python and created by a factory (``gst_parse_launch``,
+    ``gst_element_factory_make``, from C or from Python) gets its Python wrapper inside
+    PyGObject's instance init, which sinks the new object's floating reference and keeps it as
+    the wrapper's own, then leaves the wrapper orphaned. GStreamer then prints "The created
+    element should be floating" (GStreamer-CRITICAL), the bin that adds the element takes a
+    second reference, and nothing ever drops the wrapper's: every Python element of a
+    ``parse_launch`` pipeline outlived the pipeline, with its model. Here a created element
+    gets one floating reference for its creator, on top of the wrapper's (a toggle reference,
+    as for any wrapper with attributes, so the wrapper lives while GStreamer holds the
+    element), and the orphaned wrapper is claimed so that it goes once the last reference
+    does.
+
+    The one cost: an element made with ``Gst.ElementFactory.make`` from Python and never
+    added to a bin keeps that floating reference, as it would in C.
+    """
+
+    def __init__(self) -> None:
+        address = hash(self)  # the GObject's address; 0 while Python itself constructs it
+        super().__init__()
+        if address and not self.is_floating():
+            self._made_by_factory = True  # an instance dict: PyGObject uses a toggle ref
+            _gobject.g_object_ref(address)
+            _gobject.g_object_force_floating(address)
+            GObject.Value(GObject.Object, self).get_object()  # claims the orphaned wrapper
 
 
 def string_prop(nick: str, blurb: str, default: str | None):

@@ -7,14 +7,20 @@ the last results repeated), so every frame comes out while the model runs on one
 
 from __future__ import annotations
 
-from torchstream.elements._base import PropertyStore, guarded, pad_templates, uint_prop
+from torchstream.elements._base import (
+    FactoryMade,
+    PropertyStore,
+    guarded,
+    pad_templates,
+    uint_prop,
+)
 from torchstream.gst import GLib, GObject, Gst, GstBase
 
 _READ = GObject.ParamFlags.READABLE
 _DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
 
 
-class FrameSkip(PropertyStore, GstBase.BaseTransform):
+class FrameSkip(FactoryMade, PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "frame_skip"
     __gstmetadata__ = (
         "Frame skip",

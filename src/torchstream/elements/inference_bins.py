@@ -13,6 +13,7 @@ from pathlib import Path
 from torchstream.bins import Chain, Step, plan_chain
 from torchstream.elements._base import (
     READWRITE,
+    FactoryMade,
     PropertyStore,
     double_prop,
     pad_templates,
@@ -71,7 +72,7 @@ _LABEL_THRESHOLD = ("0..1: a classification below it is not attached; -1: the mo
                     "threshold, else 0 (always attached)")
 
 
-class _InferenceBin(PropertyStore, StagedBin, Gst.Bin):
+class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
     """Shared by the three bins; each subclass says its kind and its properties."""
 
     KIND = ""

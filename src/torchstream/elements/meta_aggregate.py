@@ -22,7 +22,13 @@ from torchstream.aggregate import (
     merge_results,
     repeat_contribution,
 )
-from torchstream.elements._base import FLOW_ERROR, READWRITE, PropertyStore, guarded
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    READWRITE,
+    FactoryMade,
+    PropertyStore,
+    guarded,
+)
 from torchstream.errors import TorchstreamError
 from torchstream.gst import GObject, Gst, GstBase
 from torchstream.meta import (
@@ -73,7 +79,7 @@ class _Found:
     buffer: Gst.Buffer | None
 
 
-class MetaAggregate(PropertyStore, GstBase.Aggregator):
+class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
     __gtype_name__ = "meta_aggregate"
     __gstmetadata__ = (
         "Results aggregator",

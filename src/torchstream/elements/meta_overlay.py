@@ -12,6 +12,7 @@ from __future__ import annotations
 from torchstream.elements._base import (
     FLOW_ERROR,
     READWRITE,
+    FactoryMade,
     PropertyStore,
     guarded,
     pad_templates,
@@ -31,7 +32,7 @@ from torchstream.overlay import (
 _CAPS = "video/x-raw,format=(string){ " + ", ".join(OVERLAY_FORMATS) + " }"
 
 
-class MetaOverlay(PropertyStore, GstBase.BaseTransform):
+class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "meta_overlay"
     __gstmetadata__ = (
         "Results overlay",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torchstream.elements._base import (
     FLOW_ERROR,
+    FactoryMade,
     PropertyStore,
     guarded,
     pad_templates,
@@ -19,7 +20,7 @@ from torchstream.meta import read_results
 from torchstream.publish import JsonLinesWriter, frame_record
 
 
-class MetaPublish(PropertyStore, GstBase.BaseTransform):
+class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "meta_publish"
     __gstmetadata__ = (
         "Results publisher",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from torchstream.elements._base import (
     READWRITE,
+    FactoryMade,
     PropertyStore,
     pad_templates,
 )
@@ -185,7 +186,7 @@ class StagedBin:
         self.ghost_src.set_target(src)
 
 
-class ProcessBin(PropertyStore, StagedBin, Gst.Bin):
+class ProcessBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
     __gtype_name__ = "processbin"
     __gstmetadata__ = (
         "Process bin",

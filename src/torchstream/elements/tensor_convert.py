@@ -7,6 +7,7 @@ import numpy as np
 from torchstream.caps import config_from_fields
 from torchstream.elements._base import (
     FLOW_ERROR,
+    FactoryMade,
     guarded,
     pad_templates,
     restrict,
@@ -24,7 +25,7 @@ _SINK_CAPS = "video/x-raw,format=(string){ " + ", ".join(VIDEO_FORMATS) + " }"
 _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
 
 
-class TensorConvert(GstBase.BaseTransform):
+class TensorConvert(FactoryMade, GstBase.BaseTransform):
     __gtype_name__ = "tensor_convert"
     __gstmetadata__ = (
         "Video to tensor",

@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
 from torchstream.elements._base import (
     FLOW_ERROR,
+    FactoryMade,
     PropertyStore,
     add_chain_pads,
     answer_src_caps_query,
@@ -210,7 +211,7 @@ class TensorInference:
         return Gst.FlowReturn.OK
 
 
-class PytorchTensorInference(TensorInference, PropertyStore, Gst.Element):
+class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.Element):
     __gtype_name__ = "pytorch_tensor_inference"
     __gstmetadata__ = (
         "PyTorch tensor inference",
@@ -255,7 +256,7 @@ class PytorchTensorInference(TensorInference, PropertyStore, Gst.Element):
                 int(self.settings["threads"]))
 
 
-class OpenvinoTensorInference(TensorInference, PropertyStore, Gst.Element):
+class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.Element):
     __gtype_name__ = "openvino_tensor_inference"
     __gstmetadata__ = (
         "OpenVINO tensor inference",

@@ -9,6 +9,7 @@ import numpy as np
 from torchstream.caps import MEDIA_TYPE, config_from_fields, parse_types
 from torchstream.elements._base import (
     FLOW_ERROR,
+    FactoryMade,
     PropertyStore,
     guarded,
     pad_templates,
@@ -38,7 +39,7 @@ def _retype(structure, new_type: str, expect: str):
     return s
 
 
-class OpenCVTensorNormalize(PropertyStore, GstBase.BaseTransform):
+class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "opencv_tensor_normalize"
     __gstmetadata__ = (
         "Tensor normalize",

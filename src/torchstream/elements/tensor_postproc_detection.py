@@ -16,6 +16,7 @@ from torchstream.detection import AUTO, DetectionParams, detect, input_size
 from torchstream.elements._base import (
     FLOW_ERROR,
     READWRITE,
+    FactoryMade,
     PropertyStore,
     double_prop,
     guarded,
@@ -39,7 +40,7 @@ def index_prop(nick: str, blurb: str):
     return (GObject.TYPE_INT, nick, blurb, AUTO, GLib.MAXINT32, AUTO, READWRITE)
 
 
-class TensorPostprocDetection(PropertyStore, GstBase.BaseTransform):
+class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "tensor_postproc_detection"
     __gstmetadata__ = (
         "Tensor to detections",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from torchstream.caps import MEDIA_TYPE, config_from_fields
 from torchstream.elements._base import (
     FLOW_ERROR,
+    FactoryMade,
     PropertyStore,
     double_prop,
     guarded,
@@ -33,7 +34,7 @@ from torchstream.postproc import LABEL_METHODS, LabelParams, classify, classify_
 from torchstream.tensors import MappedTensors, to_torch
 
 
-class TensorPostprocLabel(PropertyStore, GstBase.BaseTransform):
+class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "tensor_postproc_label"
     __gstmetadata__ = (
         "Tensor to label",

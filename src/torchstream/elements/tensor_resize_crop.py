@@ -13,6 +13,7 @@ import numpy as np
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dims, parse_dimensions
 from torchstream.elements._base import (
     FLOW_ERROR,
+    FactoryMade,
     PropertyStore,
     guarded,
     pad_templates,
@@ -76,7 +77,7 @@ def resize_spec(settings: dict) -> ResizeSpec:
     )
 
 
-class TensorResizeCrop(PropertyStore, GstBase.BaseTransform):
+class TensorResizeCrop(FactoryMade, PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "tensor_resize_crop"
     __gstmetadata__ = (
         "Tensor resize and crop",

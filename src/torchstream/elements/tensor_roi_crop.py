@@ -11,6 +11,7 @@ from __future__ import annotations
 from torchstream.caps import MEDIA_TYPE, TensorInfo, TensorsConfig, config_from_fields, format_dims
 from torchstream.elements._base import (
     FLOW_ERROR,
+    FactoryMade,
     PropertyStore,
     add_chain_pads,
     answer_src_caps_query,
@@ -32,7 +33,7 @@ _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.B
 NAME = "rois"  # the output tensor's name in its tensors record
 
 
-class TensorRoiCrop(PropertyStore, Gst.Element):
+class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
     __gtype_name__ = "tensor_roi_crop"
     __gstmetadata__ = (
         "Tensor region crop",

@@ -11,7 +11,7 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests plugins scripts bench
+	$(VENV)/bin/ruff check src tests scripts bench
 
 demo: setup models
 	@bash scripts/demo.sh

@@ -20,11 +20,12 @@ from collections import Counter
 from pathlib import Path
 
 from torchstream.cli import run_pipeline
-from torchstream.environment import LABELS_DIR, REPO_DIR
+from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
 
+REPO_DIR = Path(__file__).resolve().parents[1]
 VIDEO = Path("/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4")
 DETECTOR = REPO_DIR / "models" / "centernet" / "centernet.ts"
-DETECTOR_PROC = REPO_DIR / "model_proc" / "centernet_coco.json"
+DETECTOR_PROC = MODEL_PROC_DIR / "centernet_coco.json"
 
 
 def weights_file() -> Path:

@@ -1,4 +1,5 @@
-"""Write the label files shipped in ``labels/`` from torchvision's own weight metadata.
+"""Write the label files the package ships (``src/torchstream/data/labels/``) from torchvision's
+weight metadata.
 
     .venv/bin/python scripts/make_labels.py [output-dir]
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-LABELS_DIR = Path(__file__).resolve().parents[1] / "labels"
+LABELS_DIR = Path(__file__).resolve().parents[1] / "src" / "torchstream" / "data" / "labels"
 
 
 def label_sets() -> dict[str, list[str]]:

@@ -16,13 +16,14 @@ from tests.helpers import decode_frames, feed_frames
 from tests.models import frames_to_tensors, save_state_dict, seeded_detector
 from tests.results_helpers import run_results
 from torchstream.bins import plan_chain
+from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst
 from torchstream.pipeline import run_to_end
 
 REPO = Path(__file__).resolve().parents[1]
-COCO = REPO / "labels" / "coco_91cl_bkgr.txt"
-IMAGENET = REPO / "labels" / "imagenet_2012.txt"
+COCO = LABELS_DIR / "coco_91cl_bkgr.txt"
+IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 IMAGENET_NAMES = IMAGENET.read_text().splitlines()
 MOBILENET = "torchvision.models.mobilenet_v2"
 

@@ -13,9 +13,10 @@ from skimage import data
 from tests.conftest import BIKES
 from tests.helpers import decode_frames
 from tests.results_helpers import run_results
+from torchstream.environment import MODEL_PROC_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_PROC = REPO / "model_proc" / "centernet_coco.json"
+MODEL_PROC = MODEL_PROC_DIR / "centernet_coco.json"
 CARS = json.loads((REPO / "tests" / "data" / "bikes_cars.json").read_text())["frames"]
 
 

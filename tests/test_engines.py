@@ -26,12 +26,13 @@ from torchstream.engines import (
     resolve_threads,
     usable_cpus,
 )
+from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.inference import BatchRunner
 from torchstream.model import LoadedModel, load_model
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGENET = REPO / "labels" / "imagenet_2012.txt"
+IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 IMAGE = TensorsConfig((TensorInfo("float32", (3, 224, 224)),))
 MOBILENET = "torchvision.models.mobilenet_v2"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torchvision
 
+from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.labels import (
     Labels,
@@ -21,8 +22,8 @@ from torchstream.labels import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGENET = REPO / "labels" / "imagenet_2012.txt"
-COCO = REPO / "labels" / "coco_91cl_bkgr.txt"
+IMAGENET = LABELS_DIR / "imagenet_2012.txt"
+COCO = LABELS_DIR / "coco_91cl_bkgr.txt"
 
 
 def test_shipped_files_match_torchvision_line_for_line():

@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.modelproc import (
     MODEL_PROC_SCHEMA,
@@ -26,8 +27,8 @@ from torchstream.modelproc import (
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "model_proc"
 BROKEN = DATA / "broken"
-IMAGENET_LABELS = REPO / "labels" / "imagenet_2012.txt"
-COCO_LABELS = REPO / "labels" / "coco_91cl_bkgr.txt"
+IMAGENET_LABELS = LABELS_DIR / "imagenet_2012.txt"
+COCO_LABELS = LABELS_DIR / "coco_91cl_bkgr.txt"
 
 
 def doc(**top) -> str:

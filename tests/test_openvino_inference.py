@@ -18,10 +18,10 @@ from tests.helpers import run_pipeline
 from tests.results_helpers import run_results
 from torchstream.bins import plan_chain
 from torchstream.engines import ATOL, RTOL
+from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGENET = REPO / "labels" / "imagenet_2012.txt"
+IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 MOBILENET = "torchvision.models.mobilenet_v2"
 
 

@@ -19,13 +19,14 @@ from torchstream.detection import (
     input_size,
     resolve_layout,
 )
+from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst
 from torchstream.labels import Labels
 from torchstream.meta import ModelRecord
 
 REPO = Path(__file__).resolve().parents[1]
-COCO = REPO / "labels" / "coco_91cl_bkgr.txt"
+COCO = LABELS_DIR / "coco_91cl_bkgr.txt"
 COCO_NAMES = COCO.read_text().splitlines()
 SIZE = (640, 272)
 TV_NAMES = ("boxes", "labels", "scores")

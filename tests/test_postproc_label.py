@@ -12,13 +12,14 @@ import torchvision
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import steady_growth_mb
 from tests.results_helpers import run_results
+from torchstream.environment import LABELS_DIR
 from torchstream.gst import Gst
 from torchstream.meta import Classification, ModelRecord
 from torchstream.postproc import LabelParams, classify
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGENET = REPO / "labels" / "imagenet_2012.txt"
-COCO = REPO / "labels" / "coco_91cl_bkgr.txt"
+IMAGENET = LABELS_DIR / "imagenet_2012.txt"
+COCO = LABELS_DIR / "coco_91cl_bkgr.txt"
 NAMES = IMAGENET.read_text().splitlines()
 MODEL = "torchvision.models.mobilenet_v2"
 

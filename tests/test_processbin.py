@@ -14,10 +14,11 @@ import torchvision
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import _padded_rows, run_pipeline
 from tests.results_helpers import run_results
+from torchstream.environment import LABELS_DIR
 from torchstream.gst import Gst
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGENET = REPO / "labels" / "imagenet_2012.txt"
+IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 NAMES = IMAGENET.read_text().splitlines()
 SIZE = 256  # what pytorch_tensor_inference proposes for mobilenet_v2's IMAGENET1K_V1 file
 PREPROCESS = (

@@ -27,12 +27,13 @@ from tests.reliability_helpers import (
     small_frames,
 )
 from torchstream.caps import TensorInfo, TensorsConfig, config_from_fields
+from torchstream.environment import LABELS_DIR
 from torchstream.gst import Gst
 from torchstream.meta import FrameResults, read_results, read_tensor_data
 from torchstream.pipeline import PipelineResult, run_to_end
 from torchstream.tensors import MappedTensors, buffer_from_tensors
 
-IMAGENET_LABELS = Path(__file__).resolve().parents[1] / "labels" / "imagenet_2012.txt"
+IMAGENET_LABELS = LABELS_DIR / "imagenet_2012.txt"
 LABELS10 = "<" + ",".join(f"c{i}" for i in range(10)) + ">"
 
 

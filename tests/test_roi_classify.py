@@ -5,8 +5,6 @@ each crop with the weights' own transforms."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,14 +14,14 @@ from torchvision.transforms import functional as F
 
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD
 from tests.results_helpers import regions_writer, run_results
+from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst
 from torchstream.meta import Region, read_roi_batch, read_tensors_record
 from torchstream.resize import ResizeSpec
 from torchstream.roi import RoiCropper, crop_box, parse_classes, select_regions
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGENET = REPO / "labels" / "imagenet_2012.txt"
+IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 NAMES = IMAGENET.read_text().splitlines()
 ESPRESSO = NAMES.index("espresso")
 CATS = {NAMES.index(n) for n in ("tabby", "tiger cat", "Persian cat", "Siamese cat",

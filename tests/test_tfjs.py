@@ -24,9 +24,10 @@ import torch
 
 from scripts.fetch_centernet import CACHE_DIR, TARBALL, FetchError, fetch
 from torchstream import tfjs
+from torchstream.environment import LABELS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS_80 = ROOT / "labels" / "coco_80.txt"
+LABELS_80 = LABELS_DIR / "coco_80.txt"
 SIZE = 512
 
 # ------------------------------------------------------------------------------------------
@@ -557,7 +558,7 @@ def test_torchscript_and_export_round_trips(centernet_json, pictures, tmp_path):
 
 def test_labels_are_torchvision_coco_without_background_and_na(centernet_json):
     labels = LABELS_80.read_text().splitlines()
-    coco91 = (ROOT / "labels" / "coco_91cl_bkgr.txt").read_text().splitlines()
+    coco91 = (LABELS_DIR / "coco_91cl_bkgr.txt").read_text().splitlines()
     assert labels == [c for c in coco91 if c not in ("__background__", "N/A")]
     assert len(labels) == 80
     # ... and in the order of the package's own label table (in the cached tarball)

@@ -9,10 +9,11 @@ import sysconfig
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-SOURCE_DIR = PACKAGE_DIR.parent  # src/
-REPO_DIR = SOURCE_DIR.parent
-PLUGIN_DIR = REPO_DIR / "plugins"
-LABELS_DIR = REPO_DIR / "labels"
+IMPORT_ROOT = PACKAGE_DIR.parent  # src/ of a checkout, site-packages of an installed wheel
+# GStreamer's python plugin loader imports the files of <each GST_PLUGIN_PATH entry>/python/
+PLUGIN_DIR = PACKAGE_DIR / "gst_plugins"
+LABELS_DIR = PACKAGE_DIR / "data" / "labels"
+MODEL_PROC_DIR = PACKAGE_DIR / "data" / "model_proc"
 
 
 def _registry_path() -> Path:
@@ -29,7 +30,7 @@ def gst_environment() -> dict[str, str]:
     the torchstream elements with this interpreter's packages."""
     site = sysconfig.get_paths()["purelib"]
     old_path = os.environ.get("PYTHONPATH", "")
-    pythonpath = os.pathsep.join(p for p in (str(SOURCE_DIR), site, old_path) if p)
+    pythonpath = os.pathsep.join(p for p in (str(IMPORT_ROOT), site, old_path) if p)
     plugin_path = os.pathsep.join(
         p for p in (str(PLUGIN_DIR), os.environ.get("GST_PLUGIN_PATH", "")) if p
     )

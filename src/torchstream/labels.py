@@ -3,8 +3,9 @@
 A label list maps a class id (an index into a model's class scores, or a label id a model
 outputs) to a name. It comes either from a ``labels`` property written like the other list
 properties (``<cat,dog,bird>``; gst-launch hands it over literally) or from a label file: UTF-8
-text, one label per line, line index = class id (the shipped ``labels/imagenet_2012.txt`` and
-``labels/coco_91cl_bkgr.txt``).
+text, one label per line, line index = class id. The package ships ``imagenet_2012.txt``,
+``coco_91cl_bkgr.txt`` and ``coco_80.txt`` (``LABELS_DIR``); a bare file name that is not in
+the current folder names one of them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.props import split_list
 
@@ -66,6 +68,8 @@ def read_labels_file(path: str | Path, prop: str = "labels-file") -> tuple[str, 
     """
     where = f"{prop} '{path}'"
     p = Path(path)
+    if not p.exists() and p.name == str(path) and (LABELS_DIR / p.name).is_file():
+        p = LABELS_DIR / p.name
     if not str(path).strip():
         raise ConfigError(f"property '{prop}' is empty; expected the path of a label file")
     if not p.exists():

@@ -28,6 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
 from torchstream.errors import ConfigError
 from torchstream.labels import read_labels_file
 
@@ -192,9 +193,6 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(MODEL_PROC_SCHEMA)
 
 
-# Where the shipped label files live in a source checkout (src/torchstream/ -> repo/labels):
-# lets the SPEC's ``"labels": "imagenet_2012.txt"`` work from any folder.
-REPO_LABELS_DIR = Path(__file__).resolve().parents[2] / "labels"
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,11 +273,15 @@ class ModelProc:
 def load_model_proc(path: str | Path) -> ModelProc:
     """Read, validate and parse the model-proc file at ``path``.
 
-    Relative label file paths in it are resolved against the file's own folder.
+    Relative label file paths in it are resolved against the file's own folder. A bare file
+    name that is not in the current folder names a model-proc file shipped in the package
+    (``centernet_coco.json``).
     """
     if not str(path).strip():
         raise ConfigError("model-proc: the path is empty; expected a JSON file")
     p = Path(os.path.expanduser(path))
+    if not p.exists() and p.name == str(path) and (MODEL_PROC_DIR / p.name).is_file():
+        p = MODEL_PROC_DIR / p.name
     source = f"model-proc {p}"
     try:
         if not p.exists():
@@ -649,10 +651,11 @@ def _resolve_labels_file(name: str, base_dir: Path, where: str) -> str:
     """A labels path from the file -> an absolute path of a readable label file.
 
     Absolute paths are taken as they are; relative ones are looked up in the model-proc file's
-    folder, then in the repository's ``labels/`` folder (the shipped label files).
+    folder, then among the label files shipped in the package (``LABELS_DIR``), so the SPEC's
+    ``"labels": "imagenet_2012.txt"`` works from any folder.
     """
     given = Path(os.path.expanduser(name))
-    candidates = [given] if given.is_absolute() else [base_dir / given, REPO_LABELS_DIR / given]
+    candidates = [given] if given.is_absolute() else [base_dir / given, LABELS_DIR / given]
     found = next((c for c in candidates if _is_file(c)), None)
     if found is None:
         tried = " or ".join(str(c) for c in candidates)

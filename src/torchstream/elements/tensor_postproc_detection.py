@@ -56,7 +56,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
                               None),
         "labels-file": string_prop(
             "Labels file", "Text file with one label per line, line index = label id "
-            "(labels/coco_91cl_bkgr.txt for torchvision detectors)", None),
+            "(coco_91cl_bkgr.txt, shipped, for torchvision detectors)", None),
         "threshold": double_prop(
             "Threshold", "0..1: a detection whose confidence is below it is dropped "
             "(0 keeps every detection)", 0.5),

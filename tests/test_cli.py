@@ -15,14 +15,15 @@ TORCHSTREAM = REPO / ".venv" / "bin" / "torchstream"
 
 
 
-def clean_shell(script: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    """Run ``script`` in bash with no environment but HOME and a minimal PATH.
+def clean_shell(script: str, timeout: int = 240, cwd: Path | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``script`` in bash with no environment but HOME, a minimal PATH and ``env``.
 
     The time limit is applied inside the shell, so a stuck command still returns its output.
     """
-    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin"}
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", **(env or {})}
     return subprocess.run(["timeout", "-k", "5", str(timeout), "bash", "-c", script], env=env,
-                          capture_output=True, text=True)
+                          cwd=cwd, capture_output=True, text=True)
 
 
 def test_gst_inspect_lists_every_element_after_env():

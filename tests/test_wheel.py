@@ -4,7 +4,6 @@ gives GStreamer every element and runs a classification pipeline there."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import COCKATOO
+from tests.test_cli import clean_shell
 from torchstream.elements import ELEMENTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,15 +56,11 @@ def installed(tmp_path_factory) -> Path:
     return root
 
 
-def clean_shell(root: Path, script: str) -> subprocess.CompletedProcess:
-    """``script`` in bash in ``root`` (outside the checkout) with only HOME and a plain PATH,
-    after ``eval "$(venv/bin/torchstream env)"``; GStreamer's registry goes under ``root``."""
-    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin",
-           "XDG_CACHE_HOME": str(root / "cache")}
-    return subprocess.run(
-        ["timeout", "-k", "5", "300", "bash", "-c",
-         f'eval "$(venv/bin/torchstream env)" && {script}'],
-        cwd=root, env=env, capture_output=True, text=True)
+def in_venv(root: Path, script: str) -> subprocess.CompletedProcess:
+    """``script`` in a clean shell in ``root`` (outside the checkout), after
+    ``eval "$(venv/bin/torchstream env)"``; GStreamer's registry goes under ``root``."""
+    return clean_shell(f'eval "$(venv/bin/torchstream env)" && {script}', timeout=300, cwd=root,
+                       env={"XDG_CACHE_HOME": str(root / "cache")})
 
 
 def test_the_installed_package_holds_everything(installed):
@@ -82,7 +78,7 @@ def test_the_installed_package_holds_everything(installed):
 
 
 def test_gst_inspect_finds_every_element_of_the_wheel(installed):
-    done = clean_shell(installed, "echo $GST_PLUGIN_PATH && gst-inspect-1.0 python")
+    done = in_venv(installed, "echo $GST_PLUGIN_PATH && gst-inspect-1.0 python")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.splitlines()[0].startswith(str(installed / "venv")), done.stdout[:300]
     for name in ELEMENTS:
@@ -92,7 +88,7 @@ def test_gst_inspect_finds_every_element_of_the_wheel(installed):
 
 def test_a_classification_pipeline_runs_from_the_wheel(installed, mobilenet_weights):
     """Labels by bare file name, from the package; the cockatoo is what the model sees most."""
-    done = clean_shell(
+    done = in_venv(
         installed,
         f"gst-launch-1.0 -q filesrc location={COCKATOO} ! decodebin ! "
         f"video_inference model=torchvision.models.mobilenet_v2 model-weights={mobilenet_weights}"

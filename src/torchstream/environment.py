@@ -44,3 +44,12 @@ def gst_environment() -> dict[str, str]:
         "PATH": path,
         "GST_REGISTRY": str(registry),
     }
+
+
+def shipped_or_given(path: str | Path, folder: Path) -> Path:
+    """``path``, or the file of that bare name shipped in ``folder`` when ``path`` is a bare
+    name with no such file in the current folder (``labels-file=imagenet_2012.txt``)."""
+    p = Path(path)
+    if not p.exists() and p.name == str(path) and (folder / p.name).is_file():
+        return folder / p.name
+    return p

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchstream.environment import LABELS_DIR
+from torchstream.environment import LABELS_DIR, shipped_or_given
 from torchstream.errors import ConfigError
 from torchstream.props import split_list
 
@@ -67,9 +67,7 @@ def read_labels_file(path: str | Path, prop: str = "labels-file") -> tuple[str, 
     ``prop`` and the file.
     """
     where = f"{prop} '{path}'"
-    p = Path(path)
-    if not p.exists() and p.name == str(path) and (LABELS_DIR / p.name).is_file():
-        p = LABELS_DIR / p.name
+    p = shipped_or_given(path, LABELS_DIR)
     if not str(path).strip():
         raise ConfigError(f"property '{prop}' is empty; expected the path of a label file")
     if not p.exists():

@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
+from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR, shipped_or_given
 from torchstream.errors import ConfigError
 from torchstream.labels import read_labels_file
 
@@ -279,9 +279,7 @@ def load_model_proc(path: str | Path) -> ModelProc:
     """
     if not str(path).strip():
         raise ConfigError("model-proc: the path is empty; expected a JSON file")
-    p = Path(os.path.expanduser(path))
-    if not p.exists() and p.name == str(path) and (MODEL_PROC_DIR / p.name).is_file():
-        p = MODEL_PROC_DIR / p.name
+    p = shipped_or_given(os.path.expanduser(path), MODEL_PROC_DIR)
     source = f"model-proc {p}"
     try:
         if not p.exists():

@@ -26,7 +26,7 @@ from torchstream.engines import (
     resolve_threads,
     usable_cpus,
 )
-from torchstream.environment import LABELS_DIR
+from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
 from torchstream.errors import ConfigError
 from torchstream.inference import BatchRunner
 from torchstream.model import LoadedModel, load_model
@@ -320,7 +320,7 @@ def test_pipelines_post_the_choice_and_give_torchs_outputs(bikes_frames, mobilen
 def test_an_engine_that_falls_back_warns_on_the_bus(bikes_frames, centernet):
     run = run_pipeline(
         f"appsrc name=src ! object_detect model={centernet} model-proc="
-        f"{REPO / 'model_proc' / 'centernet_coco.json'} engine=openvino ! appsink name=sink",
+        f"{MODEL_PROC_DIR / 'centernet_coco.json'} engine=openvino ! appsink name=sink",
         bikes_frames[:2])
     assert run.result.ok, run.error
     assert len(run.outputs) == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from dataclasses import dataclass
+from typing import Any
 
 from torchstream.errors import ConfigError, post_error
 from torchstream.gst import GLib, GObject, Gst
@@ -45,44 +47,102 @@ class FactoryMade:
             GObject.Value(GObject.Object, self).get_object()  # claims the orphaned wrapper
 
 
-def string_prop(nick: str, blurb: str, default: str | None):
-    return (str, nick, blurb, default, READWRITE)
+_GTYPES = {"string": str, "bool": bool, "element": Gst.Element}
+_NUMBER_GTYPES = {
+    "uint": (GObject.TYPE_UINT, 0, GLib.MAXUINT),
+    "int": (GObject.TYPE_INT, GLib.MININT, GLib.MAXINT),
+    "uint64": (GObject.TYPE_UINT64, 0, GLib.MAXUINT64),
+    "double": (GObject.TYPE_DOUBLE, -GLib.MAXDOUBLE, GLib.MAXDOUBLE),
+}
 
 
-def double_prop(nick: str, blurb: str, default: float):
-    """A float property whose range (e.g. 0..1) is checked when the element starts, so a bad
-    value becomes an element error rather than a GLib warning that is easy to miss."""
-    return (float, nick, blurb, -GLib.MAXDOUBLE, GLib.MAXDOUBLE, default, READWRITE)
+@dataclass(frozen=True)
+class Prop:
+    """One element property, declared once: what GObject registers, the default the element
+    starts with, the range the element checks when it starts, and the docs' type column.
+
+    A numeric property is registered with its type's whole range and its own range is
+    checked at start (:meth:`PropertyStore.check_ranges`): GObject only prints a warning for
+    a value outside a declared range and keeps the old value, so the element would run with a
+    setting the user did not ask for. ``also`` lists values allowed outside the range (-1 for
+    "from the model-proc"). The range is appended to the blurb, where gst-inspect shows it.
+    """
+
+    kind: str  # string, bool, element, uint, int, uint64, double
+    nick: str
+    blurb: str
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    also: tuple = ()
+    readable_only: bool = False
+
+    @property
+    def ranged(self) -> bool:
+        return self.minimum is not None
+
+    def range_text(self) -> str:
+        if not self.ranged:
+            return ""
+        text = f"{_number(self.minimum)}..{_number(self.maximum)}"
+        return " or ".join([_number(v) for v in self.also] + [text])
+
+    def gspec(self) -> tuple:
+        """The ``__gproperties__`` tuple PyGObject registers."""
+        flags = GObject.ParamFlags.READABLE if self.readable_only else READWRITE
+        blurb = f"{self.blurb} [{self.range_text()}]" if self.ranged else self.blurb
+        if self.kind in _NUMBER_GTYPES:
+            gtype, low, high = _NUMBER_GTYPES[self.kind]
+            return (gtype, self.nick, blurb, low, high, self.default, flags)
+        if self.kind == "element":
+            return (Gst.Element, self.nick, blurb, flags)
+        return (_GTYPES[self.kind], self.nick, blurb, self.default, flags)
+
+    def check(self, name: str, value) -> None:
+        if self.ranged and value not in self.also and not (
+                self.minimum <= value <= self.maximum):
+            raise ConfigError(f"property '{name}' must be in {self.range_text()}, got "
+                              f"{_number(value)}")
 
 
-class _Limited(tuple):
-    """A property spec that carries the range :meth:`PropertyStore.check_ranges` enforces."""
-
-    limits: tuple[int, int]
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def uint_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int):
-    """An unsigned property whose range is checked when the element starts (``check_ranges``):
-    declared to GObject with the full range, because GObject only prints a warning for a value
-    out of the declared one and keeps the old value, so the element would run with a setting
-    the user did not ask for. The blurb states the range gst-inspect no longer shows."""
-    spec = _Limited((GObject.TYPE_UINT, nick, f"{blurb} [{minimum}..{maximum}]", 0,
-                     GLib.MAXUINT, default, READWRITE))
-    spec.limits = (minimum, maximum)
-    return spec
+def string_prop(nick: str, blurb: str, default: str | None) -> Prop:
+    return Prop("string", nick, blurb, default)
+
+
+def bool_prop(nick: str, blurb: str, default: bool) -> Prop:
+    return Prop("bool", nick, blurb, default)
+
+
+def double_prop(nick: str, blurb: str, minimum: float, maximum: float, default: float,
+                also: tuple = ()) -> Prop:
+    return Prop("double", nick, blurb, default, minimum, maximum, also)
+
+
+def uint_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int) -> Prop:
+    return Prop("uint", nick, blurb, default, minimum, maximum)
+
+
+def int_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int) -> Prop:
+    return Prop("int", nick, blurb, default, minimum, maximum)
+
+
+def gproperties(props: dict[str, Prop]) -> dict[str, tuple]:
+    """A class's ``__gproperties__`` from its declarations."""
+    return {name: prop.gspec() for name, prop in props.items()}
 
 
 class PropertyStore:
-    """Keeps property values in ``self.settings`` keyed by property name, with defaults.
+    """Keeps property values in ``self.settings`` keyed by property name, starting from the
+    declared defaults of ``PROPERTIES`` (a dict of :class:`Prop`)."""
 
-    PyGObject consumes ``__gproperties__`` when it registers the type, so elements keep the
-    same dict as ``PROPERTIES`` too.
-    """
+    PROPERTIES: dict[str, Prop] = {}
 
     def _init_settings(self) -> None:
-        self.settings = {}
-        for name, spec in self.PROPERTIES.items():
-            self.settings[name] = spec[3] if spec[0] is str else spec[-2]
+        self.settings = {name: prop.default for name, prop in self.PROPERTIES.items()}
 
     def do_get_property(self, prop):
         return self.settings[prop.name]
@@ -91,12 +151,9 @@ class PropertyStore:
         self.settings[prop.name] = value
 
     def check_ranges(self) -> None:
-        """A ConfigError naming the first property (made by ``uint_prop``) out of its range."""
-        for name, spec in self.PROPERTIES.items():
-            limits = getattr(spec, "limits", None)
-            if limits is not None and not limits[0] <= self.settings[name] <= limits[1]:
-                raise ConfigError(f"property '{name}' must be in {limits[0]}..{limits[1]}, "
-                                  f"got {self.settings[name]}")
+        """A ConfigError naming the first property out of its declared range."""
+        for name, prop in self.PROPERTIES.items():
+            prop.check(name, self.settings[name])
 
 
 def guarded(failure):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from torchstream.elements._base import (
     FactoryMade,
+    Prop,
     PropertyStore,
+    gproperties,
     guarded,
     pad_templates,
     uint_prop,
 )
-from torchstream.gst import GLib, GObject, Gst, GstBase
+from torchstream.gst import GObject, Gst, GstBase
 
 _READ = GObject.ParamFlags.READABLE
 _DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
@@ -32,12 +34,12 @@ class FrameSkip(FactoryMade, PropertyStore, GstBase.BaseTransform):
     PROPERTIES = {
         "interval": uint_prop("Interval", "Pass one buffer in this many (1: every buffer)", 1,
                               1_000_000, 1),
-        "passed": (GObject.TYPE_UINT64, "Passed", "Buffers passed since the element started",
-                   0, GLib.MAXUINT64, 0, _READ),
-        "dropped": (GObject.TYPE_UINT64, "Dropped", "Buffers dropped since the element "
-                    "started", 0, GLib.MAXUINT64, 0, _READ),
+        "passed": Prop("uint64", "Passed", "Buffers passed since the element started", 0,
+                       readable_only=True),
+        "dropped": Prop("uint64", "Dropped", "Buffers dropped since the element started", 0,
+                        readable_only=True),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()

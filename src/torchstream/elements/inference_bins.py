@@ -12,10 +12,11 @@ from pathlib import Path
 
 from torchstream.bins import Chain, Step, plan_chain
 from torchstream.elements._base import (
-    READWRITE,
     FactoryMade,
     PropertyStore,
+    bool_prop,
     double_prop,
+    gproperties,
     pad_templates,
     string_prop,
     uint_prop,
@@ -50,12 +51,12 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
         "labels": string_prop("Labels", "Label names by class id, <a,b,c>", None),
         "labels-file": string_prop("Labels file", "Text file, one label per line, line index "
                                    "= class id", None),
-        "threshold": double_prop("Threshold", threshold_blurb, -1.0),
+        "threshold": double_prop("Threshold", threshold_blurb, 0.0, 1.0, -1.0, also=(-1.0,)),
         "inference-interval": uint_prop(
             "Inference interval", "Run the model on one frame in N; the frames in between "
             "pass with no results, or the last ones (repeat-metadata)", 1, 1_000_000, 1),
-        "repeat-metadata": (bool, "Repeat metadata", "Put the last results on the frames "
-                            "inference-interval skips", False, READWRITE),
+        "repeat-metadata": bool_prop("Repeat metadata", "Put the last results on the frames "
+                                     "inference-interval skips", False),
         "inference-region": string_prop(
             "Inference region", "full-frame: the model sees the whole frame; roi-list: each "
             "region on the frame (object_classify)", region),
@@ -66,9 +67,9 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
     }
 
 
-_DETECT_THRESHOLD = ("0..1: detections below it are dropped; -1: the model-proc's threshold, "
+_DETECT_THRESHOLD = ("Detections below it are dropped; -1: the model-proc's threshold, "
                      "else 0.5")
-_LABEL_THRESHOLD = ("0..1: a classification below it is not attached; -1: the model-proc's "
+_LABEL_THRESHOLD = ("A classification below it is not attached; -1: the model-proc's "
                     "threshold, else 0 (always attached)")
 
 
@@ -102,15 +103,11 @@ class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
         self._assemble()
 
     def _check_settings(self) -> None:
-        """What the chain plan does not check before it uses it: a threshold outside -1 and
-        0..1 (silently taken as the default, or ignored without post-processing), and a model
-        file that is not there (object_classify otherwise reports only that the input size of
-        the model is unknown)."""
+        """What the chain plan does not check before it uses it: the declared ranges (a
+        threshold out of range would be taken as the default, or ignored without
+        post-processing), and a model file that is not there (object_classify otherwise
+        reports only that the input size of the model is unknown)."""
         self.check_ranges()
-        threshold = self.settings["threshold"]
-        if threshold != -1.0 and not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"property 'threshold' must be -1 (the default) or in 0..1, "
-                              f"got {threshold}")
         model = (self.settings["model"] or "").strip()
         if model and Path(model).suffix.lower() in MODEL_FILE_SUFFIXES + OPENVINO_MODEL_SUFFIXES \
                 and not is_torchvision_name(model):
@@ -162,7 +159,7 @@ class VideoInference(_InferenceBin):
     __gsttemplates__ = pad_templates(None)
     KIND = "video_inference"
     PROPERTIES = _common_properties(_LABEL_THRESHOLD, "full-frame")
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
 
 class ObjectDetect(_InferenceBin):
@@ -177,7 +174,7 @@ class ObjectDetect(_InferenceBin):
     __gsttemplates__ = pad_templates(None)
     KIND = "object_detect"
     PROPERTIES = _common_properties(_DETECT_THRESHOLD, "full-frame")
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
 
 class ObjectClassify(_InferenceBin):
@@ -198,5 +195,5 @@ class ObjectClassify(_InferenceBin):
             "between, each region keeps the label of the region of the same label it overlaps "
             "most (IoU >= 0.5) on the last classified frame", 1, 1_000_000, 1),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 

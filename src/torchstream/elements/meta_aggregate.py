@@ -24,9 +24,10 @@ from torchstream.aggregate import (
 )
 from torchstream.elements._base import (
     FLOW_ERROR,
-    READWRITE,
     FactoryMade,
     PropertyStore,
+    bool_prop,
+    gproperties,
     guarded,
 )
 from torchstream.errors import TorchstreamError
@@ -95,19 +96,18 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
         _template("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS),
     )
     PROPERTIES = {
-        "attach-tensor-data": (
-            bool, "Attach tensor data",
+        "attach-tensor-data": bool_prop(
+            "Attach tensor data",
             "Also keep the matched inference buffers (the raw output tensors, not copied) on "
-            "each frame, readable with torchstream.meta.read_tensor_data", True,
-            READWRITE),
-        "repeat-metadata": (
-            bool, "Repeat metadata",
+            "each frame, readable with torchstream.meta.read_tensor_data", True),
+        "repeat-metadata": bool_prop(
+            "Repeat metadata",
             "On a frame a tensor pad has no result for (the inference branch skipped it), "
             "repeat what that pad's last result added: its frame classifications and regions, "
             "and its region classifications on the regions of the same label that overlap "
-            "(IoU >= 0.5)", False, READWRITE),
+            "(IoU >= 0.5)", False),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()

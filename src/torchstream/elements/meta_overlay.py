@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from torchstream.elements._base import (
     FLOW_ERROR,
-    READWRITE,
     FactoryMade,
     PropertyStore,
+    double_prop,
+    gproperties,
     guarded,
     pad_templates,
     uint_prop,
@@ -46,14 +47,14 @@ class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
         "lines-thickness": uint_prop(
             "Lines thickness", "Box line thickness in pixels; 0 = from the frame size "
             "(shorter side / 300, at least 1)", 0, 1000, 0),
-        "font-scale": (float, "Font scale", "OpenCV font scale of the labels (1 = about 22 px "
-                       "capital height); 0 = from the frame size (shorter side / 800, at least "
-                       "0.4)", 0.0, 100.0, 0.0, READWRITE),
+        "font-scale": double_prop(
+            "Font scale", "OpenCV font scale of the labels (1 = about 22 px capital height); "
+            "0 = from the frame size (shorter side / 800, at least 0.4)", 0.0, 100.0, 0.0),
         "font-thickness": uint_prop(
             "Font thickness", "Stroke thickness of the labels in pixels; 0 = from the font "
             "scale (1.5 x scale, at least 1)", 0, 1000, 0),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()

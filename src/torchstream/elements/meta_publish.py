@@ -11,6 +11,7 @@ from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
     PropertyStore,
+    gproperties,
     guarded,
     pad_templates,
     string_prop,
@@ -35,7 +36,7 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
             "File path", "File the JSON Lines are written to (created or truncated at start); "
             "empty = stdout", ""),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()

@@ -17,9 +17,11 @@ a missing ``process`` or elements that cannot be linked fail that state change w
 from __future__ import annotations
 
 from torchstream.elements._base import (
-    READWRITE,
     FactoryMade,
+    Prop,
     PropertyStore,
+    gproperties,
+    int_prop,
     pad_templates,
 )
 from torchstream.errors import ConfigError, post_error
@@ -47,14 +49,14 @@ _QUEUE_BLURBS = {
 }
 
 
-def _element_prop(stage: str):
-    return (Gst.Element, stage.capitalize(), _STAGE_BLURBS[stage], READWRITE)
+def _element_prop(stage: str) -> Prop:
+    return Prop("element", stage.capitalize(), _STAGE_BLURBS[stage])
 
 
-def queue_prop(stage: str):
-    return (int, f"{stage.capitalize()} queue size",
-            f"Buffers in the {_QUEUE_BLURBS[stage]}: -1 no queue (same thread), 0 unbounded, "
-            "N at most N buffers", -1, GLib.MAXINT, DEFAULT_QUEUE_SIZE[stage], READWRITE)
+def queue_prop(stage: str) -> Prop:
+    return int_prop(f"{stage.capitalize()} queue size",
+                    f"Buffers in the {_QUEUE_BLURBS[stage]}: -1 no queue (same thread), 0 "
+                    "unbounded, N at most N buffers", -1, GLib.MAXINT, DEFAULT_QUEUE_SIZE[stage])
 
 
 def queue_for(size: int, name: str) -> Gst.Element | None:
@@ -200,16 +202,16 @@ class ProcessBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
         **{stage: _element_prop(stage) for stage in STAGES},
         **{f"{stage}-queue-size": queue_prop(stage) for stage in QUEUED},
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()
-        self.settings = {stage: None for stage in STAGES}
-        self.settings.update({f"{s}-queue-size": DEFAULT_QUEUE_SIZE[s] for s in QUEUED})
+        self._init_settings()
         self._init_staged()
 
     def do_change_state(self, transition):
         return self._change_state(transition)
 
     def _build(self) -> None:
+        self.check_ranges()
         self._assemble()

@@ -8,6 +8,7 @@ from torchstream.caps import config_from_fields
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
+    gproperties,
     guarded,
     pad_templates,
     restrict,
@@ -36,7 +37,7 @@ class TensorConvert(FactoryMade, GstBase.BaseTransform):
     )
     __gsttemplates__ = pad_templates(_SINK_CAPS, "other/tensors,num_tensors=(uint)1,types=uint8")
     PROPERTIES: dict = {}
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()

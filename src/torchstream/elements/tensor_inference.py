@@ -19,6 +19,7 @@ from torchstream.elements._base import (
     PropertyStore,
     add_chain_pads,
     answer_src_caps_query,
+    gproperties,
     guarded,
     pad_templates,
     post_engine_choice,
@@ -243,7 +244,7 @@ class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.El
         "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
         "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
     do_change_state = TensorInference.do_change_state
 
     def _load_model(self):
@@ -274,7 +275,7 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
         "threads": uint_prop("Threads", "Threads of the forward pass; 0: every CPU this "
                              "process may use", 0, 1024, 0),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
     do_change_state = TensorInference.do_change_state
 
     def _load_model(self):

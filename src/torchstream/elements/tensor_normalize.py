@@ -11,6 +11,7 @@ from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
     PropertyStore,
+    gproperties,
     guarded,
     pad_templates,
     restrict,
@@ -56,7 +57,7 @@ class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
         "std": string_prop("Std", "Per-channel standard deviation <a,b,c> (or one value) "
                            "divided by last", "<1>"),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()

@@ -15,15 +15,17 @@ from torchstream.caps import MEDIA_TYPE, config_from_fields
 from torchstream.detection import AUTO, DetectionParams, detect, input_size
 from torchstream.elements._base import (
     FLOW_ERROR,
-    READWRITE,
     FactoryMade,
+    Prop,
     PropertyStore,
     double_prop,
+    gproperties,
     guarded,
+    int_prop,
     pad_templates,
     string_prop,
 )
-from torchstream.gst import GLib, GObject, Gst, GstBase
+from torchstream.gst import GLib, Gst, GstBase
 from torchstream.labels import load_labels
 from torchstream.meta import (
     ModelRecord,
@@ -36,8 +38,8 @@ from torchstream.meta import (
 from torchstream.tensors import MappedTensors, to_torch
 
 
-def index_prop(nick: str, blurb: str):
-    return (GObject.TYPE_INT, nick, blurb, AUTO, GLib.MAXINT32, AUTO, READWRITE)
+def index_prop(nick: str, blurb: str) -> Prop:
+    return int_prop(nick, blurb, AUTO, GLib.MAXINT32, AUTO)
 
 
 class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform):
@@ -58,8 +60,8 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             "Labels file", "Text file with one label per line, line index = label id "
             "(coco_91cl_bkgr.txt, shipped, for torchvision detectors)", None),
         "threshold": double_prop(
-            "Threshold", "0..1: a detection whose confidence is below it is dropped "
-            "(0 keeps every detection)", 0.5),
+            "Threshold", "A detection whose confidence is below it is dropped "
+            "(0 keeps every detection)", 0.0, 1.0, 0.5),
         "box-index": index_prop(
             "Box index", "-1: auto. One output tensor: column of x1 in its last axis (the box "
             "is 4 consecutive columns x1,y1,x2,y2); several outputs: index of the box output"),
@@ -70,7 +72,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             "Confidence index", "-1: auto. One output tensor: column of the confidence; "
             "several outputs: index of the confidence output"),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,6 +84,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
 
     @guarded(False)
     def do_start(self):
+        self.check_ranges()
         s = self.settings
         self.params = DetectionParams(
             threshold=s["threshold"],

@@ -15,6 +15,7 @@ from torchstream.elements._base import (
     FactoryMade,
     PropertyStore,
     double_prop,
+    gproperties,
     guarded,
     pad_templates,
     string_prop,
@@ -30,7 +31,7 @@ from torchstream.meta import (
     read_tensors_record,
     write_results,
 )
-from torchstream.postproc import LABEL_METHODS, LabelParams, classify, classify_rows, num_classes
+from torchstream.postproc import LabelParams, classify, classify_rows, num_classes
 from torchstream.tensors import MappedTensors, to_torch
 
 
@@ -62,13 +63,13 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
             "Layer name", "Output tensor to read, by name, when the model has several outputs",
             None),
         "threshold": double_prop(
-            "Threshold", "0..1: a result whose confidence is below it is not attached "
-            "(0 attaches every result)", 0.0),
+            "Threshold", "A result whose confidence is below it is not attached "
+            "(0 attaches every result)", 0.0, 1.0, 0.0),
         "compound-threshold": double_prop(
-            "Compound threshold", "0..1: sigmoid value from which a class joins the label "
-            "of method=compound", 0.5),
+            "Compound threshold", "Sigmoid value from which a class joins the label "
+            "of method=compound", 0.0, 1.0, 0.5),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,14 +81,10 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
 
     @guarded(False)
     def do_start(self):
+        self.check_ranges()
         s = self.settings
-        method = (s["method"] or "").strip().lower()
-        if method not in LABEL_METHODS:
-            raise ConfigError(
-                f"property 'method' is {s['method']!r}; expected one of {', '.join(LABEL_METHODS)}"
-            )
         self.params = LabelParams(
-            method=method,
+            method=(s["method"] or "").strip().lower(),
             attribute=s["attribute-name"] or "",
             threshold=s["threshold"],
             compound_threshold=s["compound-threshold"],

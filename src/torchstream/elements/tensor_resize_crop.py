@@ -15,13 +15,15 @@ from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
     PropertyStore,
+    bool_prop,
+    gproperties,
     guarded,
     pad_templates,
     restrict,
     string_prop,
 )
 from torchstream.errors import CapsError, ConfigError
-from torchstream.gst import GObject, Gst, GstBase
+from torchstream.gst import Gst, GstBase
 from torchstream.meta import FrameMapping, read_frame_mapping, write_frame_mapping
 from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_size
 from torchstream.tensors import mapped, to_torch
@@ -61,8 +63,7 @@ def resize_properties(mode_note: str = "") -> dict:
                             "none", ""),
         "interpolation": string_prop("Interpolation", f"One of {', '.join(INTERPOLATIONS)}",
                                      "bilinear"),
-        "antialias": (bool, "Antialias", "Antialias when downscaling (as torchvision)", True,
-                      GObject.ParamFlags.READWRITE),
+        "antialias": bool_prop("Antialias", "Antialias when downscaling (as torchvision)", True),
     }
 
 
@@ -89,7 +90,7 @@ class TensorResizeCrop(FactoryMade, PropertyStore, GstBase.BaseTransform):
     )
     __gsttemplates__ = pad_templates(_CAPS)
     PROPERTIES = resize_properties()
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ from torchstream.elements._base import (
     PropertyStore,
     add_chain_pads,
     answer_src_caps_query,
+    gproperties,
     guarded,
     pad_templates,
     restrict,
@@ -51,7 +52,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
             "Object class", "Comma-separated region labels to crop (e.g. car,person); empty: "
             "every region", ""),
     }
-    __gproperties__ = PROPERTIES
+    __gproperties__ = gproperties(PROPERTIES)
 
     def __init__(self) -> None:
         super().__init__()

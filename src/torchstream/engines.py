@@ -422,26 +422,28 @@ _choices: OrderedDict[Hashable, tuple[Choice, Any]] = OrderedDict()
 _choices_lock = threading.Lock()
 
 
-def cached_choice(key: Hashable | None, make: Callable[[], Choice], owner: Any = None) -> Choice:
-    """The choice made earlier under ``key``, else ``make()``, kept with ``owner`` (the loaded
+def cached_choice(key: Hashable | None, make: Callable[[], Choice],
+                  owner: Any = None) -> tuple[Choice, bool]:
+    """The choice made earlier under ``key`` (and True), else ``make()`` (and False), kept
+    with ``owner`` (the loaded
     model the engine is made from, which stays loaded for as long: a model loaded again then
     shares its weights instead of holding a second copy). ``key`` must name the weights too
     (``None``: nothing to name them by, always made afresh). TorchScript keeps every traced
     class's graphs for the life of the process (about 13 MB per trace of resnet50), so an
     engine is built once per key and reused."""
     if key is None:
-        return make()
+        return make(), False
     with _choices_lock:
         entry = _choices.get(key)
         if entry is not None:
             _choices.move_to_end(key)
-            return entry[0]
+            return entry[0], True
     choice = make()
     with _choices_lock:
         _choices[key] = (choice, owner)
         while len(_choices) > CHOICE_CACHE_SIZE:
             _choices.popitem(last=False)
-    return choice
+    return choice, False
 
 
 def signature(args: Sequence[Any]) -> tuple:

@@ -120,6 +120,7 @@ class BatchRunner:
         self.engine = model.module if isinstance(model.module, Engine) else TorchEngine(
             model.module, resolve_threads(int(threads), "torch"))
         self.choice: Choice | None = None
+        self.choice_reused = False  # the choice came from an earlier runner of the same model
         self.spec: OutputSpec | None = None  # set by probe()
 
     def _args(self, inputs: Sequence[Sequence]) -> list:
@@ -151,7 +152,7 @@ class BatchRunner:
         if self.model.identity is not None:
             key = (self.model.identity, self.asked, graph_mode, threads, signature(args[0]),
                    str(self.model.device))
-        self.choice = cached_choice(key, lambda: choose_for_model(
+        self.choice, self.choice_reused = cached_choice(key, lambda: choose_for_model(
             self.model, engine, graph_mode, threads, args, outputs), owner=self.model)
         self.engine = self.choice.engine
 

@@ -20,7 +20,7 @@ from torchstream.errors import ConfigError
 from torchstream.props import split_list
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Labels:
     """Label names by class id, and where they came from (for error messages)."""
 
@@ -30,6 +30,9 @@ class Labels:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def __repr__(self) -> str:  # short: it appears in the debug log
+        return f"Labels({len(self.names)} names from {self.source})"
 
     def name(self, label_id: int) -> str:
         """The name of ``label_id``; a ConfigError when the list has no such id."""

@@ -180,7 +180,7 @@ def guarded(failure):
 ENGINE_DETAILS = "torchstream-engine"  # the details structure of that message
 
 
-def post_engine_choice(element: Gst.Element, what: str, choice) -> None:
+def post_engine_choice(element: Gst.Element, category, what: str, choice) -> None:
     """Say which engine runs the model and why: an INFO message on the bus and the debug log,
     a WARNING when an engine asked for (or tried) could not run it. The message's details
     (a ``torchstream-engine`` structure) name the engine for programs: ``engine`` (its
@@ -188,7 +188,7 @@ def post_engine_choice(element: Gst.Element, what: str, choice) -> None:
     if choice is None:
         return
     text = f"{what}: {choice.note}"
-    Gst.info(f"{element.get_name()}: {text}")
+    (category.warning if choice.fallback else category.info)(element, text)
     details = Gst.Structure.new_empty(ENGINE_DETAILS)
     details.set_value("engine", choice.engine.label)
     details.set_value("fallback", choice.fallback)

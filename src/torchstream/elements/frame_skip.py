@@ -17,9 +17,13 @@ from torchstream.elements._base import (
     uint_prop,
 )
 from torchstream.gst import GObject, Gst, GstBase
+from torchstream.gstlog import DebugCategory
 
 _READ = GObject.ParamFlags.READABLE
 _DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
+
+
+CAT = DebugCategory("torchstream-frameskip", "frame_skip: buffers passed and skipped")
 
 
 class FrameSkip(FactoryMade, PropertyStore, GstBase.BaseTransform):
@@ -64,6 +68,13 @@ class FrameSkip(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self.seen += 1
         if keep:
             self.settings["passed"] += 1
+            CAT.log(self, "buffer passed")
             return Gst.FlowReturn.OK
         self.settings["dropped"] += 1
+        CAT.log(self, "buffer skipped")
         return _DROPPED
+
+    def do_stop(self):
+        CAT.info(self, f"{self.settings['passed']} buffers passed, {self.settings['dropped']} "
+                       "skipped")
+        return True

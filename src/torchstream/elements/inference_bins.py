@@ -26,6 +26,7 @@ from torchstream.engines import ENGINE_BLURB, OPENVINO_MODEL_SUFFIXES, THREADS_B
 from torchstream.errors import ConfigError
 from torchstream.graph import GRAPH_MODE_BLURB
 from torchstream.gst import Gst
+from torchstream.gstlog import DebugCategory
 from torchstream.model import MODEL_FILE_SUFFIXES, check_file, is_torchvision_name
 
 
@@ -73,6 +74,10 @@ _LABEL_THRESHOLD = ("A classification below it is not attached; -1: the model-pr
                     "threshold, else 0 (always attached)")
 
 
+CAT = DebugCategory("torchstream-bins",
+                    "video_inference, object_detect, object_classify: the planned chain")
+
+
 class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
     """Shared by the three bins; each subclass says its kind and its properties."""
 
@@ -100,6 +105,7 @@ class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
             "repeat-metadata": chain.repeat}, "aggregate"))
         self.settings["postaggregate"] = None
         self.chain = chain
+        CAT.info(self, f"{self.KIND}: {_describe(chain)}")
         self._assemble()
 
     def _check_settings(self) -> None:
@@ -130,6 +136,16 @@ class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
         stage_bin.add_pad(Gst.GhostPad.new("sink", elements[0].get_static_pad("sink")))
         stage_bin.add_pad(Gst.GhostPad.new("src", elements[-1].get_static_pad("src")))
         return stage_bin
+
+
+def _describe(chain: Chain) -> str:
+    """The planned stages as gst-launch text (for the log)."""
+    def text(steps) -> str:
+        return " ! ".join(
+            " ".join([step.factory] + [f"{k}={v}" for k, v in step.props.items()
+                                       if v is not None]) for step in steps) or "none"
+    return (f"preprocess: {text(chain.preprocess)}; process: {text(chain.process)}; "
+            f"postprocess: {text(chain.postprocess)}")
 
 
 def _make(step: Step) -> Gst.Element:

@@ -32,6 +32,7 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import TorchstreamError
 from torchstream.gst import GObject, Gst, GstBase
+from torchstream.gstlog import DebugCategory
 from torchstream.meta import (
     FrameResults,
     attach_tensor_data,
@@ -70,7 +71,11 @@ def _shallow_copy(buf: Gst.Buffer) -> Gst.Buffer:
     return buf.copy_region(_SHALLOW, 0, _WHOLE)
 
 
+CAT = DebugCategory("torchstream-aggregate", "meta_aggregate: results matched to frames")
+
+
 @dataclass
+
 class _Found:
     """One tensor buffer's contribution to a frame."""
 
@@ -267,6 +272,8 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
             if kept:
                 attach_tensor_data(frame, _unique_sources(kept))
         self._update_segment()
+        CAT.log(self, lambda: f"frame {self.frames_out}: {len(found)} results matched, "
+                              f"{len(repeat)} repeated")
         self.frames_out += 1
         return self.finish_buffer(frame)
 

@@ -21,6 +21,7 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import TorchstreamError
 from torchstream.gst import Gst, GstBase, GstVideo
+from torchstream.gstlog import DebugCategory
 from torchstream.meta import read_results
 from torchstream.overlay import (
     OVERLAY_FORMATS,
@@ -31,6 +32,9 @@ from torchstream.overlay import (
 )
 
 _CAPS = "video/x-raw,format=(string){ " + ", ".join(OVERLAY_FORMATS) + " }"
+
+
+CAT = DebugCategory("torchstream-overlay", "meta_overlay: drawing style and frames drawn")
 
 
 class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
@@ -74,6 +78,7 @@ class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self.info = info
         self.style = auto_style(info.width, info.height, s["lines-thickness"], s["font-scale"],
                                 s["font-thickness"])
+        CAT.info(self, f"{info.finfo.name} {info.width}x{info.height}: {self.style}")
         return True
 
     @guarded(FLOW_ERROR)
@@ -81,6 +86,8 @@ class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
         results = read_results(buf)
         if not is_drawable(results):
             return Gst.FlowReturn.OK  # nothing to draw: the frame is not mapped or touched
+        CAT.log(self, lambda: f"drawing {len(results.regions)} regions, "
+                              f"{len(results.classifications)} classifications")
         info = self.info
         offsets, strides = list(info.offset), list(info.stride)
         vmeta = GstVideo.buffer_get_video_meta(buf)

@@ -17,8 +17,11 @@ from torchstream.elements._base import (
     string_prop,
 )
 from torchstream.gst import Gst, GstBase
+from torchstream.gstlog import DebugCategory
 from torchstream.meta import read_results
 from torchstream.publish import JsonLinesWriter, frame_record
+
+CAT = DebugCategory("torchstream-publish", "meta_publish: JSON lines written")
 
 
 class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
@@ -54,6 +57,7 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
         writer = JsonLinesWriter(self.settings["file-path"])
         writer.open()
         self.writer = writer
+        CAT.info(self, f"writing JSON lines to {self.settings['file-path'] or 'stdout'}")
         return True
 
     @guarded(False)
@@ -84,5 +88,6 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
         record = frame_record(read_results(buf), self.frame, buf.pts, buf.duration,
                               self.width, self.height)
         self.writer.write(record)
+        CAT.log(self, lambda: f"frame {self.frame}: {len(record['regions'])} regions")
         self.frame += 1
         return Gst.FlowReturn.OK

@@ -26,10 +26,13 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import ConfigError, post_error
 from torchstream.gst import GLib, Gst
+from torchstream.gstlog import DebugCategory
 
 STAGES = ("preprocess", "process", "postprocess", "aggregate", "postaggregate")
 QUEUED = ("preprocess", "process", "postprocess", "aggregate")
 DEFAULT_QUEUE_SIZE = {"preprocess": 4, "process": 4, "postprocess": 4, "aggregate": 0}
+
+CAT = DebugCategory("torchstream-processbin", "processbin and the inference bins: assembly")
 
 _STAGE_BLURBS = {
     "preprocess": "Frames to model input (e.g. \"videoscale ! videoconvert ! "
@@ -186,6 +189,10 @@ class StagedBin:
                               "src pad")
         self.ghost_sink.set_target(sink)
         self.ghost_src.set_target(src)
+        queues = ", ".join(f"{stage} {self.settings[f'{stage}-queue-size']}" for stage in QUEUED)
+        CAT.info(self, ("linear chain" if aggregate is None else
+                        "tee to the inference branch and the frames' branch, joined by "
+                        f"'{aggregate.get_name()}'") + f"; queue sizes: {queues}")
 
 
 class ProcessBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):

@@ -14,6 +14,7 @@ from torchstream.elements._base import (
     restrict,
 )
 from torchstream.gst import Gst, GstBase, GstVideo
+from torchstream.gstlog import DebugCategory
 from torchstream.tensors import mapped
 from torchstream.video import (
     VIDEO_FORMATS,
@@ -24,6 +25,10 @@ from torchstream.video import (
 
 _SINK_CAPS = "video/x-raw,format=(string){ " + ", ".join(VIDEO_FORMATS) + " }"
 _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
+
+
+CAT = DebugCategory("torchstream-convert",
+                    "tensor_convert: video layout to tensor, zero-copy or packed")
 
 
 class TensorConvert(FactoryMade, GstBase.BaseTransform):
@@ -61,6 +66,9 @@ class TensorConvert(FactoryMade, GstBase.BaseTransform):
         if config.tensors[0].shape != layout.shape:
             raise ValueError(f"output caps {outcaps.to_string()} do not match the frame {layout}")
         self.layout = layout
+        CAT.info(self, f"{incaps.to_string()} -> tensor {list(layout.shape)}, "
+                       + ("zero-copy (rows unpadded)" if layout.is_contiguous
+                          else "packed into a new buffer (padded rows)"))
         return True
 
     @guarded((FLOW_ERROR, None))

@@ -10,7 +10,9 @@ fit BaseTransform's one-in-one-out contract.
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dimensions
 from torchstream.elements._base import (
@@ -31,6 +33,7 @@ from torchstream.engines import ENGINE_BLURB, THREADS_BLURB, asked_engine, load_
 from torchstream.errors import CapsError, TorchstreamError, exception_summary
 from torchstream.graph import GRAPH_MODE_BLURB
 from torchstream.gst import Gst
+from torchstream.gstlog import DebugCategory
 from torchstream.inference import BatchRunner
 from torchstream.meta import TensorsRecord, attach_tensors_record
 from torchstream.model import (
@@ -45,6 +48,19 @@ from torchstream.tensors import MappedTensors, buffer_from_tensors, to_torch
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
 _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
+CAT = DebugCategory("torchstream-inference", "pytorch_tensor_inference and "
+                    "openvino_tensor_inference: model loading, negotiation, engine, batches")
+
+
+@dataclass
+class _Stream:
+    """What one negotiation sets up: made at caps, dropped at stop (or at new caps)."""
+
+    in_config: object
+    runner: BatchRunner
+    output_spec: object
+    src_caps: Gst.Caps
+    pending: list[Gst.Buffer] = field(default_factory=list)  # the batch being filled
 
 
 class TensorInference:
@@ -63,12 +79,9 @@ class TensorInference:
         super().__init__()
         self._init_settings()
         self.sinkpad, self.srcpad = add_chain_pads(self)
-        self.model = None
-        self.runner = None
-        self.output_spec = None
-        self.in_config = None
-        self.src_caps = None
-        self.pending: list[Gst.Buffer] = []
+        self.model = None  # loaded at start, dropped at NULL
+        self.stream: _Stream | None = None
+        self._proposed_size = None
 
     # -- state ------------------------------------------------------------------------------
 
@@ -76,7 +89,10 @@ class TensorInference:
         if transition == Gst.StateChange.READY_TO_PAUSED:
             try:
                 self.check_ranges()
+                started = time.perf_counter()
                 self.model = self._load_model()
+                CAT.info(self, f"loaded {self.model.name} on {self.model.device} in "
+                               f"{time.perf_counter() - started:.2f} s")
             except Exception as exc:  # noqa: BLE001 - reported on the bus
                 from torchstream.errors import post_error
 
@@ -84,8 +100,7 @@ class TensorInference:
                 return Gst.StateChangeReturn.FAILURE
         result = Gst.Element.do_change_state(self, transition)
         if transition == Gst.StateChange.PAUSED_TO_READY:
-            self.pending.clear()
-            self.runner = self.output_spec = self.in_config = self.src_caps = None
+            self.stream = None
         elif transition == Gst.StateChange.READY_TO_NULL:
             self.model = None
         return result
@@ -106,6 +121,10 @@ class TensorInference:
                 size = None
         if size is not None:
             h, w = size
+            if size != self._proposed_size:  # asked at every caps query: said once
+                self._proposed_size = size
+                CAT.debug(self, f"proposing input {w}x{h} (3 channels, CHW): the weights' "
+                                "preprocessing size")
             caps.append(Gst.Caps.from_string(
                 f'{MEDIA_TYPE},num_tensors=(uint)1,dimensions=(string)"{w}:{h}:3"'))
         caps.append(_TEMPLATE.copy())
@@ -119,7 +138,8 @@ class TensorInference:
         return pad.query_default(parent, query)
 
     def _src_query(self, pad, parent, query):
-        return answer_src_caps_query(pad, parent, query, self.src_caps, _TEMPLATE)
+        caps = self.stream.src_caps if self.stream is not None else None
+        return answer_src_caps_query(pad, parent, query, caps, _TEMPLATE)
 
     @guarded(False)
     def _set_caps(self, caps: Gst.Caps) -> bool:
@@ -148,50 +168,62 @@ class TensorInference:
                 f"{type(exc).__name__}: {exception_summary(exc)}",
                 detail=str(exc),
             ) from exc
-        post_engine_choice(self, f"model {self.model.name}", runner.choice)
-        self.in_config, self.runner, self.output_spec = config, runner, spec
-        self.src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
-        return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))
+        post_engine_choice(self, CAT, f"model {self.model.name}", runner.choice)
+        if runner.choice_reused:
+            CAT.debug(self, "engine reused from an earlier pipeline with the same model, input "
+                            "and settings (not measured again)")
+        src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
+        CAT.info(self, f"input {caps.to_string()} -> output {src_caps.to_string()}")
+        self.stream = _Stream(config, runner, spec, src_caps)
+        return self.srcpad.push_event(Gst.Event.new_caps(src_caps))
 
     # -- data -------------------------------------------------------------------------------
 
     def _sink_event(self, pad, parent, event):
         kind = event.type
         if kind == Gst.EventType.CAPS:
-            if self.pending and self._flush_pending() != Gst.FlowReturn.OK:
+            if self._flush_pending() != Gst.FlowReturn.OK:
                 return False
             return self._set_caps(event.parse_caps())
         if kind == Gst.EventType.EOS:
             self._flush_pending()
-        elif kind == Gst.EventType.FLUSH_STOP:
-            self.pending.clear()
+        elif kind == Gst.EventType.FLUSH_STOP and self.stream is not None:
+            if self.stream.pending:
+                CAT.debug(self, f"flush: {len(self.stream.pending)} buffers of a partial batch "
+                                "dropped")
+            self.stream.pending.clear()
         return pad.event_default(parent, event)
 
+    @guarded(FLOW_ERROR)
     def _chain(self, pad, parent, buf):
-        self.pending.append(buf)
-        if len(self.pending) < int(self.settings["batch-size"]):
+        if self.stream is None:
+            raise CapsError("buffers arrived before caps were negotiated")
+        self.stream.pending.append(buf)
+        if len(self.stream.pending) < int(self.settings["batch-size"]):
             return Gst.FlowReturn.OK
         return self._flush_pending()
 
     @guarded(FLOW_ERROR)
     def _flush_pending(self):
-        batch, self.pending = self.pending, []
-        if not batch:
+        stream = self.stream
+        if stream is None or not stream.pending:
             return Gst.FlowReturn.OK
-        if self.runner is None:
-            raise CapsError("buffers arrived before caps were negotiated")
+        batch, stream.pending = stream.pending, []
+        started = time.perf_counter()
         with ExitStack() as stack:  # inputs stay mapped until the forward pass is done
             inputs, in_shapes = [], []
             for buf in batch:
-                mapping = MappedTensors(buf, self.in_config)
+                mapping = MappedTensors(buf, stream.in_config)
                 arrays = stack.enter_context(mapping)
                 in_shapes.append([tuple(shape) for shape in mapping.shapes])
                 inputs.append([to_torch(a, t.dtype)
-                               for a, t in zip(arrays, self.in_config.tensors, strict=True)])
-            if self.runner.region_batch:
-                names, rows = self.runner.run_rows(inputs, _row_counts(in_shapes))
+                               for a, t in zip(arrays, stream.in_config.tensors, strict=True)])
+            if stream.runner.region_batch:
+                names, rows = stream.runner.run_rows(inputs, _row_counts(in_shapes))
             else:
-                names, rows = self.runner.run(inputs)
+                names, rows = stream.runner.run(inputs)
+        CAT.log(self, lambda: f"ran {len(batch)} buffers (pts {_pts(batch[0])}) in "
+                              f"{(time.perf_counter() - started) * 1000:.1f} ms")
         outputs = []
         for inbuf, tensors, shapes in zip(batch, rows, in_shapes, strict=True):
             out = buffer_from_tensors(tensors)
@@ -199,9 +231,9 @@ class TensorInference:
             attach_tensors_record(out, TensorsRecord(
                 model=self.model.name,
                 names=names,
-                types=tuple(t.dtype for t in self.output_spec.config.tensors),
+                types=tuple(t.dtype for t in stream.output_spec.config.tensors),
                 dimensions=format_dimensions([tuple(t.shape) for t in tensors]),
-                input_types=tuple(t.dtype for t in self.in_config.tensors),
+                input_types=tuple(t.dtype for t in stream.in_config.tensors),
                 input_dimensions=format_dimensions(shapes),
             ))
             outputs.append(out)
@@ -283,6 +315,10 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
 
     def _runner_settings(self) -> tuple[str, str, int]:
         return ("auto", "auto", int(self.settings["threads"]))
+
+
+def _pts(buf: Gst.Buffer) -> str:
+    return "none" if buf.pts == Gst.CLOCK_TIME_NONE else f"{buf.pts / Gst.SECOND:.3f} s"
 
 
 def _row_counts(shapes: list[list[tuple[int, ...]]]) -> list[int]:

@@ -19,6 +19,7 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import CapsError
 from torchstream.gst import Gst, GstBase
+from torchstream.gstlog import DebugCategory
 from torchstream.meta import attach_tensors_record, read_tensors_record
 from torchstream.normalize import BatchNormalizer, NormalizeParams, Normalizer
 from torchstream.props import parse_float_list
@@ -38,6 +39,10 @@ def _retype(structure, new_type: str, expect: str):
             return None
         s.set_value("types", ",".join([new_type] * len(types)))
     return s
+
+
+CAT = DebugCategory("torchstream-normalize",
+                    "opencv_tensor_normalize: normalisation tables per caps")
 
 
 class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
@@ -104,6 +109,8 @@ class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
         else:
             self.normalizers = [Normalizer(self.params, t.shape) for t in config.tensors]
         self.in_config = config
+        CAT.info(self, f"{config.dimensions_string}: {self.params}"
+                       + (" (region batch)" if self.region_batch else ""))
         return True
 
     def do_transform_size(self, direction, caps, size, othercaps):

@@ -26,6 +26,7 @@ from torchstream.elements._base import (
     string_prop,
 )
 from torchstream.gst import GLib, Gst, GstBase
+from torchstream.gstlog import DebugCategory
 from torchstream.labels import load_labels
 from torchstream.meta import (
     ModelRecord,
@@ -40,6 +41,10 @@ from torchstream.tensors import MappedTensors, to_torch
 
 def index_prop(nick: str, blurb: str) -> Prop:
     return int_prop(nick, blurb, AUTO, GLib.MAXINT32, AUTO)
+
+
+CAT = DebugCategory("torchstream-postproc-detection",
+                    "tensor_postproc_detection: output layout, detections")
 
 
 class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform):
@@ -81,6 +86,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         self.set_passthrough(False)  # in place on a writable buffer: its metadata changes
         self.params: DetectionParams | None = None
         self.config = None
+        self.layout = None  # the output layout of the last buffer (logged when it changes)
 
     @guarded(False)
     def do_start(self):
@@ -93,11 +99,13 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             confidence_index=s["confidence-index"],
             labels=load_labels(s["labels"], s["labels-file"]),
         )
+        CAT.info(self, f"{self.params}")
         return True
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
         self.config = config_from_fields(incaps.get_structure(0))
+        self.layout = None  # found again from the first buffer
         return True
 
     @guarded(FLOW_ERROR)
@@ -110,6 +118,11 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             arrays = [to_torch(a, "bfloat16").float().numpy() if info.dtype == "bfloat16" else a
                       for a, info in zip(arrays, self.config.tensors, strict=True)]
             detections, layout = detect(arrays, names, self.params, size, mapping)
+        if layout != self.layout:
+            CAT.info(self, f"output layout: {layout}")
+            self.layout = layout
+        CAT.log(self, lambda: f"{len(detections)} detections at threshold "
+                              f"{self.params.threshold}")
         results = read_results(buf)
         results.regions = [
             Region(d.x_min, d.y_min, d.x_max, d.y_max, d.label, d.label_id, d.confidence, i)

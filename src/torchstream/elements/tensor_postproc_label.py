@@ -22,6 +22,7 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst, GstBase
+from torchstream.gstlog import DebugCategory
 from torchstream.labels import check_covers, load_labels
 from torchstream.meta import (
     ModelRecord,
@@ -33,6 +34,9 @@ from torchstream.meta import (
 )
 from torchstream.postproc import LabelParams, classify, classify_rows, num_classes
 from torchstream.tensors import MappedTensors, to_torch
+
+CAT = DebugCategory("torchstream-postproc-label",
+                    "tensor_postproc_label: labels and classifications")
 
 
 class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
@@ -90,6 +94,7 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
             compound_threshold=s["compound-threshold"],
             labels=load_labels(s["labels"], s["labels-file"]),
         )
+        CAT.info(self, f"{self.params}")
         return True
 
     @guarded(False)
@@ -152,6 +157,7 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
             else:
                 result = classify(array, self.params)
         model = ModelRecord(record.model, (layer,) if layer else ()) if record else None
+        CAT.log(self, lambda: f"{len(ids)} region rows" if ids is not None else f"{result}")
         if ids is not None:
             self._label_regions(buf, ids, rows, model)
         elif result is not None:

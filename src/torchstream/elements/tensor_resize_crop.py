@@ -24,6 +24,7 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import CapsError, ConfigError
 from torchstream.gst import Gst, GstBase
+from torchstream.gstlog import DebugCategory
 from torchstream.meta import FrameMapping, read_frame_mapping, write_frame_mapping
 from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_size
 from torchstream.tensors import mapped, to_torch
@@ -76,6 +77,9 @@ def resize_spec(settings: dict) -> ResizeSpec:
         interpolation=settings["interpolation"],
         antialias=bool(settings["antialias"]),
     )
+
+
+CAT = DebugCategory("torchstream-resize", "tensor_resize_crop: resize and crop plan per caps")
 
 
 class TensorResizeCrop(FactoryMade, PropertyStore, GstBase.BaseTransform):
@@ -133,6 +137,7 @@ class TensorResizeCrop(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self.out_shape = config_from_fields(outcaps.get_structure(0)).tensors[0].shape
         mapping = self.spec.mapping(*self.in_shape[1:])
         self.mapping = None if mapping.is_identity else mapping
+        CAT.info(self, f"{list(self.in_shape)} -> {list(self.out_shape)} ({self.spec})")
         return True
 
     def do_transform_size(self, direction, caps, size, othercaps):

@@ -24,6 +24,7 @@ from torchstream.elements._base import (
 from torchstream.elements.tensor_resize_crop import resize_properties, resize_spec
 from torchstream.errors import CapsError
 from torchstream.gst import Gst
+from torchstream.gstlog import DebugCategory
 from torchstream.meta import TensorsRecord, attach_tensors_record, read_results, write_roi_batch
 from torchstream.roi import RoiCropper, parse_classes, select_regions
 from torchstream.tensors import MappedTensors, buffer_from_tensors, to_torch
@@ -32,6 +33,9 @@ _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 _CAPS_TEMPLATE = Gst.Caps.from_string(_CAPS)
 _COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
 NAME = "rois"  # the output tensor's name in its tensors record
+
+
+CAT = DebugCategory("torchstream-roicrop", "tensor_roi_crop: region batches")
 
 
 class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
@@ -111,6 +115,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
         self.in_config = config
         self.out_info = TensorInfo("uint8", (0, shape[0], h, w))
         self.src_caps = Gst.Caps.from_string(TensorsConfig((self.out_info,)).to_caps_string())
+        CAT.info(self, f"frame {list(shape)} -> region batch {list(self.out_info.shape)}")
         return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))
 
     # -- data -------------------------------------------------------------------------------
@@ -125,6 +130,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
         if self.in_config is None:
             raise CapsError("buffers arrived before caps were negotiated")
         regions = select_regions(read_results(buf).regions, self.cropper.classes)
+        CAT.log(self, lambda: f"{len(regions)} regions cropped")
         with MappedTensors(buf, self.in_config) as arrays:
             batch = self.cropper.crop(to_torch(arrays[0], "uint8"), regions)
             out = buffer_from_tensors([batch])  # copies the crops before the frame is unmapped

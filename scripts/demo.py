@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from torchstream.cli import run_pipeline
-from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
+from torchstream.environment import MODEL_PROC_DIR
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 VIDEO = Path("/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4")
@@ -53,7 +53,7 @@ def detection_pipeline(video: Path, out_video: Path, out_json: Path) -> str:
         f'filesrc location="{video}" ! decodebin ! '
         f'object_detect model="{DETECTOR}" model-proc="{DETECTOR_PROC}" threshold=0.35 ! '
         "object_classify model=torchvision.models.mobilenet_v2 "
-        f'model-weights="{weights_file()}" labels-file="{LABELS_DIR / "imagenet_2012.txt"}" '
+        f'model-weights="{weights_file()}" '
         f"object-class=car ! {encode(out_json, out_video)}"
     )
 
@@ -66,8 +66,7 @@ def pipeline(video: Path, out_video: Path, out_json: Path) -> str:
     )
     process = f"pytorch_tensor_inference model=torchvision.models.mobilenet_v2 " \
               f"model-weights={weights_file()}"
-    postprocess = (f"tensor_postproc_label method=softmax "
-                   f"labels-file={LABELS_DIR / 'imagenet_2012.txt'}")
+    postprocess = "tensor_postproc_label method=softmax"  # labels: the weights' categories
     return (
         f'filesrc location="{video}" ! decodebin ! '
         f'processbin preprocess="{preprocess}" process="{process}" '

@@ -56,7 +56,12 @@ def test_a_classifier_gets_its_weights_own_transform(mobilenet_weights):
         "method": "softmax", "labels": None, "labels-file": str(IMAGENET)})]
     default = plan_chain("video_inference", settings(model=MOBILENET))
     assert default.preprocess[3].props["size"] == "232"
-    assert default.postprocess == ()  # no labels: the raw tensors are attached
+    # no labels given: the label element takes the weights' category names (from the
+    # tensors record); weights of one's own name no classes: the raw tensors are attached
+    assert steps(default.postprocess) == [("tensor_postproc_label", {
+        "method": "softmax", "labels": None, "labels-file": None})]
+    own = plan_chain("video_inference", settings(model=MOBILENET, model_weights="mine.pth"))
+    assert own.postprocess == ()
 
 
 def test_a_detector_gets_the_full_frame_in_0_1():

@@ -22,6 +22,7 @@ IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 COCO = LABELS_DIR / "coco_91cl_bkgr.txt"
 NAMES = IMAGENET.read_text().splitlines()
 MODEL = "torchvision.models.mobilenet_v2"
+CATEGORIES = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
 
 
 def preprocess(size: str = "width=224,height=224") -> str:
@@ -75,7 +76,8 @@ def test_max_is_the_argmax_with_the_raw_value(labelled):
         c = out.results.classification("classification")
         assert c.label_id == int(np.argmax(logits))
         assert c.confidence == float(logits.max())  # the float32 value, exactly
-        assert c.label == str(c.label_id)  # no labels given: the id as text
+        # no labels given: the names of the published weights the tensors record names
+        assert c.label == CATEGORIES[c.label_id]
     assert out.results.models == [ModelRecord(MODEL, ("output",))]
 
 

@@ -31,6 +31,7 @@ from torchstream.model import (
     classifier_preprocess,
     is_torchvision_name,
     torchvision_weights_for,
+    weights_categories,
 )
 from torchstream.modelproc import InputPreproc, ModelProc, OutputPostproc, load_model_proc
 
@@ -152,7 +153,8 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     else:
         _refuse_pytorch_settings(model, settings)
     process = (Step(backend, inference, "inference"),)
-    post = _postprocess(kind, detector, proc, settings)
+    labelled = not detector and bool(weights_categories(model, settings.get("model-weights")))
+    post = _postprocess(kind, detector, labelled, proc, settings)
     interval = int(settings.get("inference-interval") or 1)
     reclassify = int(settings.get("reclassify-interval") or 1)
     if kind == "object_classify":
@@ -239,7 +241,9 @@ def _preprocess(kind, region, model, weights, detector, preproc, settings):
     yield Step("opencv_tensor_normalize", norm, "normalize")
 
 
-def _postprocess(kind, detector, proc: ModelProc | None, settings) -> tuple[Step, ...]:
+def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> tuple[Step, ...]:
+    """``labelled``: a classifier whose published weights name its classes (the label
+    post-processing takes the names from the tensors record)."""
     post: OutputPostproc | None = proc.output_postproc[0] if proc and proc.output_postproc \
         else None
     if proc is not None and len(proc.output_postproc) > 1:
@@ -255,7 +259,7 @@ def _postprocess(kind, detector, proc: ModelProc | None, settings) -> tuple[Step
         converter = post.converter
     elif kind == "object_detect" or (kind == "video_inference" and detector):
         converter = "detection"
-    elif kind == "object_classify" or labels or labels_file:
+    elif kind == "object_classify" or labels or labels_file or labelled:
         converter = "label"
     else:
         converter = "raw_data_copy"

@@ -10,6 +10,7 @@ the current folder names one of them.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,6 +125,22 @@ def load_labels(labels: str | None, labels_file: str | None,
         return Labels(read_labels_file(labels_file, file_prop), f"{file_prop} '{labels_file}'",
                       from_file=True)
     return None
+
+
+@functools.lru_cache(maxsize=32)
+def weights_labels(weights: str) -> Labels | None:
+    """The category names of published torchvision weights (``MobileNet_V2_Weights.
+    IMAGENET1K_V1``), as the labels post-processing uses when it is given none; None when the
+    weights are unknown or carry no categories."""
+    if not weights:
+        return None
+    import torchvision.models as tvm
+
+    try:
+        categories = tvm.get_weight(weights).meta.get("categories")
+    except Exception:  # noqa: BLE001 - a name from another torchvision: no labels
+        return None
+    return Labels(tuple(categories), f"the categories of {weights}") if categories else None
 
 
 def check_covers(labels: Labels | Sequence[str], num_classes: int, source: str = "") -> None:

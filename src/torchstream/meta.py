@@ -100,6 +100,9 @@ class TensorsRecord:
     dimensions: str  # this buffer's real shapes, caps syntax (innermost first)
     input_types: tuple[str, ...] = ()
     input_dimensions: str = ""
+    # the published torchvision weights the model ran with (their categories label its
+    # outputs when post-processing is given no labels); "" for any other model
+    weights: str = ""
 
 
 def attach_tensors_record(buf: Gst.Buffer, record: TensorsRecord) -> None:
@@ -110,6 +113,7 @@ def attach_tensors_record(buf: Gst.Buffer, record: TensorsRecord) -> None:
         "dimensions": record.dimensions,
         "input-types": ",".join(record.input_types),
         "input-dimensions": record.input_dimensions,
+        "weights": record.weights,
     })
 
 
@@ -129,6 +133,7 @@ def read_tensors_record(buf: Gst.Buffer) -> TensorsRecord | None:
         dimensions=fields.get("dimensions", ""),
         input_types=split("input-types"),
         input_dimensions=fields.get("input-dimensions", ""),
+        weights=fields.get("weights", ""),
     )
 
 

@@ -48,7 +48,8 @@ class LoadedModel:
     source: str  # "torchvision", "torchscript", "export" or "pickle"
     preprocess: ClassifierPreprocess | None = None
     takes_image_list: bool = False
-    categories: tuple[str, ...] = field(default=())
+    categories: tuple[str, ...] = field(default=())  # of published weights only
+    weights: str = ""  # the published torchvision weights, e.g. MobileNet_V2_Weights.IMAGENET1K_V1
     # what it was loaded from (names, files with size and mtime, device): equal identities
     # hold equal weights; None for a model made by hand
     identity: tuple | None = None
@@ -158,6 +159,35 @@ def torchvision_weights_for(model: str, weights_file: str | None = None):
         if os.path.basename(urlparse(entry.url).path) == wanted:
             return entry
     return default
+
+
+def published_weights(model: str, weights_file: str | None = None):
+    """The torchvision weights entry the model's weights *are*: DEFAULT without a file, the
+    entry of a published file of the same name; None for a file of one's own (its classes may
+    not be the published ones) or a model with no weights. Its ``meta["categories"]`` are the
+    labels of the model's outputs."""
+    import torchvision.models as tvm
+
+    default = torchvision_default_weights(model)
+    if default is None or not weights_file:
+        return default
+    _, name = _torchvision_builder(model)
+    wanted = os.path.basename(weights_file)
+    for entry in tvm.get_model_weights(name):
+        if os.path.basename(urlparse(entry.url).path) == wanted:
+            return entry
+    return None
+
+
+def weights_categories(model: str, weights_file: str | None = None) -> tuple[str, ...]:
+    """The category names of the published weights the model runs with (() when none)."""
+    if not is_torchvision_name(model):
+        return ()
+    try:
+        entry = published_weights(model, weights_file)
+    except Exception:  # noqa: BLE001 - a bad name is reported when the model loads
+        return ()
+    return tuple(entry.meta.get("categories") or ()) if entry is not None else ()
 
 
 def weights_cache_path(weights) -> Path:
@@ -426,12 +456,16 @@ def load_model(model: str, weights_file: str | None = None, device: str = "cpu")
 def _load(model: str, weights_file: str | None, dev) -> LoadedModel:
     preprocess = None
     categories: tuple[str, ...] = ()
+    published = ""
     if is_torchvision_name(model):
         module, weights = _build_torchvision(model, weights_file)
         source = "torchvision"
         if weights is not None:
             preprocess = classifier_preprocess(weights)
-            categories = tuple(weights.meta.get("categories") or ())
+        entry = published_weights(model, weights_file)
+        if entry is not None:
+            published = str(entry)
+            categories = tuple(entry.meta.get("categories") or ())
     else:
         if weights_file:
             raise ConfigError(
@@ -455,4 +489,5 @@ def _load(model: str, weights_file: str | None, dev) -> LoadedModel:
         preprocess=preprocess,
         takes_image_list=_takes_image_list(module),
         categories=categories,
+        weights=published,
     )

@@ -235,6 +235,7 @@ class TensorInference:
                 dimensions=format_dimensions([tuple(t.shape) for t in tensors]),
                 input_types=tuple(t.dtype for t in stream.in_config.tensors),
                 input_dimensions=format_dimensions(shapes),
+                weights=self.model.weights,
             ))
             outputs.append(out)
         for out in outputs:

@@ -11,6 +11,8 @@ in :mod:`torchstream.detection`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torchstream.caps import MEDIA_TYPE, config_from_fields
 from torchstream.detection import AUTO, DetectionParams, detect, input_size
 from torchstream.elements._base import (
@@ -27,7 +29,7 @@ from torchstream.elements._base import (
 )
 from torchstream.gst import GLib, Gst, GstBase
 from torchstream.gstlog import DebugCategory
-from torchstream.labels import load_labels
+from torchstream.labels import load_labels, weights_labels
 from torchstream.meta import (
     ModelRecord,
     Region,
@@ -87,6 +89,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         self.params: DetectionParams | None = None
         self.config = None
         self.layout = None  # the output layout of the last buffer (logged when it changes)
+        self.weights_params: dict[str, DetectionParams] = {}  # params with a weights' labels
 
     @guarded(False)
     def do_start(self):
@@ -101,6 +104,20 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         )
         CAT.info(self, f"{self.params}")
         return True
+
+    def _params_for(self, record) -> DetectionParams:
+        """The settings, with the category names of the model's published torchvision weights
+        (named in the tensors record) as labels when no labels were given."""
+        params = self.params
+        if params.labels is not None or record is None or not record.weights:
+            return params
+        found = self.weights_params.get(record.weights)
+        if found is None:
+            labels = weights_labels(record.weights)
+            found = params if labels is None else replace(params, labels=labels)
+            self.weights_params[record.weights] = found
+            CAT.info(self, f"labels: {labels!r}")
+        return found
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
@@ -117,7 +134,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         with MappedTensors(buf, self.config) as arrays:
             arrays = [to_torch(a, "bfloat16").float().numpy() if info.dtype == "bfloat16" else a
                       for a, info in zip(arrays, self.config.tensors, strict=True)]
-            detections, layout = detect(arrays, names, self.params, size, mapping)
+            detections, layout = detect(arrays, names, self._params_for(record), size, mapping)
         if layout != self.layout:
             CAT.info(self, f"output layout: {layout}")
             self.layout = layout

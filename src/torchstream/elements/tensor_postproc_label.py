@@ -9,6 +9,8 @@ are defined in :mod:`torchstream.postproc`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torchstream.caps import MEDIA_TYPE, config_from_fields
 from torchstream.elements._base import (
     FLOW_ERROR,
@@ -23,7 +25,7 @@ from torchstream.elements._base import (
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst, GstBase
 from torchstream.gstlog import DebugCategory
-from torchstream.labels import check_covers, load_labels
+from torchstream.labels import check_covers, load_labels, weights_labels
 from torchstream.meta import (
     ModelRecord,
     add_classification,
@@ -82,6 +84,7 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self.set_passthrough(False)  # in place on a writable buffer: its metadata changes
         self.params: LabelParams | None = None
         self.config = None
+        self.weights_params: dict[str, LabelParams] = {}  # params with a weights' labels
 
     @guarded(False)
     def do_start(self):
@@ -152,10 +155,11 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
             array = arrays[index]
             if info.dtype == "bfloat16":
                 array = to_torch(array, "bfloat16").float().numpy()
+            params = self._params_for(record, array.shape)
             if ids is not None:
-                rows = classify_rows(array, self.params)
+                rows = classify_rows(array, params)
             else:
-                result = classify(array, self.params)
+                result = classify(array, params)
         model = ModelRecord(record.model, (layer,) if layer else ()) if record else None
         CAT.log(self, lambda: f"{len(ids)} region rows" if ids is not None else f"{result}")
         if ids is not None:
@@ -163,6 +167,26 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
         elif result is not None:
             add_classification(buf, result, model)
         return Gst.FlowReturn.OK
+
+    def _params_for(self, record, shape: tuple[int, ...]) -> LabelParams:
+        """The settings, with the category names of the model's published torchvision weights
+        (named in the tensors record) as labels when no labels were given and they name every
+        class of the output."""
+        params = self.params
+        if params.labels is not None or record is None or not record.weights:
+            return params
+        found = self.weights_params.get(record.weights)
+        if found is None:
+            labels = weights_labels(record.weights)
+            classes = num_classes(shape, params.method)
+            if labels is not None and classes is not None and classes != len(labels):
+                CAT.info(self, f"{labels!r} not used: the output has {classes} classes")
+                labels = None
+            found = params if labels is None else replace(params, labels=labels)
+            self.weights_params[record.weights] = found
+            if labels is not None:
+                CAT.info(self, f"labels: {labels!r}")
+        return found
 
     @staticmethod
     def _label_regions(buf, ids: tuple[int, ...], rows: list, model) -> None:

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convert_centernet: {e}", file=sys.stderr)
         return 2 if e.unavailable else 1
 
-    from torchstream.tfjs import TFJSError, convert
+    from scripts.tfjs import TFJSError, convert
 
     try:
         written = convert(src.model_json, args.out_dir, name="centernet", outputs=[OUTPUT],

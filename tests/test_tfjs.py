@@ -1,4 +1,4 @@
-"""The TF.js graph converter (torchstream.tfjs) and the CenterNet COCO detector built with it.
+"""The TF.js graph converter (scripts/tfjs.py) and the CenterNet COCO detector built with it.
 
 Every op is checked against an independent numpy version of TensorFlow's documented semantics
 (written out below), the real graph is checked node by node and end to end against a numpy
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
+from scripts import tfjs
 from scripts.fetch_centernet import CACHE_DIR, TARBALL, FetchError, fetch
-from torchstream import tfjs
 from torchstream.environment import LABELS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -353,7 +353,7 @@ def test_unsupported_op_is_named(tmp_path):
     path = _write_graph(tmp_path, nodes, [])
     with pytest.raises(tfjs.UnsupportedOpError, match="Erf"):
         tfjs.load_module(path)
-    done = subprocess.run([sys.executable, "-m", "torchstream.tfjs", "convert", str(path),
+    done = subprocess.run([sys.executable, "-m", "scripts.tfjs", "convert", str(path),
                            str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 1 and "unsupported TF op(s): Erf" in done.stderr
 

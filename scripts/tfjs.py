@@ -15,8 +15,8 @@ nothing. :class:`TFJSGraphModule` can be traced to TorchScript and exported with
 
 Command line::
 
-    python -m torchstream.tfjs ops <model.json>              # the ops a graph contains
-    python -m torchstream.tfjs convert <model.json> <out-dir> [--name centernet]
+    python -m scripts.tfjs ops <model.json>              # the ops a graph contains
+    python -m scripts.tfjs convert <model.json> <out-dir> [--name centernet]
 """
 
 from __future__ import annotations
@@ -755,7 +755,7 @@ def convert(model_json: str | Path, out_dir: str | Path, name: str | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m torchstream.tfjs",
+    p = argparse.ArgumentParser(prog="python -m scripts.tfjs",
                                 description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     o = sub.add_parser("ops", help="list the ops of a graph model")

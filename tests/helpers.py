@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +32,8 @@ class Output:
 @dataclass
 class Run:
     result: PipelineResult
-    outputs: list[Output] = field(default_factory=list)
-    per_sink: dict[str, list[Output]] = field(default_factory=dict)
+    outputs: list = field(default_factory=list)  # Output, or what ``receive`` made
+    per_sink: dict[str, list] = field(default_factory=dict)
 
     @property
     def error(self) -> str | None:
@@ -51,34 +53,49 @@ def buffer_arrays(buf: Gst.Buffer, caps: Gst.Caps) -> list[np.ndarray]:
         buf.unmap(info)
 
 
-def _collect(outputs: list[Output]):
-    def on_sample(sink):
-        sample = sink.emit("pull-sample")
-        buf, caps = sample.get_buffer(), sample.get_caps()
-        outputs.append(Output(buf.pts, buffer_arrays(buf, caps), caps.to_string(),
-                              read_tensors_record(buf)))
+def on_samples(pipeline: Gst.Pipeline, name: str,
+               receive: Callable[[Gst.Buffer, Gst.Caps], None],
+               sync: bool | None = False) -> None:
+    """Call ``receive(buffer, caps)`` for every buffer reaching the appsink ``name``
+    (``sync``: the appsink's own, None leaves it as the description sets it)."""
+    sink = pipeline.get_by_name(name)
+    sink.set_property("emit-signals", True)
+    if sync is not None:
+        sink.set_property("sync", sync)
+
+    def on_sample(appsink):
+        sample = appsink.emit("pull-sample")
+        receive(sample.get_buffer(), sample.get_caps())
         return Gst.FlowReturn.OK
 
-    return on_sample
+    sink.connect("new-sample", on_sample)
+
+
+def tensor_output(buf: Gst.Buffer, caps: Gst.Caps) -> Output:
+    return Output(buf.pts, buffer_arrays(buf, caps), caps.to_string(), read_tensors_record(buf))
 
 
 def run_pipeline(description: str, frames: list[np.ndarray] | None = None, fmt: str = "RGB",
-                 timeout: float = 60, fps: int = 25, sinks: tuple[str, ...] = ("sink",)) -> Run:
-    """Run ``description`` (which names appsinks ``sinks`` and, with frames, an appsrc "src")."""
+                 timeout: float = 60, fps: int = 25, sinks: tuple[str, ...] = ("sink",),
+                 receive: Callable[[Gst.Buffer, Gst.Caps], Any] = tensor_output,
+                 setup: Callable[[Gst.Pipeline], None] | None = None) -> Run:
+    """The one test harness: run ``description`` (which names appsinks ``sinks`` and, with
+    frames, an appsrc "src" that plays them) to its end; each sink's buffers become
+    ``receive(buffer, caps)`` items, in ``run.per_sink`` (``run.outputs``: the first sink's).
+    ``setup`` gets the pipeline before it starts."""
     pipeline = Gst.parse_launch(description)
     run = Run(PipelineResult(ok=False))
-    per_sink: dict[str, list[Output]] = {}
     for name in sinks:
-        sink = pipeline.get_by_name(name)
-        sink.set_property("emit-signals", True)
-        sink.set_property("sync", False)
-        per_sink[name] = []
-        sink.connect("new-sample", _collect(per_sink[name]))
+        items: list = []
+        run.per_sink[name] = items
+        on_samples(pipeline, name, lambda buf, caps, items=items: items.append(
+            receive(buf, caps)))
+    if setup is not None:
+        setup(pipeline)
     if frames is not None:
         feed_frames(pipeline.get_by_name("src"), frames, fmt, fps)
     run.result = run_to_end(pipeline, timeout)
-    run.outputs = per_sink[sinks[0]]
-    run.per_sink = per_sink
+    run.outputs = run.per_sink[sinks[0]]
     return run
 
 

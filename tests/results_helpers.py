@@ -4,15 +4,14 @@ buffer that reaches each appsink, its tensors or pixels and the results it carri
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from tests.helpers import buffer_arrays, feed_frames
+from tests.helpers import Run, buffer_arrays, run_pipeline
 from torchstream.elements._base import FLOW_ERROR, FactoryMade, guarded
 from torchstream.gst import GLib, Gst, GstBase, GstVideo
 from torchstream.meta import FrameResults, TensorsRecord, read_results, read_tensors_record
-from torchstream.pipeline import PipelineResult, run_to_end
 
 ROI_API = GstVideo.VideoRegionOfInterestMeta.get_info().api
 
@@ -39,16 +38,6 @@ class Received:
     results: FrameResults
     record: TensorsRecord | None
     rois: list[Roi]
-
-
-@dataclass
-class ResultsRun:
-    result: PipelineResult
-    per_sink: dict[str, list[Received]] = field(default_factory=dict)
-
-    @property
-    def error(self) -> str | None:
-        return self.result.error
 
 
 class MetaWriter(FactoryMade, GstBase.BaseTransform):
@@ -113,33 +102,19 @@ def _receive(buf: Gst.Buffer, caps: Gst.Caps, roi_ids, param_names) -> Received:
 def run_results(description: str, frames: list[np.ndarray], fmt: str = "RGB",
                 sinks: tuple[str, ...] = ("sink",), fps: int = 25, timeout: float = 60,
                 writers: dict[str, Callable[[Gst.Buffer, int], None]] | None = None,
-                roi_ids=None, param_names=("detection",)) -> ResultsRun:
+                roi_ids=None, param_names=("detection",)) -> Run:
     """Run ``description`` (an appsrc named "src", appsinks named ``sinks``).
 
     ``writers`` maps the name of a ``test_meta_writer`` element to a function called with each
     buffer passing it (writable) and the buffer's index, to write metadata.
     """
-    pipeline = Gst.parse_launch(description)
-    run = ResultsRun(PipelineResult(ok=False))
-    for name in sinks:
-        received: list[Received] = []
-        run.per_sink[name] = received
-        sink = pipeline.get_by_name(name)
-        sink.set_property("emit-signals", True)
-        sink.set_property("sync", False)
+    def setup(pipeline: Gst.Pipeline) -> None:
+        for name, write in (writers or {}).items():
+            pipeline.get_by_name(name).write = write
 
-        def on_sample(appsink, received=received):
-            sample = appsink.emit("pull-sample")
-            received.append(_receive(sample.get_buffer(), sample.get_caps(), roi_ids,
-                                     param_names))
-            return Gst.FlowReturn.OK
-
-        sink.connect("new-sample", on_sample)
-    for name, write in (writers or {}).items():
-        pipeline.get_by_name(name).write = write
-    feed_frames(pipeline.get_by_name("src"), frames, fmt, fps)
-    run.result = run_to_end(pipeline, timeout)
-    return run
+    return run_pipeline(description, frames, fmt, timeout, fps, sinks,
+                        receive=lambda buf, caps: _receive(buf, caps, roi_ids, param_names),
+                        setup=setup)
 
 
 def regions_writer(plan: list[list], frame_size: tuple[int, int] | None = None

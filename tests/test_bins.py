@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from tests.conftest import BIKES, COCKATOO
-from tests.helpers import decode_frames, feed_frames
+from tests.helpers import decode_frames, feed_frames, on_samples
 from tests.models import frames_to_tensors, save_state_dict, seeded_detector
 from tests.results_helpers import run_results
 from torchstream.bins import plan_chain
@@ -225,16 +225,7 @@ def run_counting(description: str, frames) -> tuple[list, int, object]:
         Gst.PadProbeType.BUFFER, lambda pad, info: seen.append(info.get_buffer().pts)
         or Gst.PadProbeReturn.OK)
     out = []
-    sink = pipeline.get_by_name("sink")
-    sink.set_property("emit-signals", True)
-    sink.set_property("sync", False)
-
-    def on_sample(appsink):
-        buf = appsink.emit("pull-sample").get_buffer()
-        out.append((buf.pts, read_results(buf)))
-        return Gst.FlowReturn.OK
-
-    sink.connect("new-sample", on_sample)
+    on_samples(pipeline, "sink", lambda buf, caps: out.append((buf.pts, read_results(buf))))
     feed_frames(pipeline.get_by_name("src"), frames)
     result = run_to_end(pipeline, 120)
     return out, len(seen), result

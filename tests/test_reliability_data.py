@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tests.conftest import BIKES
-from tests.helpers import feed_frames
+from tests.helpers import feed_frames, on_samples
 from tests.reliability_helpers import (
     STOP_WITHIN_S,
     RaisesLater,
@@ -91,8 +91,7 @@ class Collected:
         return self.result.error or ""
 
 
-def _frame(sample) -> Frame:
-    buf, caps = sample.get_buffer(), sample.get_caps()
+def _frame(buf: Gst.Buffer, caps: Gst.Caps) -> Frame:
     s = caps.get_structure(0)
     width, height = s.get_value("width"), s.get_value("height")
     tensors = []
@@ -111,14 +110,7 @@ def _frame(sample) -> Frame:
 
 
 def attach_collector(pipeline: Gst.Pipeline, frames: list[Frame], name: str = "sink") -> None:
-    sink = pipeline.get_by_name(name)
-    sink.set_property("emit-signals", True)
-
-    def on_sample(appsink):
-        frames.append(_frame(appsink.emit("pull-sample")))
-        return Gst.FlowReturn.OK
-
-    sink.connect("new-sample", on_sample)
+    on_samples(pipeline, name, lambda buf, caps: frames.append(_frame(buf, caps)), sync=None)
 
 
 def collect(description: str, frames: list[np.ndarray] | None = None, timeout: float = 30,

@@ -18,6 +18,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead
 
 import tests.helpers  # noqa: F401 - initialises GStreamer and registers the elements
+from tests.helpers import on_samples
 from torchstream.gst import Gst
 from torchstream.meta import read_results
 from torchstream.pipeline import run_to_end
@@ -85,16 +86,12 @@ def soak(tmp_path: Path, frames: int) -> dict:
     gc.collect()
     threads_before = _threads()
     pipeline = Gst.parse_launch(description.format(frames))
-    sink = pipeline.get_by_name("sink")
-    sink.set_property("emit-signals", True)
     pts: list[int] = []
     regions: list[int] = []
     rss: dict[int, int] = {}
     mismatches: list[str] = []
 
-    def on_sample(appsink):
-        sample = appsink.emit("pull-sample")
-        buf = sample.get_buffer()
+    def receive(buf, caps):
         results = read_results(buf)
         index = len(pts)
         pts.append(buf.pts)
@@ -109,14 +106,13 @@ def soak(tmp_path: Path, frames: int) -> dict:
             want = _expected_boxes(model, pixels)
             if got.shape != want.shape or np.abs(got - want).max(initial=0) > 1e-4:
                 mismatches.append(f"frame {index}: {got.shape} vs {want.shape}")
-        return Gst.FlowReturn.OK
 
-    sink.connect("new-sample", on_sample)
+    on_samples(pipeline, "sink", receive, sync=None)
     start = time.monotonic()
     result = run_to_end(pipeline, timeout=max(60.0, frames * 0.1))
     wall = time.monotonic() - start
     rss[len(pts)] = _rss()
-    del pipeline, sink
+    del pipeline
     gc.collect()
     deadline = time.monotonic() + 5
     while _threads() > threads_before and time.monotonic() < deadline:

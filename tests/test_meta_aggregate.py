@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import _padded_rows, resident_mb
+from tests.helpers import _padded_rows, on_samples, resident_mb
 from tests.results_helpers import run_results
 from torchstream.aggregate import ResultsMatcher, merge_results
 from torchstream.caps import config_from_fields
@@ -265,21 +265,13 @@ def test_frames_nobody_else_holds_are_not_copied():
     )
     pipeline.get_by_name("w").write = label_index
     received = []
-
-    def on_sample(appsink):
-        buf = appsink.emit("pull-sample").get_buffer()
-        received.append((buf.pts, labelled_index_of(buf)))
-        return Gst.FlowReturn.OK
-
-    sink = pipeline.get_by_name("sink")
-    sink.set_property("emit-signals", True)
-    sink.set_property("sync", False)
-    sink.connect("new-sample", on_sample)
+    on_samples(pipeline, "sink",
+               lambda buf, caps: received.append((buf.pts, labelled_index_of(buf))))
     agg = pipeline.get_by_name("agg")
     result = run_to_end(pipeline, 30)
     assert result.ok, result.error
     assert received == [(i * Gst.SECOND // 25, i) for i in range(8)]
-    assert (agg.frames_out, agg.frames_copied) == (8, 0)
+    assert (agg.run.frames_out, agg.run.frames_copied) == (8, 0)
 
 
 def labelled_index_of(buf: Gst.Buffer) -> int | None:
@@ -299,7 +291,7 @@ def test_frames_and_kept_tensors_are_freed():
         agg = pipeline.get_by_name("agg")
         result = run_to_end(pipeline, 30)
         assert result.ok, result.error
-        assert agg.frames_out == n
+        assert agg.run.frames_out == n
 
     run(200)
     before = resident_mb()
@@ -333,18 +325,13 @@ def test_a_frame_size_change_is_passed_on():
     pipeline.get_by_name("w").write = write
     received = []
 
-    def on_sample(appsink):
-        sample = appsink.emit("pull-sample")
-        buf, s = sample.get_buffer(), sample.get_caps().get_structure(0)
+    def receive(buf, caps):
+        s = caps.get_structure(0)
         roi = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, 0)
         received.append((s.get_value("width"), s.get_value("height"), buf.get_size(),
                          (roi.w, roi.h)))
-        return Gst.FlowReturn.OK
 
-    sink = pipeline.get_by_name("sink")
-    sink.set_property("emit-signals", True)
-    sink.set_property("sync", False)
-    sink.connect("new-sample", on_sample)
+    on_samples(pipeline, "sink", receive)
     result = run_to_end(pipeline, 30)
     assert result.ok, result.error
     assert len(received) == 12
@@ -365,15 +352,8 @@ def test_live_source_frames_wait_for_a_slow_branch_without_spinning():
         "t. ! queue ! identity sleep-time=60000 ! test_meta_writer name=w ! agg.tensor_0")
     pipeline.get_by_name("w").write = label_index
     received = []
-
-    def on_sample(appsink):
-        buf = appsink.emit("pull-sample").get_buffer()
-        received.append(labelled_index_of(buf))
-        return Gst.FlowReturn.OK
-
-    sink = pipeline.get_by_name("sink")
-    sink.set_property("emit-signals", True)
-    sink.connect("new-sample", on_sample)
+    on_samples(pipeline, "sink", lambda buf, caps: received.append(labelled_index_of(buf)),
+               sync=None)
     cpu = time.process_time()
     result = run_to_end(pipeline, 30)
     cpu = time.process_time() - cpu
@@ -398,16 +378,11 @@ def test_a_flushing_seek_restarts_matching():
     pipeline.get_by_name("w").write = by_pts
     received = []
 
-    def on_sample(appsink):
-        buf = appsink.emit("pull-sample").get_buffer()
+    def receive(buf, caps):
         c = read_results(buf).classification("pts")
         received.append((buf.pts, None if c is None else int(c.label)))
-        return Gst.FlowReturn.OK
 
-    sink = pipeline.get_by_name("sink")
-    sink.set_property("emit-signals", True)
-    sink.set_property("sync", False)
-    sink.connect("new-sample", on_sample)
+    on_samples(pipeline, "sink", receive)
     try:
         pipeline.set_state(Gst.State.PAUSED)
         assert pipeline.get_state(10 * Gst.SECOND)[0] == Gst.StateChangeReturn.SUCCESS

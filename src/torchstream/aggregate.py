@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from torchstream.meta import FrameResults, Region
+from torchstream.results import FrameResults, Region
 
 
 @dataclass

@@ -37,7 +37,6 @@ from torchstream.modelproc import InputPreproc, ModelProc, OutputPostproc, load_
 
 KINDS = ("video_inference", "object_detect", "object_classify")
 REGIONS = ("full-frame", "roi-list")
-DETECTION_CONVERTERS = ("detection", "detection_output", "boxes_labels", "boxes")
 COLOR_FORMATS = {"RGB": "RGBP", "BGR": "BGRP", "GRAYSCALE": "GRAY8"}
 
 
@@ -265,7 +264,7 @@ def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> 
         converter = "raw_data_copy"
     if converter == "raw_data_copy":
         return ()
-    if converter in DETECTION_CONVERTERS:
+    if converter == "detection":
         if kind == "object_classify":
             raise ConfigError("object_classify: a detection converter makes no sense here; "
                               "use object_detect")
@@ -278,9 +277,7 @@ def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> 
         elif post is not None and post.threshold is not None:
             props["threshold"] = float(post.threshold)
         return (Step("tensor_postproc_detection", props, "postproc"),)
-    if converter != "label":
-        raise ConfigError(f"model-proc {proc.path if proc else ''}: converter '{converter}' "
-                          "has no post-processing element yet")
+    # a model-proc's converter is a family name: raw_data_copy, detection or label
     method = (post.method if post and post.method else "softmax")
     props = {"method": method, "labels": labels, "labels-file": labels_file}
     if post is not None and post.attribute_name:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torchstream.errors import CapsError
+from torchstream.errors import CapsError, TorchstreamError
 
 MEDIA_TYPE = "other/tensors"
 
@@ -28,6 +28,16 @@ TYPE_ITEMSIZE = {
     "bool": 1,
 }
 TYPE_NAMES = tuple(TYPE_ITEMSIZE)
+
+
+def type_name_of(dtype) -> str:
+    """numpy or torch dtype -> caps type name."""
+    name = str(dtype).removeprefix("torch.")
+    if name == "bool_":
+        name = "bool"
+    if name not in TYPE_ITEMSIZE:
+        raise TorchstreamError(f"tensor type {name} cannot travel in other/tensors caps")
+    return name
 
 
 @dataclass(frozen=True)

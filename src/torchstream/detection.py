@@ -47,11 +47,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from torchstream.errors import ConfigError, TorchstreamError
-from torchstream.labels import Labels
+from torchstream.labels import Labels, label_name
 from torchstream.postproc import check_unit_interval
 
 if TYPE_CHECKING:
-    from torchstream.meta import FrameMapping
+    from torchstream.results import FrameMapping
 
 AUTO = -1
 BOX_COLUMNS = 4
@@ -291,10 +291,6 @@ def _label_ids(values: np.ndarray) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def _name(labels: Labels | None, label_id: int) -> str:
-    return str(label_id) if labels is None else labels.name(label_id)
-
-
 def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams,
            size: tuple[int, int] | None,
            mapping: FrameMapping | None = None) -> list[Detection]:
@@ -354,7 +350,7 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
         if not math.isfinite(confidence):
             raise TorchstreamError(f"detection confidence {confidence!r} is not finite")
         detections.append(Detection(float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]),
-                                    label_id, _name(params.labels, label_id), confidence))
+                                    label_id, label_name(params.labels, label_id), confidence))
     return detections
 
 

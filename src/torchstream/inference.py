@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torchstream.caps import TensorInfo, TensorsConfig
+from torchstream.caps import TensorInfo, TensorsConfig, type_name_of
 from torchstream.engines import (
     Choice,
     Engine,
@@ -30,7 +30,6 @@ from torchstream.errors import TorchstreamError
 from torchstream.graph import unwrap_scripted
 from torchstream.model import LoadedModel
 from torchstream.roi import is_region_batch
-from torchstream.tensors import type_name_of
 
 
 @dataclass(frozen=True)
@@ -273,14 +272,12 @@ class BatchRunner:
     def _random(info: TensorInfo, generator):
         import torch
 
-        from torchstream.tensors import NUMPY_DTYPES
-
         if info.dtype in ("float16", "bfloat16", "float32", "float64"):
             dtype = getattr(torch, info.dtype)
             return torch.rand(info.shape, generator=generator).to(dtype)
         if info.dtype == "bool":
             return torch.randint(0, 2, info.shape, generator=generator).bool()
-        dtype = getattr(torch, str(NUMPY_DTYPES[info.dtype]().dtype))
+        dtype = getattr(torch, info.dtype)  # uint8, int8, int32, int64
         return torch.randint(0, 100, info.shape, generator=generator).to(dtype)
 
 

@@ -127,6 +127,11 @@ def load_labels(labels: str | None, labels_file: str | None,
     return None
 
 
+def label_name(labels: Labels | None, label_id: int) -> str:
+    """The label of ``label_id``: its name, or the id as text without labels."""
+    return str(label_id) if labels is None else labels.name(label_id)
+
+
 @functools.lru_cache(maxsize=32)
 def weights_labels(weights: str) -> Labels | None:
     """The category names of published torchvision weights (``MobileNet_V2_Weights.

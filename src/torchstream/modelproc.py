@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR, shipped_or_given
 from torchstream.errors import ConfigError
 from torchstream.labels import read_labels_file
+from torchstream.postproc import LABEL_METHODS
+from torchstream.resize import INTERPOLATIONS
 
 if TYPE_CHECKING:
     import jsonschema
@@ -66,11 +68,9 @@ _YOLO = re.compile(r"(tensor_to_bbox_)?yolo.*", re.IGNORECASE)
 INPUT_FORMATS = ("image",)
 UNSUPPORTED_INPUT_FORMATS = ("image_info", "sequence_index")
 
-LABEL_METHODS = ("max", "softmax", "compound", "index")
 COLOR_SPACES = ("RGB", "BGR", "GRAYSCALE")
 RESIZE_MODES = ("no", "no-aspect-ratio", "aspect-ratio")
 CROP_MODES = ("central", "top_left", "top_right", "bottom_left", "bottom_right")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 PRECISIONS = ("FP32", "FP16", "U8")
 
 # Keys that real DL Streamer files use but torchstream refuses, with what to write instead.

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from torchstream.errors import CapsError
-from torchstream.meta import Classification, FrameResults, Region
+from torchstream.results import Classification, FrameResults, Region
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from torchstream.errors import ConfigError, TorchstreamError
-from torchstream.labels import Labels, check_covers
-from torchstream.meta import Classification
+from torchstream.labels import Labels, check_covers, label_name
+from torchstream.results import Classification
 
 LABEL_METHODS = ("max", "softmax", "compound", "index")
 
@@ -99,12 +99,6 @@ def num_classes(array_shape: tuple[int, ...], method: str) -> int | None:
     return int(array_shape[-1]) if array_shape else 1
 
 
-def _name(params: LabelParams, label_id: int) -> str:
-    if params.labels is None:
-        return str(label_id)
-    return params.labels.name(label_id)
-
-
 def classify(array: np.ndarray, params: LabelParams) -> Classification | None:
     """The classification ``params.method`` makes of one buffer's tensor, or None when there
     is none (empty tensor, nothing above compound-threshold, confidence below threshold)."""
@@ -119,7 +113,7 @@ def classify(array: np.ndarray, params: LabelParams) -> Classification | None:
                     f"method 'index' expects class indices, got the value {float(value)!r}"
                 )
         label_id, confidence = int(value), 1.0
-        label = _name(params, label_id)
+        label = label_name(params.labels, label_id)
     else:
         scores = class_scores(array)
         if params.labels is not None:
@@ -129,11 +123,11 @@ def classify(array: np.ndarray, params: LabelParams) -> Classification | None:
         if method == "max":
             label_id = int(np.argmax(scores))
             confidence = float(scores[label_id])
-            label = _name(params, label_id)
+            label = label_name(params.labels, label_id)
         elif method == "softmax":
             label_id = int(np.argmax(scores))
             confidence = float(softmax(scores)[label_id])
-            label = _name(params, label_id)
+            label = label_name(params.labels, label_id)
         else:  # compound
             probabilities = sigmoid(scores)
             selected = np.flatnonzero(probabilities >= params.compound_threshold)
@@ -141,7 +135,7 @@ def classify(array: np.ndarray, params: LabelParams) -> Classification | None:
                 return None
             label_id = int(selected[np.argmax(probabilities[selected])])
             confidence = float(probabilities[label_id])
-            label = " ".join(_name(params, int(i)) for i in selected)
+            label = " ".join(label_name(params.labels, int(i)) for i in selected)
     if params.threshold > 0 and confidence < params.threshold:
         return None
     return Classification(params.attribute, label, label_id, confidence)

@@ -11,7 +11,7 @@ import sys
 from typing import TextIO
 
 from torchstream.errors import Domain, TorchstreamError
-from torchstream.meta import Classification, FrameResults, Region
+from torchstream.results import Classification, FrameResults, Region
 
 CLOCK_TIME_NONE = 2**64 - 1
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from torchstream.errors import ConfigError
-from torchstream.meta import FrameMapping
+from torchstream.results import FrameMapping
 
 if TYPE_CHECKING:
     import torch

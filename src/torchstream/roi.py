@@ -22,8 +22,8 @@ from torchstream.errors import ConfigError
 
 if TYPE_CHECKING:  # kept out at run time: this module stays GStreamer-free
     from torchstream.caps import TensorsConfig
-    from torchstream.meta import Region
     from torchstream.resize import ResizeSpec
+    from torchstream.results import Region
 
 
 def is_region_batch(config: TensorsConfig) -> bool:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from torchstream.caps import TensorInfo, TensorsConfig, parse_dimensions
+from torchstream.caps import TensorInfo, TensorsConfig, parse_dimensions, type_name_of
 from torchstream.errors import TorchstreamError
 from torchstream.gst import Gst
 from torchstream.meta import read_tensors_record
@@ -31,19 +31,18 @@ NUMPY_DTYPES = {
     "bool": np.bool_,
 }
 
+# What an element's output buffer takes from its input buffer (its memory aside)
+COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
+
+
+def numpy_values(array: np.ndarray, type_name: str) -> np.ndarray:
+    """An array numpy can compute with: bfloat16 (viewed as uint16) as float32, else itself."""
+    return to_torch(array, "bfloat16").float().numpy() if type_name == "bfloat16" else array
+
+
 # Views over read-mapped memory are read-only; torch warns once per call about that. Inference
 # never writes to its inputs, so the warning carries no information here.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-
-
-def type_name_of(dtype) -> str:
-    """numpy or torch dtype -> caps type name."""
-    name = str(dtype).removeprefix("torch.")
-    if name == "bool_":
-        name = "bool"
-    if name not in NUMPY_DTYPES:
-        raise TorchstreamError(f"tensor type {name} cannot travel in other/tensors caps")
-    return name
 
 
 def buffer_shapes(buf: Gst.Buffer, config: TensorsConfig) -> list[tuple[int, ...]]:

@@ -13,7 +13,7 @@ tensor pad has shown what it holds for that frame, with the results merged onto 
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torchstream.aggregate import (
     Contribution,
@@ -75,6 +75,20 @@ CAT = DebugCategory("torchstream-aggregate", "meta_aggregate: results matched to
 
 
 @dataclass
+class _Run:
+    """What one run (start to stop) keeps; made at start, the counters readable after stop."""
+
+    matcher: ResultsMatcher = field(default_factory=ResultsMatcher)
+    segments: dict[str, Gst.Segment] = field(default_factory=dict)  # pad name -> its segment
+    caps: dict[str, Gst.Caps] = field(default_factory=dict)  # pad name -> its buffers' caps
+    video_caps: Gst.Caps | None = None  # the caps of the frames being aggregated
+    segment_sent: Gst.Segment | None = None
+    frames_out: int = 0
+    frames_copied: int = 0  # frames copied (shallow) because they were not writable
+    last: dict[str, Contribution] = field(default_factory=dict)  # pad -> its last result's
+
+
+@dataclass
 
 class _Found:
     """One tensor buffer's contribution to a frame."""
@@ -120,15 +134,8 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
         self.video_pad = GObject.new(_PAD, name="sink", template=self.get_pad_template("sink"),
                                      direction=Gst.PadDirection.SINK)
         self.add_pad(self.video_pad)
-        self.matcher = ResultsMatcher()
-        self.segments: dict[str, Gst.Segment] = {}  # pad name -> its segment (from its events)
-        self.video_caps: Gst.Caps | None = None  # the caps of the frames being aggregated
-        self.caps: dict[str, Gst.Caps] = {}  # pad name -> the caps of its buffers
-        self.segment_sent = None
         self.next_pad = 0
-        self.frames_out = 0
-        self.frames_copied = 0
-        self.last: dict[str, Contribution] = {}  # pad name -> what its last result added
+        self.run = _Run()
 
     @guarded(None)
     def do_request_new_pad(self, templ, name, caps):
@@ -150,14 +157,14 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
     @guarded(False)
     def do_sink_event(self, pad, event):
         if event.type == Gst.EventType.SEGMENT:
-            self.segments[pad.get_name()] = event.parse_segment().copy()
+            self.run.segments[pad.get_name()] = event.parse_segment().copy()
         elif event.type == Gst.EventType.CAPS:
             # in stream order (a pad's current caps may already be those of later buffers)
-            self.caps[pad.get_name()] = event.parse_caps()
+            self.run.caps[pad.get_name()] = event.parse_caps()
             if pad is self.video_pad:
-                self.video_caps = event.parse_caps()
+                self.run.video_caps = event.parse_caps()
         elif event.type == Gst.EventType.FLUSH_STOP:
-            self.segments.pop(pad.get_name(), None)
+            self.run.segments.pop(pad.get_name(), None)
         handled = GstBase.Aggregator.do_sink_event(self, pad, event)
         if pad is self.video_pad and event.type == Gst.EventType.CAPS:
             self.srcpad.mark_reconfigure()  # new frame caps: renegotiate the output
@@ -183,29 +190,22 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
 
     @guarded((Gst.FlowReturn.ERROR, None))
     def do_update_src_caps(self, caps):
-        if self.video_caps is None:
+        if self.run.video_caps is None:
             return Gst.FlowReturn.NOT_NEGOTIATED, None  # the sink pad's caps come first
-        return Gst.FlowReturn.OK, self.video_caps
+        return Gst.FlowReturn.OK, self.run.video_caps
 
     # --- state --------------------------------------------------------------------------
 
     @guarded(False)
     def do_start(self):
-        self.matcher = ResultsMatcher()
-        self.segments = {}
-        self.caps = {}
-        self.video_caps = None
-        self.segment_sent = None
-        self.frames_out = 0
-        self.frames_copied = 0
-        self.last = {}
+        self.run = _Run()
         return True
 
     @guarded(Gst.FlowReturn.ERROR)
     def do_flush(self):
-        self.matcher.clear()
-        self.last = {}  # results from before a seek belong to no frame after it
-        self.segment_sent = None
+        self.run.matcher.clear()
+        self.run.last = {}  # results from before a seek belong to no frame after it
+        self.run.segment_sent = None
         return Gst.FlowReturn.OK
 
     # --- matching ---------------------------------------------------------------------------
@@ -224,20 +224,20 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
                 buf = pad.peek_buffer()
                 if buf is None:
                     break
-                rt = _running_time(self.segments.get(key), buf)
+                rt = _running_time(self.run.segments.get(key), buf)
                 if rt is not None and not drain and (frame_rt is None or rt > frame_rt):
                     head = rt
                     break
                 pad.pop_buffer()
                 if rt is not None and not drain:
-                    caps = self.caps.get(key) if keep else None
-                    self.matcher.push(key, rt, _Found(
+                    caps = self.run.caps.get(key) if keep else None
+                    self.run.matcher.push(key, rt, _Found(
                         read_results(buf), key, caps.to_string() if caps else "",
                         buf if keep else None))
-            self.matcher.set_state(key, pad.is_eos() and not pad.has_buffer(), head)
-        for key in list(self.matcher.streams):
+            self.run.matcher.set_state(key, pad.is_eos() and not pad.has_buffer(), head)
+        for key in list(self.run.matcher.streams):
             if key not in keys:
-                self.matcher.remove_stream(key)
+                self.run.matcher.remove_stream(key)
 
     @guarded(FLOW_ERROR)
     def do_aggregate(self, timeout):
@@ -247,23 +247,23 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
                 self._collect(None, drain=True)
                 return Gst.FlowReturn.EOS
             return Gst.FlowReturn.OK
-        rt = _running_time(self.segments.get("sink"), frame)
+        rt = _running_time(self.run.segments.get("sink"), frame)
         if rt is not None:
             self._collect(rt)
-            if self.matcher.waiting_on(rt) and not timeout:
+            if self.run.matcher.waiting_on(rt) and not timeout:
                 return Gst.FlowReturn.OK  # wait for the tensor pads to pass this frame
         frame = self.video_pad.pop_buffer()
-        found = self.matcher.take(rt)
+        found = self.run.matcher.take(rt)
         repeat = self._repeats(found) if rt is not None else []
         if found or repeat:
             if not is_writable(frame):
                 frame = _shallow_copy(frame)
-                self.frames_copied += 1
+                self.run.frames_copied += 1
             width, height = self._frame_size()
             base = read_results(frame)
             if self.settings["repeat-metadata"]:
                 for f in found:
-                    self.last[f.source] = contribution(base, f.results)
+                    self.run.last[f.source] = contribution(base, f.results)
             merged = merge_results(base, [f.results for f in found])
             for added in repeat:
                 merged = repeat_contribution(merged, added)
@@ -272,9 +272,9 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
             if kept:
                 attach_tensor_data(frame, _unique_sources(kept))
         self._update_segment()
-        CAT.log(self, lambda: f"frame {self.frames_out}: {len(found)} results matched, "
+        CAT.log(self, lambda: f"frame {self.run.frames_out}: {len(found)} results matched, "
                               f"{len(repeat)} repeated")
-        self.frames_out += 1
+        self.run.frames_out += 1
         return self.finish_buffer(frame)
 
     def _repeats(self, found: list[_Found]) -> list[Contribution]:
@@ -282,10 +282,10 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
         if not self.settings["repeat-metadata"]:
             return []
         fresh = {f.source for f in found}
-        return [added for key, added in self.last.items() if key not in fresh]
+        return [added for key, added in self.run.last.items() if key not in fresh]
 
     def _frame_size(self) -> tuple[int, int]:
-        caps = self.video_caps
+        caps = self.run.video_caps
         s = caps.get_structure(0) if caps is not None and caps.get_size() else None
         if s is None:
             raise TorchstreamError("meta_aggregate: a frame arrived before the sink pad's caps")
@@ -298,12 +298,12 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
 
     def _update_segment(self) -> None:
         """Output in the sink pad's segment, so the frames keep their timestamps."""
-        segment = self.segments.get("sink")
+        segment = self.run.segments.get("sink")
         if segment is None:
             return
-        if self.segment_sent is None or not segment.is_equal(self.segment_sent):
+        if self.run.segment_sent is None or not segment.is_equal(self.run.segment_sent):
             self.update_segment(segment)
-            self.segment_sent = segment.copy()
+            self.run.segment_sent = segment.copy()
 
 
 def _unique_sources(found: list[_Found]) -> list[tuple[str, str, Gst.Buffer]]:

@@ -15,7 +15,7 @@ from torchstream.elements._base import (
 )
 from torchstream.gst import Gst, GstBase, GstVideo
 from torchstream.gstlog import DebugCategory
-from torchstream.tensors import mapped
+from torchstream.tensors import COPY_FLAGS, mapped
 from torchstream.video import (
     VIDEO_FORMATS,
     frame_layout,
@@ -24,7 +24,6 @@ from torchstream.video import (
 )
 
 _SINK_CAPS = "video/x-raw,format=(string){ " + ", ".join(VIDEO_FORMATS) + " }"
-_COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
 
 
 CAT = DebugCategory("torchstream-convert",
@@ -80,10 +79,10 @@ class TensorConvert(FactoryMade, GstBase.BaseTransform):
         if layout.is_contiguous and whole >= layout.nbytes:
             # same memory, new buffer: the pixels are not copied
             out = inbuf.copy_region(Gst.BufferCopyFlags.MEMORY, 0, layout.nbytes)
-            out.copy_into(inbuf, _COPY_FLAGS, 0, whole)
+            out.copy_into(inbuf, COPY_FLAGS, 0, whole)
             return Gst.FlowReturn.OK, out
         out = Gst.Buffer.new_allocate(None, layout.nbytes, None)
-        out.copy_into(inbuf, _COPY_FLAGS, 0, whole)
+        out.copy_into(inbuf, COPY_FLAGS, 0, whole)
         with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(out, Gst.MapFlags.WRITE) as dst:
             layout.pack(src, np.frombuffer(dst, np.uint8).reshape(layout.shape))
         return Gst.FlowReturn.OK, out

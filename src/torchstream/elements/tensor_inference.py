@@ -44,10 +44,9 @@ from torchstream.model import (
     torchvision_default_weights,
 )
 from torchstream.roi import is_region_batch
-from torchstream.tensors import MappedTensors, buffer_from_tensors, to_torch
+from torchstream.tensors import COPY_FLAGS, MappedTensors, buffer_from_tensors, to_torch
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
-_COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
 CAT = DebugCategory("torchstream-inference", "pytorch_tensor_inference and "
                     "openvino_tensor_inference: model loading, negotiation, engine, batches")
 
@@ -227,7 +226,7 @@ class TensorInference:
         outputs = []
         for inbuf, tensors, shapes in zip(batch, rows, in_shapes, strict=True):
             out = buffer_from_tensors(tensors)
-            out.copy_into(inbuf, _COPY_FLAGS, 0, 0)
+            out.copy_into(inbuf, COPY_FLAGS, 0, 0)
             attach_tensors_record(out, TensorsRecord(
                 model=self.model.name,
                 names=names,

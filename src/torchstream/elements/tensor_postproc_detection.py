@@ -38,7 +38,7 @@ from torchstream.meta import (
     read_tensors_record,
     write_results,
 )
-from torchstream.tensors import MappedTensors, to_torch
+from torchstream.tensors import MappedTensors, numpy_values
 
 
 def index_prop(nick: str, blurb: str) -> Prop:
@@ -132,7 +132,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         size = input_size(record.input_dimensions) if record is not None else None
         mapping = read_frame_mapping(buf)
         with MappedTensors(buf, self.config) as arrays:
-            arrays = [to_torch(a, "bfloat16").float().numpy() if info.dtype == "bfloat16" else a
+            arrays = [numpy_values(a, info.dtype)
                       for a, info in zip(arrays, self.config.tensors, strict=True)]
             detections, layout = detect(arrays, names, self._params_for(record), size, mapping)
         if layout != self.layout:

@@ -35,7 +35,7 @@ from torchstream.meta import (
     write_results,
 )
 from torchstream.postproc import LabelParams, classify, classify_rows, num_classes
-from torchstream.tensors import MappedTensors, to_torch
+from torchstream.tensors import MappedTensors, numpy_values
 
 CAT = DebugCategory("torchstream-postproc-label",
                     "tensor_postproc_label: labels and classifications")
@@ -152,9 +152,7 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
         info = self.config.tensors[index]
         ids = read_roi_batch(buf)
         with MappedTensors(buf, self.config) as arrays:
-            array = arrays[index]
-            if info.dtype == "bfloat16":
-                array = to_torch(array, "bfloat16").float().numpy()
+            array = numpy_values(arrays[index], info.dtype)
             params = self._params_for(record, array.shape)
             if ids is not None:
                 rows = classify_rows(array, params)

@@ -8,6 +8,8 @@ rows in a region batch record (:func:`torchstream.meta.write_roi_batch`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torchstream.caps import MEDIA_TYPE, TensorInfo, TensorsConfig, config_from_fields, format_dims
 from torchstream.elements._base import (
     FLOW_ERROR,
@@ -27,15 +29,23 @@ from torchstream.gst import Gst
 from torchstream.gstlog import DebugCategory
 from torchstream.meta import TensorsRecord, attach_tensors_record, read_results, write_roi_batch
 from torchstream.roi import RoiCropper, parse_classes, select_regions
-from torchstream.tensors import MappedTensors, buffer_from_tensors, to_torch
+from torchstream.tensors import COPY_FLAGS, MappedTensors, buffer_from_tensors, to_torch
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 _CAPS_TEMPLATE = Gst.Caps.from_string(_CAPS)
-_COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
 NAME = "rois"  # the output tensor's name in its tensors record
 
 
 CAT = DebugCategory("torchstream-roicrop", "tensor_roi_crop: region batches")
+
+
+@dataclass
+class _Run:
+    """What one run keeps: the cropper made at start, the caps' config; dropped at stop."""
+
+    cropper: RoiCropper
+    in_config: TensorsConfig | None = None
+    src_caps: Gst.Caps | None = None
 
 
 class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
@@ -62,10 +72,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
         super().__init__()
         self._init_settings()
         self.sinkpad, self.srcpad = add_chain_pads(self)
-        self.cropper: RoiCropper | None = None
-        self.in_config: TensorsConfig | None = None
-        self.out_info: TensorInfo | None = None
-        self.src_caps: Gst.Caps | None = None
+        self.run: _Run | None = None
 
     def _make_cropper(self) -> RoiCropper:
         return RoiCropper(resize_spec(self.settings),
@@ -74,7 +81,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
     def do_change_state(self, transition):
         if transition == Gst.StateChange.READY_TO_PAUSED:
             try:
-                self.cropper = self._make_cropper()
+                self.run = _Run(self._make_cropper())
             except Exception as exc:  # noqa: BLE001 - reported on the bus
                 from torchstream.errors import post_error
 
@@ -82,7 +89,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
                 return Gst.StateChangeReturn.FAILURE
         result = Gst.Element.do_change_state(self, transition)
         if transition == Gst.StateChange.PAUSED_TO_READY:
-            self.in_config = self.out_info = self.src_caps = None
+            self.run = None
         return result
 
     # -- negotiation ------------------------------------------------------------------------
@@ -96,12 +103,14 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
         return pad.query_default(parent, query)
 
     def _src_query(self, pad, parent, query):
-        return answer_src_caps_query(pad, parent, query, self.src_caps,
+        caps = self.run.src_caps if self.run is not None else None
+        return answer_src_caps_query(pad, parent, query, caps,
                                      _CAPS_TEMPLATE)
 
     @guarded(False)
     def _set_caps(self, caps: Gst.Caps) -> bool:
-        if self.cropper is None:
+        run = self.run
+        if run is None:
             raise CapsError("caps arrived before the element started")
         config = config_from_fields(caps.get_structure(0))
         shape = config.tensors[0].shape if len(config) == 1 else ()
@@ -111,12 +120,12 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
                 "(tensor_convert after video/x-raw,format=RGBP), got "
                 f"{caps.get_structure(0).to_string()}"
             )
-        h, w = self.cropper.output_hw
-        self.in_config = config
-        self.out_info = TensorInfo("uint8", (0, shape[0], h, w))
-        self.src_caps = Gst.Caps.from_string(TensorsConfig((self.out_info,)).to_caps_string())
-        CAT.info(self, f"frame {list(shape)} -> region batch {list(self.out_info.shape)}")
-        return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))
+        h, w = run.cropper.output_hw
+        out_info = TensorInfo("uint8", (0, shape[0], h, w))
+        run.in_config = config
+        run.src_caps = Gst.Caps.from_string(TensorsConfig((out_info,)).to_caps_string())
+        CAT.info(self, f"frame {list(shape)} -> region batch {list(out_info.shape)}")
+        return self.srcpad.push_event(Gst.Event.new_caps(run.src_caps))
 
     # -- data -------------------------------------------------------------------------------
 
@@ -127,21 +136,22 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
 
     @guarded(FLOW_ERROR)
     def _chain(self, pad, parent, buf):
-        if self.in_config is None:
+        run = self.run
+        if run is None or run.in_config is None:
             raise CapsError("buffers arrived before caps were negotiated")
-        regions = select_regions(read_results(buf).regions, self.cropper.classes)
+        regions = select_regions(read_results(buf).regions, run.cropper.classes)
         CAT.log(self, lambda: f"{len(regions)} regions cropped")
-        with MappedTensors(buf, self.in_config) as arrays:
-            batch = self.cropper.crop(to_torch(arrays[0], "uint8"), regions)
+        with MappedTensors(buf, run.in_config) as arrays:
+            batch = run.cropper.crop(to_torch(arrays[0], "uint8"), regions)
             out = buffer_from_tensors([batch])  # copies the crops before the frame is unmapped
-        out.copy_into(buf, _COPY_FLAGS, 0, 0)
+        out.copy_into(buf, COPY_FLAGS, 0, 0)
         attach_tensors_record(out, TensorsRecord(
             model="",
             names=(NAME,),
             types=("uint8",),
             dimensions=format_dims(tuple(batch.shape)),
             input_types=("uint8",),
-            input_dimensions=self.in_config.dimensions_string,
+            input_dimensions=run.in_config.dimensions_string,
         ))
         write_roi_batch(out, [r.region_id for r in regions])
         return self.srcpad.push(out)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-LABELS_DIR = Path(__file__).resolve().parents[1] / "src" / "torchstream" / "data" / "labels"
+from torchstream.environment import LABELS_DIR
 
 
 def label_sets() -> dict[str, list[str]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torchstream.environment import LABELS_DIR, shipped_or_given
@@ -146,6 +146,31 @@ def weights_labels(weights: str) -> Labels | None:
     except Exception:  # noqa: BLE001 - a name from another torchvision: no labels
         return None
     return Labels(tuple(categories), f"the categories of {weights}") if categories else None
+
+
+class LabelsFromWeights:
+    """Post-processing settings per model: ``params`` as given, or, when they have no labels,
+    with the category names of the model's published torchvision weights (named in its tensors
+    record) as labels, when those name ``classes`` classes (None: any count). Worked out once
+    per weights and class count."""
+
+    def __init__(self, params) -> None:
+        self.params = params  # a settings dataclass with a ``labels`` field
+        self._known: dict[tuple[str, int | None], object] = {}
+
+    def __call__(self, weights: str, classes: int | None = None):
+        """(the settings, the labels found now: set the first time only, for the log)."""
+        key = (weights, classes)
+        if self.params.labels is not None or not weights:
+            return self.params, None
+        if key in self._known:
+            return self._known[key], None
+        labels = weights_labels(weights)
+        if labels is not None and classes is not None and classes != len(labels):
+            labels = None
+        params = self.params if labels is None else replace(self.params, labels=labels)
+        self._known[key] = params
+        return params, labels
 
 
 def check_covers(labels: Labels | Sequence[str], num_classes: int, source: str = "") -> None:

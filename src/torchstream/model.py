@@ -144,23 +144,6 @@ def torchvision_default_weights(model: str):
         return None
 
 
-def torchvision_weights_for(model: str, weights_file: str | None = None):
-    """The torchvision weights entry a model runs with: the entry whose published file has the
-    same name as ``weights_file`` (``mobilenet_v2-b0353104.pth`` is IMAGENET1K_V1, whose
-    preprocessing differs from DEFAULT's), otherwise DEFAULT (None if the model has none)."""
-    import torchvision.models as tvm
-
-    default = torchvision_default_weights(model)
-    if default is None or not weights_file:
-        return default
-    _, name = _torchvision_builder(model)
-    wanted = os.path.basename(weights_file)
-    for entry in tvm.get_model_weights(name):
-        if os.path.basename(urlparse(entry.url).path) == wanted:
-            return entry
-    return default
-
-
 def published_weights(model: str, weights_file: str | None = None):
     """The torchvision weights entry the model's weights *are*: DEFAULT without a file, the
     entry of a published file of the same name; None for a file of one's own (its classes may
@@ -177,6 +160,14 @@ def published_weights(model: str, weights_file: str | None = None):
         if os.path.basename(urlparse(entry.url).path) == wanted:
             return entry
     return None
+
+
+def torchvision_weights_for(model: str, weights_file: str | None = None):
+    """The torchvision weights entry whose preprocessing a model runs with: the published one
+    (``mobilenet_v2-b0353104.pth`` is IMAGENET1K_V1, whose preprocessing differs from
+    DEFAULT's), otherwise DEFAULT (None if the model has none)."""
+    entry = published_weights(model, weights_file)
+    return entry if entry is not None else torchvision_default_weights(model)
 
 
 def weights_categories(model: str, weights_file: str | None = None) -> tuple[str, ...]:

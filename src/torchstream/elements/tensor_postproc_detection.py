@@ -11,8 +11,6 @@ in :mod:`torchstream.detection`.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from torchstream.caps import MEDIA_TYPE, config_from_fields
 from torchstream.detection import AUTO, DetectionParams, detect, input_size
 from torchstream.elements._base import (
@@ -29,7 +27,7 @@ from torchstream.elements._base import (
 )
 from torchstream.gst import GLib, Gst, GstBase
 from torchstream.gstlog import DebugCategory
-from torchstream.labels import load_labels, weights_labels
+from torchstream.labels import LabelsFromWeights, load_labels
 from torchstream.meta import (
     ModelRecord,
     Region,
@@ -89,7 +87,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         self.params: DetectionParams | None = None
         self.config = None
         self.layout = None  # the output layout of the last buffer (logged when it changes)
-        self.weights_params: dict[str, DetectionParams] = {}  # params with a weights' labels
+        self.labelling: LabelsFromWeights | None = None
 
     @guarded(False)
     def do_start(self):
@@ -102,22 +100,16 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             confidence_index=s["confidence-index"],
             labels=load_labels(s["labels"], s["labels-file"]),
         )
+        self.labelling = LabelsFromWeights(self.params)
         CAT.info(self, f"{self.params}")
         return True
 
     def _params_for(self, record) -> DetectionParams:
-        """The settings, with the category names of the model's published torchvision weights
-        (named in the tensors record) as labels when no labels were given."""
-        params = self.params
-        if params.labels is not None or record is None or not record.weights:
-            return params
-        found = self.weights_params.get(record.weights)
-        if found is None:
-            labels = weights_labels(record.weights)
-            found = params if labels is None else replace(params, labels=labels)
-            self.weights_params[record.weights] = found
-            CAT.info(self, f"labels: {labels!r}")
-        return found
+        """The settings, labelled by the model's published weights when given no labels."""
+        params, found = self.labelling(record.weights if record is not None else "")
+        if found is not None:
+            CAT.info(self, f"labels: {found!r}")
+        return params
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):

@@ -9,8 +9,6 @@ are defined in :mod:`torchstream.postproc`.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from torchstream.caps import MEDIA_TYPE, config_from_fields
 from torchstream.elements._base import (
     FLOW_ERROR,
@@ -25,7 +23,7 @@ from torchstream.elements._base import (
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst, GstBase
 from torchstream.gstlog import DebugCategory
-from torchstream.labels import check_covers, load_labels, weights_labels
+from torchstream.labels import LabelsFromWeights, check_covers, load_labels
 from torchstream.meta import (
     ModelRecord,
     add_classification,
@@ -84,7 +82,7 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self.set_passthrough(False)  # in place on a writable buffer: its metadata changes
         self.params: LabelParams | None = None
         self.config = None
-        self.weights_params: dict[str, LabelParams] = {}  # params with a weights' labels
+        self.labelling: LabelsFromWeights | None = None
 
     @guarded(False)
     def do_start(self):
@@ -97,6 +95,7 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
             compound_threshold=s["compound-threshold"],
             labels=load_labels(s["labels"], s["labels-file"]),
         )
+        self.labelling = LabelsFromWeights(self.params)
         CAT.info(self, f"{self.params}")
         return True
 
@@ -167,24 +166,12 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
         return Gst.FlowReturn.OK
 
     def _params_for(self, record, shape: tuple[int, ...]) -> LabelParams:
-        """The settings, with the category names of the model's published torchvision weights
-        (named in the tensors record) as labels when no labels were given and they name every
-        class of the output."""
-        params = self.params
-        if params.labels is not None or record is None or not record.weights:
-            return params
-        found = self.weights_params.get(record.weights)
-        if found is None:
-            labels = weights_labels(record.weights)
-            classes = num_classes(shape, params.method)
-            if labels is not None and classes is not None and classes != len(labels):
-                CAT.info(self, f"{labels!r} not used: the output has {classes} classes")
-                labels = None
-            found = params if labels is None else replace(params, labels=labels)
-            self.weights_params[record.weights] = found
-            if labels is not None:
-                CAT.info(self, f"labels: {labels!r}")
-        return found
+        """The settings, labelled by the model's published weights when given no labels."""
+        weights = record.weights if record is not None else ""
+        params, found = self.labelling(weights, num_classes(shape, self.params.method))
+        if found is not None:
+            CAT.info(self, f"labels: {found!r}")
+        return params
 
     @staticmethod
     def _label_regions(buf, ids: tuple[int, ...], rows: list, model) -> None:

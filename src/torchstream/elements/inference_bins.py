@@ -21,7 +21,13 @@ from torchstream.elements._base import (
     string_prop,
     uint_prop,
 )
-from torchstream.elements.processbin import QUEUED, StagedBin, queue_prop
+from torchstream.elements.processbin import (
+    QUEUED,
+    StagedBin,
+    frame_policy_prop,
+    queue_prop,
+    skipped_prop,
+)
 from torchstream.engines import ENGINE_BLURB, OPENVINO_MODEL_SUFFIXES, THREADS_BLURB
 from torchstream.errors import ConfigError
 from torchstream.graph import GRAPH_MODE_BLURB
@@ -65,6 +71,8 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
             "Object class", "With roi-list: comma list of region labels to run on; empty: all",
             ""),
         **{f"{stage}-queue-size": queue_prop(stage) for stage in QUEUED},
+        "frame-policy": frame_policy_prop(),
+        "inference-skipped": skipped_prop(),
     }
 
 
@@ -91,6 +99,9 @@ class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
 
     def do_change_state(self, transition):
         return self._change_state(transition)
+
+    def do_get_property(self, prop):
+        return self._staged_property(prop)
 
     def _build(self) -> None:
         self._check_settings()

@@ -16,6 +16,8 @@ a missing ``process`` or elements that cannot be linked fail that state change w
 
 from __future__ import annotations
 
+import weakref
+
 from torchstream.elements._base import (
     FactoryMade,
     Prop,
@@ -62,6 +64,40 @@ def queue_prop(stage: str) -> Prop:
                     "unbounded, N at most N buffers", -1, GLib.MAXINT, DEFAULT_QUEUE_SIZE[stage])
 
 
+FRAME_POLICIES = ("auto", "every-frame", "newest-frame")
+_LEAKY_DOWNSTREAM = 2  # queue's leaky=downstream: drop the oldest buffer when full
+
+
+def frame_policy_prop() -> Prop:
+    return Prop("string", "Frame policy",
+                "Which frames the inference branch takes: every-frame (each one; upstream waits "
+                "while the model is busy: files), newest-frame (the newest when the model is "
+                "free; the others pass on with no results, or the last ones with "
+                "repeat-metadata: a live source keeps its rate and the delay stays bounded), "
+                "auto (newest-frame when the source is live, else every-frame). Needs "
+                "aggregate and a preprocess queue", "auto")
+
+
+def skipped_prop() -> Prop:
+    return Prop("uint64", "Inference skipped", "Frames the newest-frame policy let pass without "
+                "inference since the bin started", 0, readable_only=True)
+
+
+class _Passage:
+    """Buffers into and out of a queue, counted by pad probes (which hold this object, not
+    the bin: a probe holding the bin would make a reference cycle through C)."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+        self.left = 0
+
+    def probe(self, side: str):
+        def count(pad, info):
+            setattr(self, side, getattr(self, side) + 1)
+            return Gst.PadProbeReturn.OK
+        return count
+
+
 def queue_for(size: int, name: str) -> Gst.Element | None:
     """A queue holding at most ``size`` buffers (0: unbounded), or None for -1."""
     if size < 0:
@@ -97,16 +133,78 @@ class StagedBin:
         self.add_pad(self.ghost_sink)
         self.add_pad(self.ghost_src)
         self.built = False
+        self.inference_queue: Gst.Element | None = None  # tee -> preprocess, with aggregate
+        self.passage = _Passage()
+        self.policy = "every-frame"  # in force
+
+    def skipped(self) -> int:
+        """Frames the inference queue dropped (newest-frame): in, minus out, minus queued."""
+        queue = self.inference_queue
+        if queue is None:
+            return 0
+        level = queue.get_property("current-level-buffers")
+        return max(0, self.passage.entered - self.passage.left - level)
+
+    def _staged_property(self, prop):
+        if prop.name == "inference-skipped":
+            return self.skipped()
+        return self.settings[prop.name]
+
+    def _check_policy(self) -> None:
+        policy = (self.settings["frame-policy"] or "").strip().lower()
+        if policy not in FRAME_POLICIES:
+            raise ConfigError(f"property 'frame-policy' must be one of "
+                              f"{', '.join(FRAME_POLICIES)}, got {self.settings['frame-policy']!r}")
+        if policy == "newest-frame" and self.inference_queue is None:
+            raise ConfigError("frame-policy=newest-frame needs aggregate and a preprocess queue "
+                              "(preprocess-queue-size >= 0): without them a frame the model "
+                              "does not take would be lost")
+        if policy == "newest-frame":
+            self._apply_policy("newest-frame", "asked for")
+
+    def _apply_policy(self, policy: str, why: str) -> None:
+        self.policy = policy
+        queue = self.inference_queue
+        if policy == "newest-frame" and queue is not None:
+            queue.set_property("max-size-buffers", 1)
+            queue.set_property("leaky", _LEAKY_DOWNSTREAM)
+        CAT.info(self, f"frame policy {policy} ({why})")
+
+    def _watch_first_frame(self) -> None:
+        """frame-policy=auto: at the first frame (a live source answers latency queries only
+        once it has caps), newest-frame when the source is live."""
+        if (self.settings["frame-policy"] or "").strip().lower() != "auto" \
+                or self.inference_queue is None:
+            return
+        owner = weakref.ref(self)  # the probe must not hold the bin (a cycle through C)
+
+        def first_frame(pad, info):
+            element = owner()
+            if element is not None and element.policy != "newest-frame":
+                query = Gst.Query.new_latency()
+                if pad.peer_query(query) and query.parse_latency()[0]:
+                    element._apply_policy("newest-frame", "the source is live")
+            return Gst.PadProbeReturn.REMOVE
+
+        self.inference_queue.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER,
+                                                              first_frame)
 
     def _change_state(self, transition):
         """Build on the first NULL -> READY; a configuration error fails that change."""
         if transition == Gst.StateChange.NULL_TO_READY and not self.built:
             try:
                 self._build()
+                self._check_policy()
                 self.built = True
             except Exception as exc:  # noqa: BLE001 - the error boundary of this vfunc
                 post_error(self, exc)
                 return Gst.StateChangeReturn.FAILURE
+        if transition == Gst.StateChange.READY_TO_PAUSED:
+            self.passage.entered = self.passage.left = 0
+            self._watch_first_frame()
+        elif transition == Gst.StateChange.PAUSED_TO_READY and self.policy == "newest-frame":
+            CAT.info(self, f"newest-frame: {self.skipped()} of {self.passage.entered} frames "
+                           "passed without inference")
         return Gst.Bin.do_change_state(self, transition)
 
     # --- assembly ---------------------------------------------------------------------------
@@ -174,6 +272,12 @@ class StagedBin:
                                   "has no tensor_%u request pad (use meta_aggregate)")
             self._link(inference_tail, aggregate, "the inference branch to aggregate",
                        tensor_pad)
+            self.inference_queue = self.get_by_name("preprocess_queue")
+            if self.inference_queue is not None:
+                self.inference_queue.get_static_pad("sink").add_probe(
+                    Gst.PadProbeType.BUFFER, self.passage.probe("entered"))
+                self.inference_queue.get_static_pad("src").add_probe(
+                    Gst.PadProbeType.BUFFER, self.passage.probe("left"))
             queue = self._queue("aggregate")
             frames_tail = tee
             if queue is not None:
@@ -208,6 +312,8 @@ class ProcessBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
     PROPERTIES: dict = {
         **{stage: _element_prop(stage) for stage in STAGES},
         **{f"{stage}-queue-size": queue_prop(stage) for stage in QUEUED},
+        "frame-policy": frame_policy_prop(),
+        "inference-skipped": skipped_prop(),
     }
     __gproperties__ = gproperties(PROPERTIES)
 
@@ -215,6 +321,9 @@ class ProcessBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
         super().__init__()
         self._init_settings()
         self._init_staged()
+
+    def do_get_property(self, prop):
+        return self._staged_property(prop)
 
     def do_change_state(self, transition):
         return self._change_state(transition)

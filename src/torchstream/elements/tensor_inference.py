@@ -60,6 +60,7 @@ class _Stream:
     output_spec: object
     src_caps: Gst.Caps
     pending: list[Gst.Buffer] = field(default_factory=list)  # the batch being filled
+    latency: int = 0  # ns reported in latency queries: twice the slowest forward pass seen
 
 
 class TensorInference:
@@ -104,6 +105,30 @@ class TensorInference:
             self.model = None
         return result
 
+    # -- latency ----------------------------------------------------------------------------
+
+    def _answer_latency(self, query) -> bool:
+        """Upstream's latency plus this element's: a live pipeline then waits for the model's
+        results (meta_aggregate) and renders frames on time (sync sinks)."""
+        if not self.sinkpad.peer_query(query):
+            return False
+        live, minimum, maximum = query.parse_latency()
+        own = self.stream.latency if self.stream is not None else 0
+        if maximum != Gst.CLOCK_TIME_NONE:
+            maximum += own
+        query.set_latency(live, minimum + own, maximum)
+        return True
+
+    def _track_latency(self, stream: _Stream, seconds: float) -> None:
+        """Raise the reported latency when a forward pass is slower than half of it, and tell
+        the pipeline (a LATENCY message makes it query and distribute the latency again)."""
+        needed = int(2 * seconds * Gst.SECOND)
+        if needed > stream.latency * 1.25:
+            stream.latency = needed
+            CAT.debug(self, f"latency {needed / Gst.MSECOND:.1f} ms (twice the slowest forward "
+                            "pass)")
+            self.post_message(Gst.Message.new_latency(self))
+
     # -- negotiation ------------------------------------------------------------------------
 
     def _proposed_caps(self) -> Gst.Caps:
@@ -137,6 +162,8 @@ class TensorInference:
         return pad.query_default(parent, query)
 
     def _src_query(self, pad, parent, query):
+        if query.type == Gst.QueryType.LATENCY:
+            return self._answer_latency(query)
         caps = self.stream.src_caps if self.stream is not None else None
         return answer_src_caps_query(pad, parent, query, caps, _TEMPLATE)
 
@@ -221,8 +248,10 @@ class TensorInference:
                 names, rows = stream.runner.run_rows(inputs, _row_counts(in_shapes))
             else:
                 names, rows = stream.runner.run(inputs)
+        seconds = time.perf_counter() - started
         CAT.log(self, lambda: f"ran {len(batch)} buffers (pts {_pts(batch[0])}) in "
-                              f"{(time.perf_counter() - started) * 1000:.1f} ms")
+                              f"{seconds * 1000:.1f} ms")
+        self._track_latency(stream, seconds)
         outputs = []
         for inbuf, tensors, shapes in zip(batch, rows, in_shapes, strict=True):
             out = buffer_from_tensors(tensors)

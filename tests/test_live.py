@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from tests.helpers import on_samples
+from tests.helpers import on_samples, resident_mb
 from torchstream.gst import Gst
 from torchstream.meta import read_tensor_data
 from torchstream.pipeline import run_to_end
@@ -27,10 +27,12 @@ def slow_model(tmp_path_factory):
     return path
 
 
-def live_run(model, policy: str | None):
+def live_run(model, policy: str | None, frames_in: int = FRAMES, memory: dict | None = None):
+    """(result, [(pts, delay s, has results)], inference-skipped); ``memory`` gets the
+    resident MB every 30 frames, by frame index."""
     setting = f" frame-policy={policy}" if policy else ""
     pipeline = Gst.parse_launch(
-        f"videotestsrc is-live=true num-buffers={FRAMES} ! "
+        f"videotestsrc is-live=true num-buffers={frames_in} ! "
         "video/x-raw,width=320,height=240,framerate=30/1 ! "
         f"video_inference name=bin model=torchvision.models.resnet50 model-weights={model}"
         f"{setting} ! appsink name=sink sync=true")
@@ -40,9 +42,11 @@ def live_run(model, policy: str | None):
         clock = pipeline.get_clock()
         delay = (clock.get_time() - pipeline.get_base_time() - buf.pts) / Gst.SECOND
         frames.append((buf.pts, delay, bool(read_tensor_data(buf))))
+        if memory is not None and len(frames) % 30 == 0:
+            memory[len(frames)] = resident_mb()
 
     on_samples(pipeline, "sink", receive, sync=None)
-    result = run_to_end(pipeline, 120)
+    result = run_to_end(pipeline, 120 + frames_in / 30)
     skipped = pipeline.get_by_name("bin").get_property("inference-skipped")
     return result, frames, skipped
 
@@ -85,3 +89,22 @@ def test_a_policy_that_cannot_work_is_refused(description, fragment):
     pipeline = Gst.parse_launch(f"videotestsrc num-buffers=1 ! {description} ! fakesink")
     result = run_to_end(pipeline, 30)
     assert not result.ok and fragment in result.error, result.error
+
+
+def test_a_minute_of_live_video_keeps_memory_and_delay_flat(slow_model):
+    """1800 frames at 30 fps, the model slower than the camera: resident memory after the
+    first 10 s grows less than 20 MB and the delay of the last 10 s is that of the first."""
+    frames_in = 1800
+    memory: dict[int, float] = {}
+    result, frames, skipped = live_run(slow_model, None, frames_in, memory)
+    assert result.ok, result.error
+    assert len(frames) == frames_in and skipped > 0
+    window = 300  # 10 s
+    early = statistics.median(f[1] for f in frames[window:2 * window])
+    late = statistics.median(f[1] for f in frames[-window:])
+    grown = memory[max(memory)] - memory[window]
+    print(f"live soak: {frames_in} frames, {frames_in - skipped} inferred, median delay "
+          f"{early:.3f} s (10-20 s), {late:.3f} s (last 10 s), resident memory +{grown:.1f} MB "
+          "after the first 10 s")
+    assert late < early + 0.3, (early, late)
+    assert grown < 20, memory

@@ -21,14 +21,15 @@ class PipelineResult:
 
 
 _WATCHED = (Gst.MessageType.ERROR | Gst.MessageType.EOS | Gst.MessageType.WARNING
-            | Gst.MessageType.INFO)
+            | Gst.MessageType.INFO | Gst.MessageType.LATENCY)
 
 
 def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
                tick: Callable[[], None] | None = None,
                on_note: Callable[[str, str], None] | None = None) -> PipelineResult:
     """PLAYING until EOS, an ERROR or ``timeout``; always leaves the pipeline in NULL.
-    WARNING and INFO messages are collected, and passed to ``on_note(kind, text)`` as they
+    A LATENCY message makes the pipeline distribute its latency again. WARNING and INFO
+    messages are collected, and passed to ``on_note(kind, text)`` as they
     come."""
     bus = pipeline.get_bus()
     start = time.monotonic()
@@ -40,7 +41,10 @@ def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
             msg = bus.timed_pop_filtered(50 * Gst.MSECOND, _WATCHED)
             if tick is not None:
                 tick()
-            if msg is not None and msg.type in (Gst.MessageType.WARNING, Gst.MessageType.INFO):
+            if msg is not None and msg.type == Gst.MessageType.LATENCY:
+                pipeline.recalculate_latency()  # an element's latency changed (as gst-launch)
+            elif msg is not None and msg.type in (Gst.MessageType.WARNING,
+                                                  Gst.MessageType.INFO):
                 err, _ = msg.parse_warning() if msg.type == Gst.MessageType.WARNING \
                     else msg.parse_info()
                 warning = msg.type == Gst.MessageType.WARNING

@@ -1,8 +1,10 @@
-"""meta_publish: one JSON object per frame (JSON Lines) to a file or stdout; video untouched.
+"""meta_publish: one JSON object per frame, as JSON Lines to a file or stdout, or as MQTT
+messages (method=mqtt); video untouched.
 
 A passthrough transform: buffers go downstream as they came (never mapped, never made
-writable); each one's results (``torchstream.meta.read_results``) become a line written by
-:class:`torchstream.publish.JsonLinesWriter`.
+writable); each one's results (``torchstream.meta.read_results``) become a record written by
+:class:`torchstream.publish.JsonLinesWriter` or published by
+:class:`torchstream.mqtt.MqttPublisher`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ from torchstream.elements._base import (
     guarded,
     pad_templates,
     string_prop,
+    uint_prop,
 )
+from torchstream.errors import ConfigError
 from torchstream.gst import Gst, GstBase
 from torchstream.gstlog import DebugCategory
 from torchstream.meta import read_results
+from torchstream.mqtt import MqttPublisher, MqttSettings
 from torchstream.publish import JsonLinesWriter, frame_record
+
+METHODS = ("file", "mqtt")
 
 CAT = DebugCategory("torchstream-publish", "meta_publish: JSON lines written")
 
@@ -37,7 +44,19 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
     PROPERTIES = {
         "file-path": string_prop(
             "File path", "File the JSON Lines are written to (created or truncated at start); "
-            "empty = stdout", ""),
+            "empty = stdout (method=file)", ""),
+        "method": string_prop("Method", "file (file-path) or mqtt (address, topic)", "file"),
+        "address": string_prop("Address", "MQTT broker, host or host:port (port 1883 by "
+                               "default)", "localhost:1883"),
+        "topic": string_prop("Topic", "MQTT topic each frame's record is published to",
+                             "torchstream"),
+        "mqtt-client-id": string_prop("MQTT client id", "empty: a unique one", ""),
+        "max-connect-attempts": uint_prop(
+            "Max connect attempts", "Tries of the first connection to the broker before the "
+            "element fails (1 s, then twice as long between tries)", 1, 1000, 1),
+        "max-reconnect-interval": uint_prop(
+            "Max reconnect interval", "Seconds at most between reconnection tries after the "
+            "broker went away (1 s, doubling)", 1, 3600, 30),
     }
     __gproperties__ = gproperties(PROPERTIES)
 
@@ -53,11 +72,24 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
 
     @guarded(False)
     def do_start(self):
+        self.check_ranges()
         self.frame = 0
-        writer = JsonLinesWriter(self.settings["file-path"])
+        s = self.settings
+        method = (s["method"] or "").strip().lower()
+        if method not in METHODS:
+            raise ConfigError(f"property 'method' must be one of {', '.join(METHODS)}, got "
+                              f"{s['method']!r}")
+        if method == "mqtt":
+            writer = MqttPublisher(MqttSettings(
+                s["address"] or "", s["topic"] or "", s["mqtt-client-id"] or "",
+                s["max-connect-attempts"], s["max-reconnect-interval"]))
+            where = f"MQTT broker {s['address']}, topic {s['topic']}"
+        else:
+            writer = JsonLinesWriter(s["file-path"])
+            where = s["file-path"] or "stdout"
         writer.open()
         self.writer = writer
-        CAT.info(self, f"writing JSON lines to {self.settings['file-path'] or 'stdout'}")
+        CAT.info(self, f"writing JSON records to {where}")
         return True
 
     @guarded(False)

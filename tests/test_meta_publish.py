@@ -127,3 +127,41 @@ def test_unknown_times_and_sizes_are_null():
     assert (record["width"], record["height"]) == (None, None)
     assert [r["pixels"] for r in record["regions"]] == [None, None, None]
     assert record["regions"][0]["box"]["x_min"] == results_for(0).regions[0].x_min
+
+
+def test_the_dlstreamer_layout_holds_the_same_results(bikes_frames, tmp_path):
+    """format=dlstreamer: gvametaconvert's layout (resolution, timestamp, objects with pixel
+    box, region_id, roi_type, detection, each region classification under its attribute;
+    frame classifications as tensors), the values those of the default layout."""
+    ours, theirs = tmp_path / "ours.jsonl", tmp_path / "dls.jsonl"
+    run = run_results(
+        "appsrc name=src ! test_meta_writer name=w ! "
+        f"meta_publish file-path={ours} ! meta_publish format=dlstreamer file-path={theirs} ! "
+        "appsink name=sink", bikes_frames[:4], writers={"w": write_varied})
+    assert run.result.ok, run.error
+    for mine, line in zip(ours.read_text().splitlines(), theirs.read_text().splitlines(),
+                          strict=True):
+        a, b = json.loads(mine), json.loads(line)
+        assert b["resolution"] == {"width": W, "height": H} and b["timestamp"] == a["pts"]
+        assert len(b["objects"]) == len(a["regions"])
+        for obj, region in zip(b["objects"], a["regions"], strict=True):
+            assert (obj["x"], obj["y"], obj["w"], obj["h"]) == tuple(region["pixels"].values())
+            assert obj["region_id"] == region["id"] and obj["roi_type"] == region["label"]
+            assert obj["detection"] == {"bounding_box": region["box"],
+                                        "confidence": region["confidence"],
+                                        "label_id": region["label_id"],
+                                        "label": region["label"]}
+            for c in region["classifications"]:
+                assert obj[c["attribute"]] == {"label": c["label"], "label_id": c["label_id"],
+                                               "confidence": c["confidence"]}
+        assert b.get("tensors", []) == [
+            {"name": c["attribute"], "label": c["label"], "label_id": c["label_id"],
+             "confidence": c["confidence"]} for c in a["classifications"]]
+    assert any(b["objects"] for b in map(json.loads, theirs.read_text().splitlines()))
+
+
+def test_an_unknown_format_is_refused(bikes_frames):
+    run = run_results("appsrc name=src ! meta_publish name=pub format=xml ! appsink name=sink",
+                      bikes_frames[:1])
+    assert not run.result.ok
+    assert "property 'format' must be one of torchstream, dlstreamer" in run.error

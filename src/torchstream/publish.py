@@ -58,6 +58,41 @@ def frame_record(results: FrameResults, frame: int, pts: int | None, duration: i
     }
 
 
+FORMATS = ("torchstream", "dlstreamer")
+_OBJECT_KEYS = {"x", "y", "w", "h", "region_id", "roi_type", "detection", "id"}
+
+
+def dlstreamer_record(results: FrameResults, pts: int | None, width: int | None,
+                      height: int | None) -> dict:
+    """The JSON layout of DL Streamer's gvametaconvert, for programs that read it:
+    ``resolution``, ``timestamp`` (ns), ``objects`` (pixel ``x, y, w, h``, ``region_id``,
+    ``roi_type``, ``detection`` with the normalised ``bounding_box``, ``confidence``,
+    ``label_id``, ``label``, and each classification of the region under its attribute name),
+    and the frame's own classifications as ``tensors``."""
+    objects = []
+    for r in results.regions:
+        obj: dict = {}
+        if width and height:
+            x, y, w, h = r.pixels(width, height)
+            obj.update(x=x, y=y, w=w, h=h)
+        obj["region_id"] = r.region_id
+        obj["roi_type"] = r.label
+        obj["detection"] = {
+            "bounding_box": {"x_min": r.x_min, "y_min": r.y_min, "x_max": r.x_max,
+                             "y_max": r.y_max},
+            "confidence": r.confidence, "label_id": r.label_id, "label": r.label}
+        for c in r.classifications:
+            key = c.attribute if c.attribute not in _OBJECT_KEYS else f"{c.attribute}_"
+            obj[key] = {"label": c.label, "label_id": c.label_id, "confidence": c.confidence}
+        objects.append(obj)
+    record = {"resolution": {"width": width, "height": height}, "timestamp": _time(pts),
+              "objects": objects}
+    if results.classifications:
+        record["tensors"] = [{"name": c.attribute, "label": c.label, "label_id": c.label_id,
+                              "confidence": c.confidence} for c in results.classifications]
+    return record
+
+
 def json_line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
 

@@ -24,7 +24,7 @@ from torchstream.gst import Gst, GstBase
 from torchstream.gstlog import DebugCategory
 from torchstream.meta import read_results
 from torchstream.mqtt import MqttPublisher, MqttSettings
-from torchstream.publish import JsonLinesWriter, frame_record
+from torchstream.publish import FORMATS, JsonLinesWriter, dlstreamer_record, frame_record
 
 METHODS = ("file", "mqtt")
 
@@ -46,6 +46,10 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
             "File path", "File the JSON Lines are written to (created or truncated at start); "
             "empty = stdout (method=file)", ""),
         "method": string_prop("Method", "file (file-path) or mqtt (address, topic)", "file"),
+        "format": string_prop("Format", "Layout of each frame's JSON record: torchstream "
+                              "(frame, pts, regions with boxes and classifications...) or "
+                              "dlstreamer (DL Streamer gvametaconvert's: resolution, timestamp, "
+                              "objects, tensors)", "torchstream"),
         "address": string_prop("Address", "MQTT broker, host or host:port (port 1883 by "
                                "default)", "localhost:1883"),
         "topic": string_prop("Topic", "MQTT topic each frame's record is published to",
@@ -69,6 +73,7 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self.width: int | None = None
         self.height: int | None = None
         self.frame = 0
+        self.dlstreamer = False  # format=dlstreamer
 
     @guarded(False)
     def do_start(self):
@@ -79,6 +84,11 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
         if method not in METHODS:
             raise ConfigError(f"property 'method' must be one of {', '.join(METHODS)}, got "
                               f"{s['method']!r}")
+        layout = (s["format"] or "").strip().lower()
+        if layout not in FORMATS:
+            raise ConfigError(f"property 'format' must be one of {', '.join(FORMATS)}, got "
+                              f"{s['format']!r}")
+        self.dlstreamer = layout == "dlstreamer"
         if method == "mqtt":
             writer = MqttPublisher(MqttSettings(
                 s["address"] or "", s["topic"] or "", s["mqtt-client-id"] or "",
@@ -117,9 +127,13 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
 
     @guarded(FLOW_ERROR)
     def do_transform_ip(self, buf):
-        record = frame_record(read_results(buf), self.frame, buf.pts, buf.duration,
-                              self.width, self.height)
+        results = read_results(buf)
+        if self.dlstreamer:
+            record = dlstreamer_record(results, buf.pts, self.width, self.height)
+        else:
+            record = frame_record(results, self.frame, buf.pts, buf.duration, self.width,
+                                  self.height)
         self.writer.write(record)
-        CAT.log(self, lambda: f"frame {self.frame}: {len(record['regions'])} regions")
+        CAT.log(self, lambda: f"frame {self.frame}: {len(results.regions)} regions")
         self.frame += 1
         return Gst.FlowReturn.OK

@@ -11,9 +11,11 @@ once it has subscribed again). Only the first connection is bounded, by
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from torchstream.errors import ConfigError, Domain, TorchstreamError
 from torchstream.publish import json_line
@@ -28,6 +30,7 @@ class MqttSettings:
     client_id: str = ""  # empty: a unique one is made
     max_connect_attempts: int = 1
     max_reconnect_interval: int = 30  # seconds
+    config_file: str = ""  # mqtt-config: TLS and credentials (read_config)
 
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.address.strip().rpartition(":")
@@ -37,6 +40,36 @@ class MqttSettings:
             raise ConfigError(f"property 'address' must be host or host:port, got "
                               f"{self.address!r}")
         return host, int(port)
+
+
+_CONFIG_KEYS = {"tls", "username", "password"}
+_TLS_KEYS = {"ca-file", "cert-file", "key-file"}
+
+
+def read_config(path: str) -> dict:
+    """The mqtt-config file: ``{"tls": {"ca-file", "cert-file", "key-file"}, "username",
+    "password"}``, every key optional; the files must exist."""
+    where = f"property 'mqtt-config': '{path}'"
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where} is not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where} must hold a JSON object")
+    unknown = sorted(set(config) - _CONFIG_KEYS)
+    tls = config.get("tls") or {}
+    if not isinstance(tls, dict):
+        raise ConfigError(f"{where}: \"tls\" must be an object")
+    unknown += [f"tls.{k}" for k in sorted(set(tls) - _TLS_KEYS)]
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}; known: "
+                          "tls (ca-file, cert-file, key-file), username, password")
+    for key, value in tls.items():
+        if not isinstance(value, str) or not Path(value).is_file():
+            raise ConfigError(f"{where}: tls.{key} {value!r} is not a file")
+    return config
 
 
 class MqttPublisher:
@@ -58,6 +91,13 @@ class MqttPublisher:
                              client_id=s.client_id or f"torchstream-{uuid.uuid4().hex[:12]}")
         client.reconnect_delay_set(min_delay=1, max_delay=max(1, s.max_reconnect_interval))
         client.max_queued_messages_set(0)  # no limit: nothing is dropped while reconnecting
+        config = read_config(s.config_file) if s.config_file else {}
+        if "tls" in config:
+            tls = config["tls"]
+            client.tls_set(ca_certs=tls.get("ca-file"), certfile=tls.get("cert-file"),
+                           keyfile=tls.get("key-file"))
+        if "username" in config:
+            client.username_pw_set(str(config["username"]), config.get("password"))
         error: Exception | None = None
         for attempt in range(max(1, s.max_connect_attempts)):
             if attempt:
@@ -65,7 +105,7 @@ class MqttPublisher:
             try:
                 client.connect(host, port, keepalive=30)
                 break
-            except OSError as exc:
+            except OSError as exc:  # refused, unreachable, or a TLS handshake that failed
                 error = exc
         else:
             raise TorchstreamError(

@@ -55,6 +55,9 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
         "topic": string_prop("Topic", "MQTT topic each frame's record is published to",
                              "torchstream"),
         "mqtt-client-id": string_prop("MQTT client id", "empty: a unique one", ""),
+        "mqtt-config": string_prop("MQTT config", "JSON file with the TLS files and "
+                                   "credentials: {\"tls\": {\"ca-file\", \"cert-file\", "
+                                   "\"key-file\"}, \"username\", \"password\"}", ""),
         "max-connect-attempts": uint_prop(
             "Max connect attempts", "Tries of the first connection to the broker before the "
             "element fails (1 s, then twice as long between tries)", 1, 1000, 1),
@@ -92,7 +95,8 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
         if method == "mqtt":
             writer = MqttPublisher(MqttSettings(
                 s["address"] or "", s["topic"] or "", s["mqtt-client-id"] or "",
-                s["max-connect-attempts"], s["max-reconnect-interval"]))
+                s["max-connect-attempts"], s["max-reconnect-interval"],
+                s["mqtt-config"] or ""))
             where = f"MQTT broker {s['address']}, topic {s['topic']}"
         else:
             writer = JsonLinesWriter(s["file-path"])

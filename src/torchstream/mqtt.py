@@ -130,10 +130,9 @@ class MqttPublisher:
             time.sleep(0.01)
 
     def close(self) -> None:
-        client, self.client = self.client, None
+        client = self.client
         if client is None:
             return
-        self.client = client
         self.flush()
         self.client = None
         client.disconnect()

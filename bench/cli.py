@@ -232,14 +232,18 @@ def main(argv: list[str] | None = None) -> int:
             return data
 
         for spec in specs:
+            if spec.missing():
+                print(f"bench: {spec.key} skipped: {spec.missing()}", file=sys.stderr)
+                continue
             frames = args.frames or spec.frames
-            roles = list(SIDES) + (["sweep"] if "best" in batches else [])
+            model_batches = ["1"] if spec.fixed_batch else batches
+            roles = list(SIDES) + (["sweep"] if "best" in model_batches else [])
             procs = start_sides(spec, roles, payload, env, Path(tmp))
             try:
                 done: list[tuple[int, str]] = []
                 for threads in args.thread_list:
                     # the first thread count at every batch size, the others at batch 1
-                    for entry in batches if threads == args.thread_list[0] else ["1"]:
+                    for entry in model_batches if threads == args.thread_list[0] else ["1"]:
                         if entry == "best" and spec.key not in sweeps:
                             sweeps[spec.key] = sweep(procs.pop("sweep"), payload(
                                 "sweep", spec, 1, 2, candidates=list(SWEEP_CANDIDATES)))

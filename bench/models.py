@@ -21,7 +21,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_LABELS = LABELS_DIR / "imagenet_2012.txt"
 COCO_LABELS = LABELS_DIR / "coco_91cl_bkgr.txt"
+COCO_80_LABELS = LABELS_DIR / "coco_80.txt"
 CLASSIFIER_SIZE = 224  # every classifier runs at 224x224 on every side
+# the pretrained CenterNet detector, a TorchScript file `make models` converts (docs/centernet.md)
+CENTERNET = REPO / "models" / "centernet" / "centernet.ts"
+CENTERNET_MODEL_PROC = "centernet_coco.json"  # shipped: letterbox 512, RGB 0..255, threshold 0.3
+CENTERNET_SIZE = 512
+CENTERNET_THRESHOLD = 0.3
 
 SIDES = ("bare-torch", "bare-best", "plain", "processbin", "bin")
 PIPELINE_SIDES = ("processbin", "bin")
@@ -36,14 +42,31 @@ class ModelSpec:
     """
 
     key: str
-    factory: str  # torchvision.models.<name> or torchvision.models.detection.<name>
-    task: str  # "classification" or "detection"
+    factory: str  # torchvision.models.<name>, torchvision.models.detection.<name>, or a file
+    task: str  # "classification", "detection" (torchvision's) or "centernet" (a model file)
     frames: int
     real_weights: Path | None = None  # a real state dict, else a seeded random one is made
 
     @property
     def short_name(self) -> str:
         return self.factory.rsplit(".", 1)[1]
+
+    @property
+    def model_file(self) -> Path | None:
+        """The model file of a model that is not a torchvision factory (it holds its weights)."""
+        return None if self.factory.startswith("torchvision.") else Path(self.factory)
+
+    @property
+    def fixed_batch(self) -> bool:
+        """The model's graph fixes batch 1 (CenterNet's reshapes are constants)."""
+        return self.task == "centernet"
+
+    def missing(self) -> str | None:
+        """Why this model cannot be measured here, or None."""
+        path = self.model_file
+        if path is not None and not path.exists():
+            return f"{path} is missing (make models converts it)"
+        return None
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -56,6 +79,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("resnet50", "torchvision.models.resnet50", "classification", 30),
         ModelSpec("ssdlite", "torchvision.models.detection.ssdlite320_mobilenet_v3_large",
                   "detection", 50),
+        ModelSpec("centernet", str(CENTERNET), "centernet", 30),
     )
 }
 ALIASES = {"ssdlite320_mobilenet_v3_large": "ssdlite"}
@@ -88,17 +112,27 @@ def pipeline_description(side: str, spec: ModelSpec, weights: str, batch: int, d
     """
     source = f'filesrc location="{video}" ! decodebin'
     sink = "fakesink name=sink sync=false"
-    inference = (f"model={spec.factory} model-weights={weights} batch-size={batch} "
-                 f"device={device}" + (f" threads={threads}" if threads else ""))
+    inference = (f"model={spec.factory}"
+                 + ("" if spec.model_file else f" model-weights={weights}")
+                 + f" batch-size={batch} device={device}"
+                 + (f" threads={threads}" if threads else ""))
     if side == "bin":
-        if spec.task == "detection":
+        if spec.task == "centernet":
+            element = f"object_detect {inference} model-proc={CENTERNET_MODEL_PROC}"
+        elif spec.task == "detection":
             element = f"object_detect {inference} labels-file={COCO_LABELS}"
         else:
             element = f"video_inference {inference} labels-file={IMAGENET_LABELS}"
         return f"{source} ! {element} ! {sink}"
     if side != "processbin":
         raise ValueError(side)
-    if spec.task == "detection":
+    if spec.task == "centernet":
+        pre = ("videoconvert ! video/x-raw,format=RGBP ! tensor_convert ! "
+               f"tensor_resize_crop size={CENTERNET_SIZE} mode=letterbox ! "
+               "opencv_tensor_normalize range=<0,255>")
+        post = (f"tensor_postproc_detection labels-file={COCO_80_LABELS} box-index=0 "
+                f"confidence-index=4 label-index=5 threshold={CENTERNET_THRESHOLD}")
+    elif spec.task == "detection":
         pre = ("videoconvert ! video/x-raw,format=RGBP ! tensor_convert ! "
                "opencv_tensor_normalize range=<0,1>")
         post = f"tensor_postproc_detection labels-file={COCO_LABELS}"

@@ -20,7 +20,15 @@ import traceback
 from pathlib import Path
 
 from bench.measure import FrameClock, current_rss_mb, peak_rss_mb, start_memory_window
-from bench.models import CLASSIFIER_SIZE, IMAGENET_MEAN, IMAGENET_STD, MODELS, ModelSpec
+from bench.models import (
+    CENTERNET_SIZE,
+    CENTERNET_THRESHOLD,
+    CLASSIFIER_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODELS,
+    ModelSpec,
+)
 
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -56,8 +64,9 @@ def _untrained(spec: ModelSpec):
 
 def ensure_weights(spec: ModelSpec, path: str) -> None:
     """Seeded random weights at ``path`` unless a file is there (written to a temporary name
-    and renamed, so workers running side by side never read half a file)."""
-    if os.path.exists(path):
+    and renamed, so workers running side by side never read half a file). A model file
+    holds its own weights."""
+    if spec.model_file is not None or os.path.exists(path):
         return
     import torch
 
@@ -78,6 +87,10 @@ def build_model(spec: ModelSpec, weights: str, device: str):
     import torch
 
     key = (spec.key, weights, device)
+    if key not in _BUILT and spec.model_file is not None:
+        from torchstream.model import load_model  # as the pipelines load it (shared object)
+
+        _BUILT[key] = load_model(str(spec.model_file), device=device).module
     if key not in _BUILT:
         model = _untrained(spec)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -95,8 +108,13 @@ def best_engine(spec: ModelSpec, model, device: str, shape: tuple, batch: int, j
     from torchstream.inference import BatchRunner
     from torchstream.model import LoadedModel
 
-    loaded = LoadedModel(model, spec.short_name, torch.device(device), "torchvision",
-                         takes_image_list=spec.task == "detection")
+    if spec.model_file is not None:
+        from torchstream.model import load_model
+
+        loaded = load_model(str(spec.model_file), device=device)
+    else:
+        loaded = LoadedModel(model, spec.short_name, torch.device(device), "torchvision",
+                             takes_image_list=spec.task == "detection")
     runner = BatchRunner(loaded, TensorsConfig((TensorInfo("float32", shape),)),
                          threads=engine_threads(job))
     runner.probe(batch)
@@ -120,6 +138,9 @@ def run_bare(job: dict) -> dict:
     if spec.task == "detection":
         h, w = job["video_height"], job["video_width"]
         inputs = [[torch.rand(3, h, w, generator=generator).to(device) for _ in range(batch)]]
+    elif spec.task == "centernet":
+        size = CENTERNET_SIZE
+        inputs = [torch.rand(batch, 3, size, size, generator=generator).mul_(255).to(device)]
     else:
         size = CLASSIFIER_SIZE
         inputs = [torch.rand(batch, 3, size, size, generator=generator).to(device)]
@@ -161,10 +182,22 @@ def _video_frames(path: str, count: int):
             raise RuntimeError(f"OpenCV decoded no frame from {path}")
 
 
+def _letterbox(cv2, np, frame, size: int):
+    """The frame scaled to fit ``size`` x ``size``, centred on black (CenterNet's input)."""
+    h, w = frame.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = round(h * scale), round(w * scale)
+    canvas = np.zeros((size, size, 3), np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    canvas[top:top + nh, left:left + nw] = cv2.resize(frame, (nw, nh),
+                                                      interpolation=cv2.INTER_LINEAR)
+    return canvas, scale, left, top
+
+
 def run_plain(job: dict) -> dict:
     """What a PyTorch user writes without torchstream: cv2.VideoCapture decodes, cv2.resize
-    to 224x224 (classifiers), RGB, normalise, forward, read the result (softmax + top-1, or
-    the detections above 0.5)."""
+    to 224x224 (classifiers; CenterNet: letterbox to 512), RGB, normalise, forward, read the
+    result (softmax + top-1, or the detections above the threshold, boxes on the frame)."""
     import cv2
     import numpy as np
 
@@ -176,11 +209,19 @@ def run_plain(job: dict) -> dict:
     size = CLASSIFIER_SIZE
     clock = FrameClock(job["warmup"], job["frames"])
     pending: list = []
+    placement: list = []  # CenterNet: (scale, left, top) of each pending frame's letterbox
     results: list = []
 
     def flush() -> None:
         with torch.inference_mode():
-            if spec.task == "detection":
+            if spec.task == "centernet":
+                for x, (scale, left, top) in zip(pending, placement, strict=True):
+                    rows = model(x[None].to(device))[0].cpu()
+                    rows = rows[rows[:, 4] >= CENTERNET_THRESHOLD]
+                    boxes = (rows[:, :4] - torch.tensor([left, top, left, top])) / scale
+                    results.append((boxes, rows[:, 5].long()))
+                placement.clear()
+            elif spec.task == "detection":
                 outputs = model([t.to(device) for t in pending])
                 for out in outputs:
                     keep = out["scores"] >= 0.5
@@ -194,7 +235,12 @@ def run_plain(job: dict) -> dict:
         results.clear()
 
     for frame in _video_frames(job["video"], job["frames"]):
-        if spec.task == "detection":
+        if spec.task == "centernet":
+            boxed, scale, left, top = _letterbox(cv2, np, frame, CENTERNET_SIZE)
+            rgb = cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB)
+            pending.append(torch.from_numpy(rgb).permute(2, 0, 1).float())
+            placement.append((scale, left, top))
+        elif spec.task == "detection":
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             pending.append(torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255))
         else:

@@ -271,14 +271,27 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 for proc in procs.values():
                     proc.close()
+        postproc = measure_postproc(env, Path(tmp))
     report = summarise(args, video, specs, configs, runs, profiles, sweeps,
                        time.monotonic() - began)
+    report["postproc"] = postproc
     print(render(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     failed = [r for r in runs + profiles if r.result.get("error")]
     failed += [s for s in sweeps.values() if s.get("error")]
+    failed += [postproc] if postproc.get("error") else []
     return 1 if failed else 0
+
+
+def measure_postproc(env: dict[str, str], folder: Path) -> dict:
+    """bench.postproc's figures, in a process of its own (as every measurement)."""
+    out = folder / "postproc.json"
+    done = subprocess.run([sys.executable, "-m", "bench.postproc", "--json", str(out)],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 or not out.exists():
+        return {"error": (done.stderr or done.stdout).strip()[-500:]}
+    return json.loads(out.read_text())
 
 
 def start_sides(spec: ModelSpec, roles: list[str], payload, env: dict[str, str],

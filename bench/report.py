@@ -6,6 +6,7 @@ import math
 import re
 
 from bench.models import PIPELINE_SIDES, SIDES
+from bench.postproc import line as postproc_line
 
 # pipeline fps / bare eager torch fps at batch 1 (docs/benchmarks.md); detectors must not lose
 TORCH_TARGET = {"mobilenet_v2": 1.6, "resnet50": 1.3, "mobilenet_v3_small": 1.5}
@@ -108,6 +109,10 @@ def render(report: dict) -> str:
     if errors:
         out.append("ERRORS")
         out += [f"  {model} batch {batch} {side}: {error}" for model, batch, side, error in errors]
+    post = report.get("postproc")
+    if post:
+        out.append("Post-processing (bench.postproc): " + (
+            f"ERROR {post['error']}" if post.get("error") else postproc_line(post)))
     out.append(f"total time: {report['seconds']:.0f} s")
     return "\n".join(out)
 

@@ -21,7 +21,7 @@ def test_quick_benchmark_reports_every_side(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     table = done.stdout
     for heading in ("Frames per second", "Engines chosen by engine=auto", "Peak RSS",
-                    "Targets", "Where the time goes"):
+                    "Targets", "Where the time goes", "YOLO decode + NMS, 8400 candidates"):
         assert heading in table, table
     for column in ("torch fps", "best fps", "plain fps", "procbin fps", "bin fps",
                    "procbin/torch", "procbin/best", "bin/plain"):
@@ -45,6 +45,7 @@ def test_quick_benchmark_reports_every_side(tmp_path):
     kinds = {e["kind"] for b in report["breakdown"] for e in b["elements"]}
     assert {"pytorch_tensor_inference", "opencv_tensor_normalize", "tensor_convert"} <= kinds
     assert all(b["thread_cpu"] for b in report["breakdown"])
+    assert report["postproc"]["detections"] > 0 and report["postproc"]["median_ms"] > 0
 
 
 def test_cuda_without_a_gpu_is_a_clear_error():

@@ -69,6 +69,8 @@ class Geometry:
     crop: str = ""
     interpolation: str = "bilinear"
     antialias: bool = True
+    padding: str = ""  # letterbox: tensor_resize_crop's padding (XxY) and fill
+    fill: str = ""
 
 
 def backend_of(model: str | None) -> str:
@@ -174,8 +176,10 @@ def _geometry(model: str, weights, detector: bool, preproc: InputPreproc | None)
     crop_size = preproc.crop_size or (tv.crop_size if tv else None)
     interpolation = preproc.interpolation or (tv.interpolation if tv else "bilinear")
     where = f"model-proc: input_preproc[0].params.resize={preproc.resize!r}"
-    if preproc.padding is not None:
-        raise ConfigError("model-proc: input_preproc[0].params.padding is not supported yet")
+    if preproc.padding is not None and (preproc.resize != "aspect-ratio"
+                                        or preproc.crop is not None):
+        raise ConfigError("model-proc: input_preproc[0].params.padding applies to \"resize\": "
+                          "\"aspect-ratio\" without a crop (a letterbox)")
     if preproc.crop not in (None, "central"):
         raise ConfigError(f"model-proc: input_preproc[0].params.crop={preproc.crop!r} is not "
                           "supported yet (only 'central')")
@@ -203,7 +207,12 @@ def _geometry(model: str, weights, detector: bool, preproc: InputPreproc | None)
     if not size:
         raise ConfigError(f"{where} needs the model's input size: add params.resize_size "
                           f"(the letterbox box) for {model}")
-    return Geometry("letterbox", _size_text(size), "", interpolation)
+    padding = preproc.padding
+    if padding is None:
+        return Geometry("letterbox", _size_text(size), "", interpolation)
+    fill = _vector(padding.fill_value) if padding.fill_value else ""
+    return Geometry("letterbox", _size_text(size), "", interpolation,
+                    padding=f"{padding.stride_x}x{padding.stride_y}", fill=fill)
 
 
 def _preprocess(kind, region, model, weights, detector, preproc, settings):
@@ -217,6 +226,8 @@ def _preprocess(kind, region, model, weights, detector, preproc, settings):
     geometry = _geometry(model, weights, detector, preproc)
     resize = {"size": geometry.size, "crop": geometry.crop, "interpolation":
               geometry.interpolation, "antialias": geometry.antialias}
+    if geometry.padding or geometry.fill:
+        resize.update(padding=geometry.padding, fill=geometry.fill)
     if geometry.mode != "none":
         resize["mode"] = geometry.mode
     if region == "roi-list":
@@ -264,20 +275,29 @@ def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> 
         converter = "raw_data_copy"
     if converter == "raw_data_copy":
         return ()
-    if converter == "detection":
+    if converter in ("detection", "yolo"):
         if kind == "object_classify":
             raise ConfigError("object_classify: a detection converter makes no sense here; "
                               "use object_detect")
         props = {"labels": labels, "labels-file": labels_file}
-        for key in ("box_index", "label_index", "confidence_index"):
-            if post is not None and getattr(post, key) is not None:
+        if converter == "yolo":
+            props["converter"] = post.converter_name
+        for key in ("box_index", "label_index", "confidence_index", "max_detections",
+                    "classes"):
+            if post is not None and getattr(post, key, None) is not None:
                 props[key.replace("_", "-")] = int(getattr(post, key))
+        if post is not None and post.iou_threshold is not None:
+            props["iou-threshold"] = float(post.iou_threshold)
+            if converter == "detection":
+                props["nms"] = True  # a detection entry asks for NMS by giving its IoU
+        if post is not None and post.class_agnostic is not None:
+            props["class-agnostic"] = bool(post.class_agnostic)
         if threshold is not None and threshold >= 0:
             props["threshold"] = float(threshold)
         elif post is not None and post.threshold is not None:
             props["threshold"] = float(post.threshold)
         return (Step("tensor_postproc_detection", props, "postproc"),)
-    # a model-proc's converter is a family name: raw_data_copy, detection or label
+    # a model-proc's converter is a family name: raw_data_copy, detection, yolo or label
     method = (post.method if post and post.method else "softmax")
     props = {"method": method, "labels": labels, "labels-file": labels_file}
     if post is not None and post.attribute_name:

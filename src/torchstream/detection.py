@@ -33,7 +33,16 @@ frame; without one the model input is the frame (possibly resized, which changes
 coordinate). Every box is then clipped to [0, 1] of the frame (a box over letterbox padding
 reaches outside it) and its corners ordered (x_min <= x_max, y_min <= y_max).
 
+YOLO outputs (:mod:`torchstream.yolo`): with ``converter`` set to a YOLO name (``yolo_v8``,
+``yolo_v11``, ``yolo_v5``, ``yolo_v7``, ``yolo_v10``, or ``yolo`` for the layout told from the
+shape), or in auto for one tensor that is no layout above but looks like one: ``[N,6]`` rows
+x1,y1,x2,y2,score,class (an end-to-end YOLO export, or CenterNet), or a ``[4+nc, N]`` /
+``[N, 5+nc]`` YOLO head. The box with its best class becomes a candidate, then NMS.
+
 ``threshold`` (0..1): a detection whose confidence is below it is dropped; 0 keeps every one.
+NMS (``nms``, always on for YOLO heads, which need it): torchvision's ``batched_nms`` per label
+id (``class_agnostic``: over all boxes) at ``iou_threshold``, in model-input coordinates;
+then at most ``max_detections`` are kept, the highest scores first.
 Label ids must be integral; without labels, a label is its id as text.
 """
 
@@ -49,12 +58,16 @@ import numpy as np
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.labels import Labels, label_name
 from torchstream.postproc import check_unit_interval
+from torchstream.yolo import CONVERTERS as YOLO_CONVERTERS
+from torchstream.yolo import YoloLayout, candidates, looks_like_yolo, resolve_yolo_layout
 
 if TYPE_CHECKING:
     from torchstream.results import FrameMapping
 
 AUTO = -1
 BOX_COLUMNS = 4
+CONVERTERS = ("auto", *YOLO_CONVERTERS)  # the converter setting's values
+DEFAULT_MAX_DETECTIONS = 300
 
 
 @dataclass(frozen=True)
@@ -80,9 +93,22 @@ class DetectionParams:
     label_index: int = AUTO
     confidence_index: int = AUTO
     labels: Labels | None = None
+    converter: str = "auto"
+    nms: bool = False  # YOLO heads get NMS whatever this says
+    iou_threshold: float = 0.5
+    max_detections: int = DEFAULT_MAX_DETECTIONS
+    class_agnostic: bool = False
+    classes: int | None = None  # a YOLO head's class count, when known
 
     def __post_init__(self) -> None:
         check_unit_interval(self.threshold, "threshold")
+        check_unit_interval(self.iou_threshold, "iou-threshold")
+        if self.converter not in CONVERTERS:
+            raise ConfigError(f"property 'converter' must be one of {', '.join(CONVERTERS)}, "
+                              f"got {self.converter!r}")
+        if int(self.max_detections) < 1:
+            raise ConfigError(f"property 'max-detections' must be at least 1, got "
+                              f"{self.max_detections}")
         for prop, value in (("box-index", self.box_index), ("label-index", self.label_index),
                             ("confidence-index", self.confidence_index)):
             if int(value) < AUTO:
@@ -113,6 +139,7 @@ class Layout:
     confidence: Field | None  # None: confidence 1.0
     normalised: bool  # boxes already in [0, 1] of the model input
     image_id: Field | None = None  # SSD: a row with image_id < 0 ends the list
+    yolo: YoloLayout | None = None  # a YOLO tensor (box: its tensor), decoded by yolo.py
 
     def tensors(self) -> list[int]:
         """The outputs this layout reads, in first-use order."""
@@ -135,8 +162,9 @@ def describe(shapes: Sequence[Sequence[int]], names: Sequence[str] = ()) -> str:
 def _undecodable(shapes, names, why: str) -> ConfigError:
     return ConfigError(
         f"cannot decode the detection outputs ({describe(shapes, names)}): {why}; the "
-        "layouts known are torchvision boxes/labels/scores, one [...,5] or [...,7] tensor, or "
-        "box + label tensors (set box-index, label-index, confidence-index otherwise)"
+        "layouts known are torchvision boxes/labels/scores, one [...,5], [...,6] or [...,7] "
+        "tensor, a YOLO head ([4+nc,N] or [N,5+nc], or set converter), or box + label tensors "
+        "(set box-index, label-index, confidence-index otherwise)"
     )
 
 
@@ -148,9 +176,49 @@ def resolve_layout(shapes: Sequence[Sequence[int]], names: Sequence[str], intege
     shapes = [tuple(int(d) for d in s) for s in shapes]
     if not shapes:
         raise _undecodable(shapes, names, "the buffer has no tensors")
+    if params.converter != "auto":
+        return _yolo_layout(shapes, names, params, params.converter)
+    if (len(shapes) == 1 and not params.overridden and shapes[0] and shapes[0][-1] not in (5, 7)
+            and looks_like_yolo(shapes[0])):
+        if shapes[0][-1] == 6:
+            return Layout("rows [...,6]", Field(0, 0), Field(0, 5), Field(0, 4), False)
+        return _yolo_layout(shapes, names, params, "yolo")
     if len(shapes) == 1:
         return _one_tensor_layout(shapes, names, params)
     return _several_tensors_layout(shapes, names, integer, params)
+
+
+def _yolo_layout(shapes, names, params: DetectionParams, converter: str) -> Layout:
+    """A YOLO tensor: the only output, or the one ``box-index`` names."""
+    index = 0 if params.box_index == AUTO else params.box_index
+    if index >= len(shapes):
+        raise _undecodable(shapes, names, f"box-index={index} but there are {len(shapes)} "
+                                          "outputs")
+    if len(shapes) > 1 and params.box_index == AUTO:
+        raise _undecodable(shapes, names, f"converter {converter} reads one tensor: set "
+                                          "box-index to the YOLO output's index")
+    try:
+        yolo = resolve_yolo_layout(shapes[index], converter, params.classes)
+    except TorchstreamError as exc:
+        raise _undecodable(shapes, names, exc.message) from None
+    return Layout(str(yolo), Field(index, 0), Field(index, 5), Field(index, 4), False,
+                  yolo=yolo)
+
+
+def nms_keep(boxes: np.ndarray, scores: np.ndarray, label_ids: np.ndarray, iou: float,
+             class_agnostic: bool) -> np.ndarray:
+    """Indices of the boxes NMS keeps, highest score first (torchvision's ``batched_nms``:
+    per label id unless ``class_agnostic``)."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    b = torch.from_numpy(np.ascontiguousarray(boxes, np.float32))
+    s = torch.from_numpy(np.ascontiguousarray(scores, np.float32))
+    ids = torch.zeros(len(boxes), dtype=torch.int64) if class_agnostic else \
+        torch.from_numpy(np.ascontiguousarray(label_ids, np.int64))
+    return batched_nms(b, s, ids, float(iou)).numpy()
 
 
 def _column(value: int, width: int, prop: str, shapes, names, span: int = 1) -> int:
@@ -299,6 +367,9 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
     boxes; ``mapping`` carries boxes from the model input to the frame (None: they are the
     frame's already)."""
     box_array = arrays[layout.box.tensor]
+    if layout.yolo is not None:
+        box_array = candidates(box_array, layout.yolo, params.threshold)
+        arrays = [box_array if i == layout.box.tensor else a for i, a in enumerate(arrays)]
     n = _rows(box_array.shape[:-1]) if box_array.ndim >= 1 else 0
     if layout.image_id is not None and n:
         ids = _values(arrays, layout.image_id, n)
@@ -323,6 +394,13 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
     boxes, conf = boxes[keep], conf[keep]
     if not np.isfinite(boxes).all():
         raise TorchstreamError("detection boxes hold NaN or infinite values")
+    if params.nms or (layout.yolo is not None and layout.yolo.nms):
+        order = nms_keep(boxes, conf, ids, params.iou_threshold, params.class_agnostic)
+    else:
+        order = np.argsort(-conf, kind="stable") if len(conf) > params.max_detections \
+            else np.arange(len(conf))
+    order = order[:params.max_detections]
+    boxes, conf, ids = boxes[order], conf[order], ids[order]
     if not layout.normalised:
         if size is None:
             raise TorchstreamError(

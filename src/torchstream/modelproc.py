@@ -50,14 +50,16 @@ SCHEMA_VERSIONS = ("1.0.0", "2.2.0")
 CONVERTER_FAMILIES: dict[str, tuple[str, ...]] = {
     "label": ("label", "tensor_to_label"),
     "detection": ("detection", "detection_output", "boxes_labels", "boxes", "tensor_to_bbox_ssd"),
+    "yolo": ("yolo_v8", "yolo_v11", "yolo_v5", "yolo_v7", "yolo_v10"),
     "raw_data_copy": ("raw_data_copy",),
 }
 SUPPORTED_CONVERTERS: tuple[str, ...] = tuple(n for f in CONVERTER_FAMILIES.values() for n in f)
 _LEGACY_CONVERTERS = ("tensor_to_label", "tensor_to_bbox_ssd")  # DL Streamer 1.x names
 _PRIMARY_CONVERTERS = tuple(n for n in SUPPORTED_CONVERTERS if n not in _LEGACY_CONVERTERS)
 
-#: DL Streamer converters that exist but that torchstream cannot run yet (any ``yolo*`` and
-#: ``tensor_to_bbox_yolo*`` name counts too): a clearer error than "unknown converter".
+#: DL Streamer converters that exist but that torchstream cannot run yet (any other ``yolo*``
+#: and ``tensor_to_bbox_yolo*`` name counts too: the raw-grid YOLO v2-v4 and YOLOX heads): a
+#: clearer error than "unknown converter".
 UNSUPPORTED_CONVERTERS: tuple[str, ...] = (
     "text", "tensor_to_text", "keypoints_hrnet", "keypoints_openpose", "keypoints_3d",
     "heatmap_boxes", "semantic_mask", "instance_segmentation", "mask_rcnn", "centerface",
@@ -77,12 +79,14 @@ PRECISIONS = ("FP32", "FP16", "U8")
 _KEY_HINTS = {
     "reverse_input_channels": "torchstream does not guess a default channel order; "
                               "write \"color_space\": \"RGB\" or \"BGR\" instead",
-    "color_format": "write \"color_space\": \"RGB\", \"BGR\" or \"GRAYSCALE\" instead",
     "scale": "'image_info' inputs are not supported",
-    "iou_threshold": "torchstream runs no NMS after the model (torchvision detection models "
-                     "do their own)",
     "labels_file": "write the path as a string in \"labels\"",
 }
+_RAW_GRID_HINT = ("raw YOLO grid outputs (anchors, masks, cells) are not supported: export "
+                  "the model with its detection head decoded ([B,N,5+nc] for yolo_v5/v7)")
+for _key in ("anchors", "masks", "cells_number", "bbox_number_on_cell",
+             "output_sigmoid_activation", "do_cls_softmax"):
+    _KEY_HINTS[_key] = _RAW_GRID_HINT
 
 # --------------------------------------------------------------------------------------------
 # The schema. Draft 2020-12. Each converter family has its own set of allowed keys (if/then),
@@ -103,6 +107,7 @@ _PARAMS_SCHEMA = {
         "resize": {"enum": list(RESIZE_MODES)},
         "crop": {"enum": list(CROP_MODES)},
         "color_space": {"enum": list(COLOR_SPACES)},
+        "color_format": {"enum": list(COLOR_SPACES)},  # DL Streamer's other spelling
         "range": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
         "mean": _CHANNEL_VALUES,
         "std": {**_CHANNEL_VALUES, "items": {"type": "number", "exclusiveMinimum": 0}},
@@ -144,11 +149,17 @@ _COMMON_OUTPUT_KEYS = {
     "attribute_name": _NAME,
 }
 _INDEX = {"type": "integer", "minimum": 0}  # extension: tensor_postproc_detection layouts
+_COUNT = {"type": "integer", "minimum": 1}
+_NMS_KEYS = {"iou_threshold": _UNIT, "max_detections": _COUNT,  # extensions but iou_threshold
+             "class_agnostic": {"type": "boolean"}}
 _FAMILY_KEYS: dict[str, dict[str, Any]] = {
     "label": {"labels": _LABELS, "method": {"enum": list(LABEL_METHODS)}, "threshold": _UNIT,
               "confidence_threshold": _UNIT, "compound_threshold": _UNIT},
     "detection": {"labels": _LABELS, "threshold": _UNIT, "confidence_threshold": _UNIT,
-                  "box_index": _INDEX, "label_index": _INDEX, "confidence_index": _INDEX},
+                  "box_index": _INDEX, "label_index": _INDEX, "confidence_index": _INDEX,
+                  **_NMS_KEYS},
+    "yolo": {"labels": _LABELS, "threshold": _UNIT, "confidence_threshold": _UNIT,
+             "classes": _COUNT, "box_index": _INDEX, **_NMS_KEYS},
     "raw_data_copy": {},
 }
 
@@ -255,6 +266,11 @@ class OutputPostproc:
     box_index: int | None = None
     label_index: int | None = None
     confidence_index: int | None = None
+    # detection and yolo: NMS (iou_threshold turns it on for detection); yolo: class count
+    iou_threshold: float | None = None
+    max_detections: int | None = None
+    class_agnostic: bool | None = None
+    classes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -536,7 +552,11 @@ def _input_preproc(entry: Mapping[str, Any], where: str, source: str) -> InputPr
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise fail("range", f"{[low, high]} must be [min, max] with min < max")
         value_range = (low, high)
-    color_space = params.get("color_space")
+    if "color_space" in params and "color_format" in params \
+            and params["color_space"] != params["color_format"]:
+        raise fail("color_format", f"{params['color_format']!r} contradicts color_space "
+                                   f"{params['color_space']!r} (two spellings of one setting)")
+    color_space = params.get("color_space", params.get("color_format"))
     channels = 1 if color_space == "GRAYSCALE" else 3
     mean, std = _floats(params.get("mean")), _floats(params.get("std"))
     expected = "1 (GRAYSCALE has one channel)" if channels == 1 else "1 or 3 (one per channel)"
@@ -608,6 +628,11 @@ def _output_postproc(entry: Mapping[str, Any], where: str, source: str,
     threshold = entry.get("threshold", entry.get("confidence_threshold"))
     if "compound_threshold" in entry and entry.get("method") != "compound":
         raise ConfigError(f"{at}.compound_threshold: is only used with \"method\": \"compound\"")
+    classes = entry.get("classes")
+    if classes is not None and isinstance(entry.get("labels"), list) \
+            and len(entry["labels"]) != classes:
+        raise ConfigError(f"{at}.classes: {classes} classes, but labels names "
+                          f"{len(entry['labels'])}")
 
     labels = labels_file = None
     raw_labels = entry.get("labels")
@@ -615,6 +640,9 @@ def _output_postproc(entry: Mapping[str, Any], where: str, source: str,
         labels = tuple(raw_labels)
     elif isinstance(raw_labels, str):
         labels_file = _resolve_labels_file(raw_labels, base_dir, f"{at}.labels")
+        if classes is not None and len(read_labels_file(labels_file)) != classes:
+            raise ConfigError(f"{at}.classes: {classes} classes, but the labels file "
+                              f"{raw_labels} names {len(read_labels_file(labels_file))}")
 
     layer_names = entry.get("layer_names")
     return OutputPostproc(
@@ -631,6 +659,10 @@ def _output_postproc(entry: Mapping[str, Any], where: str, source: str,
         box_index=entry.get("box_index"),
         label_index=entry.get("label_index"),
         confidence_index=entry.get("confidence_index"),
+        iou_threshold=_optional_float(entry.get("iou_threshold")),
+        max_detections=entry.get("max_detections"),
+        class_agnostic=entry.get("class_agnostic"),
+        classes=classes,
     )
 
 

@@ -34,6 +34,18 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 _FILTER_WIDTH = {"bilinear": 2, "bicubic": 4}  # torch's interp_size: the filter's width at scale 1
 
 
+def parse_border(text: str, prop: str) -> tuple[int, int]:
+    """``""`` -> (0, 0), ``"8"`` -> (8, 8), ``"8x4"`` (x, y) -> (4, 8) as (y, x)."""
+    text = (text or "").strip().lower()
+    if not text:
+        return (0, 0)
+    parts = text.split("x")
+    if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"property '{prop}' must be N or XxY (pixels, >= 0), got {text!r}")
+    x = int(parts[0])
+    return (int(parts[-1]), x)
+
+
 def parse_size(text: str, prop: str) -> tuple[int, ...]:
     """``""`` -> (), ``"256"`` -> (256,), ``"320x240"`` (width x height) -> (240, 320)."""
     text = (text or "").strip().lower()
@@ -50,13 +62,18 @@ def parse_size(text: str, prop: str) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class ResizeSpec:
     """size: () none, (n,) shorter side (aspect-ratio) or square, (h, w) exact box.
-    crop: () none, (n,) square or (h, w), taken from the centre after resizing."""
+    crop: () none, (n,) square or (h, w), taken from the centre after resizing.
+    border (letterbox): (y, x) pixels kept free above and below / left and right of the
+    picture inside the box (DL Streamer's padding stride); fill: the padding's value per
+    channel (one for all), 0 when empty (YOLO's letterbox pads 114)."""
 
     size: tuple[int, ...] = ()
     mode: str = "aspect-ratio"
     crop: tuple[int, ...] = ()
     interpolation: str = "bilinear"
     antialias: bool = True
+    border: tuple[int, int] = (0, 0)
+    fill: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -67,6 +84,16 @@ class ResizeSpec:
                               f"{', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.mode == "letterbox" and len(self.size) == 0:
             raise ConfigError("mode=letterbox needs a 'size'")
+        if any(self.border) or self.fill:
+            if self.mode != "letterbox":
+                raise ConfigError("properties 'padding' and 'fill' apply to mode=letterbox")
+            box_h, box_w = self._box_hw()
+            if 2 * self.border[0] >= box_h or 2 * self.border[1] >= box_w:
+                raise ConfigError(f"property 'padding' {self.border[1]}x{self.border[0]} leaves "
+                                  f"no room in the {box_w}x{box_h} box")
+            if not all(0 <= v <= 255 for v in self.fill) or len(self.fill) > 4:
+                raise ConfigError(f"property 'fill' must be 1 to 4 values in 0..255, got "
+                                  f"{list(self.fill)}")
 
     def resized_hw(self, h: int, w: int) -> tuple[int, int]:
         """Size after the resize step (before any crop or letterbox padding)."""
@@ -77,6 +104,8 @@ class ResizeSpec:
             new_long = int(self.size[0] * long_ / short)  # torchvision's rounding
             return (self.size[0], new_long) if h <= w else (new_long, self.size[0])
         box = self.size if len(self.size) == 2 else (self.size[0], self.size[0])
+        if self.mode == "letterbox":
+            box = (box[0] - 2 * self.border[0], box[1] - 2 * self.border[1])
         if self.mode == "letterbox" or (self.mode == "aspect-ratio" and len(self.size) == 2):
             scale = min(box[0] / h, box[1] / w)
             return max(1, round(h * scale)), max(1, round(w * scale))
@@ -153,6 +182,13 @@ class ResizeSpec:
         if self.mode == "letterbox":
             box_h, box_w = self._box_hw()
             canvas = torch.zeros((out.shape[0], box_h, box_w), dtype=out.dtype)
+            if self.fill:
+                fill = self.fill if len(self.fill) > 1 else self.fill * out.shape[0]
+                if len(fill) != out.shape[0]:
+                    raise ConfigError(f"property 'fill' has {len(self.fill)} values for "
+                                      f"{out.shape[0]} channels")
+                canvas[:] = torch.tensor(fill, dtype=torch.float32).round().to(
+                    out.dtype)[:, None, None]
             top, left = (box_h - out.shape[1]) // 2, (box_w - out.shape[2]) // 2
             canvas[:, top:top + out.shape[1], left:left + out.shape[2]] = out
             out = canvas

@@ -12,18 +12,26 @@ in :mod:`torchstream.detection`.
 from __future__ import annotations
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields
-from torchstream.detection import AUTO, DetectionParams, detect, input_size
+from torchstream.detection import (
+    AUTO,
+    DEFAULT_MAX_DETECTIONS,
+    DetectionParams,
+    detect,
+    input_size,
+)
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
     Prop,
     PropertyStore,
+    bool_prop,
     double_prop,
     gproperties,
     guarded,
     int_prop,
     pad_templates,
     string_prop,
+    uint_prop,
 )
 from torchstream.gst import GLib, Gst, GstBase
 from torchstream.gstlog import DebugCategory
@@ -76,6 +84,24 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         "confidence-index": index_prop(
             "Confidence index", "-1: auto. One output tensor: column of the confidence; "
             "several outputs: index of the confidence output"),
+        "converter": string_prop(
+            "Converter", "auto: the layouts above, and a YOLO head told from its shape; "
+            "yolo_v8, yolo_v11 ([4+nc,N] cx,cy,w,h,scores), yolo_v5, yolo_v7 ([N,5+nc] "
+            "cx,cy,w,h,objectness,scores), yolo_v10 ([N,6] x1,y1,x2,y2,score,class) or yolo "
+            "(one of them, by shape)", "auto"),
+        "nms": bool_prop(
+            "NMS", "Run non-maximum suppression on the boxes (YOLO heads always get it)", False),
+        "iou-threshold": double_prop(
+            "IoU threshold", "NMS drops a box overlapping a higher-scored one of its label "
+            "by at least this IoU", 0.0, 1.0, 0.5),
+        "class-agnostic": bool_prop(
+            "Class-agnostic NMS", "NMS over all boxes, whatever their label", False),
+        "max-detections": uint_prop(
+            "Max detections", "At most this many detections per frame, the highest scores "
+            "first", 1, GLib.MAXINT32, DEFAULT_MAX_DETECTIONS),
+        "classes": uint_prop(
+            "Classes", "A YOLO head's class count (0: from the shape); settles the layout of "
+            "an [N,4+nc] export", 0, GLib.MAXINT32, 0),
     }
     __gproperties__ = gproperties(PROPERTIES)
 
@@ -99,6 +125,12 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             label_index=s["label-index"],
             confidence_index=s["confidence-index"],
             labels=load_labels(s["labels"], s["labels-file"]),
+            converter=(s["converter"] or "auto").strip().lower(),
+            nms=s["nms"],
+            iou_threshold=s["iou-threshold"],
+            max_detections=s["max-detections"],
+            class_agnostic=s["class-agnostic"],
+            classes=s["classes"] or None,
         )
         self.labelling = LabelsFromWeights(self.params)
         CAT.info(self, f"{self.params}")

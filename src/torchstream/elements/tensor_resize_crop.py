@@ -26,7 +26,8 @@ from torchstream.errors import CapsError, ConfigError
 from torchstream.gst import Gst, GstBase
 from torchstream.gstlog import DebugCategory
 from torchstream.meta import FrameMapping, read_frame_mapping, write_frame_mapping
-from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_size
+from torchstream.props import parse_float_list
+from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_border, parse_size
 from torchstream.tensors import mapped, to_torch
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
@@ -65,6 +66,11 @@ def resize_properties(mode_note: str = "") -> dict:
         "interpolation": string_prop("Interpolation", f"One of {', '.join(INTERPOLATIONS)}",
                                      "bilinear"),
         "antialias": bool_prop("Antialias", "Antialias when downscaling (as torchvision)", True),
+        "padding": string_prop("Padding", "mode=letterbox: N or XxY pixels kept free left and "
+                               "right (X) and above and below (Y) the picture in the box; "
+                               "empty: none", ""),
+        "fill": string_prop("Fill", "mode=letterbox: the padding's value, <v> or <r,g,b> in "
+                            "0..255 (YOLO pads <114>); empty: 0", ""),
     }
 
 
@@ -76,6 +82,8 @@ def resize_spec(settings: dict) -> ResizeSpec:
         crop=parse_size(settings["crop"], "crop"),
         interpolation=settings["interpolation"],
         antialias=bool(settings["antialias"]),
+        border=parse_border(settings["padding"], "padding"),
+        fill=parse_float_list(settings["fill"], "fill") if settings["fill"] else (),
     )
 
 

@@ -427,6 +427,7 @@ def test_shipped_yolo_model_procs_plan_their_chain(name, converter, size):
     post = steps["postproc"].props
     assert post["converter"] == converter and post["classes"] == CLASSES
     assert post["threshold"] == 0.25 and post["iou-threshold"] == 0.45
+    assert post["max-detections"] == 300
 
 
 @pytest.mark.parametrize(("entry", "message"), [

@@ -42,7 +42,7 @@ x1,y1,x2,y2,score,class (an end-to-end YOLO export, or CenterNet), or a ``[4+nc,
 ``threshold`` (0..1): a detection whose confidence is below it is dropped; 0 keeps every one.
 NMS (``nms``, always on for YOLO heads, which need it): torchvision's ``batched_nms`` per label
 id (``class_agnostic``: over all boxes) at ``iou_threshold``, in model-input coordinates;
-then at most ``max_detections`` are kept, the highest scores first.
+then at most ``max_detections`` are kept (0: all), the highest scores first.
 Label ids must be integral; without labels, a label is its id as text.
 """
 
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 AUTO = -1
 BOX_COLUMNS = 4
 CONVERTERS = ("auto", *YOLO_CONVERTERS)  # the converter setting's values
-DEFAULT_MAX_DETECTIONS = 300
+DEFAULT_MAX_DETECTIONS = 0  # no limit
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,8 @@ class DetectionParams:
         if self.converter not in CONVERTERS:
             raise ConfigError(f"property 'converter' must be one of {', '.join(CONVERTERS)}, "
                               f"got {self.converter!r}")
-        if int(self.max_detections) < 1:
-            raise ConfigError(f"property 'max-detections' must be at least 1, got "
+        if int(self.max_detections) < 0:
+            raise ConfigError(f"property 'max-detections' must be 0 (no limit) or more, got "
                               f"{self.max_detections}")
         for prop, value in (("box-index", self.box_index), ("label-index", self.label_index),
                             ("confidence-index", self.confidence_index)):
@@ -397,9 +397,11 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
     if params.nms or (layout.yolo is not None and layout.yolo.nms):
         order = nms_keep(boxes, conf, ids, params.iou_threshold, params.class_agnostic)
     else:
-        order = np.argsort(-conf, kind="stable") if len(conf) > params.max_detections \
-            else np.arange(len(conf))
-    order = order[:params.max_detections]
+        order = np.arange(len(conf))
+        if 0 < params.max_detections < len(conf):
+            order = np.argsort(-conf, kind="stable")
+    if params.max_detections:
+        order = order[:params.max_detections]
     boxes, conf, ids = boxes[order], conf[order], ids[order]
     if not layout.normalised:
         if size is None:

@@ -98,7 +98,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             "Class-agnostic NMS", "NMS over all boxes, whatever their label", False),
         "max-detections": uint_prop(
             "Max detections", "At most this many detections per frame, the highest scores "
-            "first", 1, GLib.MAXINT32, DEFAULT_MAX_DETECTIONS),
+            "first (0: no limit)", 0, GLib.MAXINT32, DEFAULT_MAX_DETECTIONS),
         "classes": uint_prop(
             "Classes", "A YOLO head's class count (0: from the shape); settles the layout of "
             "an [N,4+nc] export", 0, GLib.MAXINT32, 0),

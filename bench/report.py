@@ -113,6 +113,8 @@ def render(report: dict) -> str:
     if post:
         out.append("Post-processing (bench.postproc): " + (
             f"ERROR {post['error']}" if post.get("error") else postproc_line(post)))
+        if post.get("tracker"):
+            out.append("Post-processing (bench.postproc): " + postproc_line(post["tracker"]))
     out.append(f"total time: {report['seconds']:.0f} s")
     return "\n".join(out)
 

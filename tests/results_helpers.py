@@ -94,7 +94,7 @@ def read_rois(buf: Gst.Buffer, ids, param_names=("detection",)) -> list[Roi]:
 def _receive(buf: Gst.Buffer, caps: Gst.Caps, roi_ids, param_names) -> Received:
     copies = buffer_arrays(buf, caps)
     results = read_results(buf)
-    ids = roi_ids if roi_ids is not None else [r.region_id for r in results.regions]
+    ids = roi_ids if roi_ids is not None else [r.roi_id for r in results.regions]
     return Received(buf.pts, caps.to_string(), copies, results, read_tensors_record(buf),
                     read_rois(buf, ids, param_names))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -46,10 +47,11 @@ def clip(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(len(bin_examples())))
 def test_readme_bin_example_runs(index, clip, tmp_path, centernet):
     command = bin_examples()[index]
     command = command.replace("location=out/", f"location={tmp_path}/")
+    command = command.replace("file-path=out/", f"file-path={tmp_path}/")
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin",
            "VIDEO": str(clip), "WEIGHTS": str(MOBILENET_V2_WEIGHTS)}
     done = subprocess.run(["bash", "-c", f'eval "$(.venv/bin/torchstream env)" && {command}'],
@@ -57,3 +59,8 @@ def test_readme_bin_example_runs(index, clip, tmp_path, centernet):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (output,) = tmp_path.glob("*.mp4")
     assert len(decode_frames(output, 100)) == CLIP_FRAMES
+    for jsonl in tmp_path.glob("*.jsonl"):  # the tracking example: ids on the cars
+        records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        assert len(records) == CLIP_FRAMES
+        ids = {r["object_id"] for rec in records for r in rec["regions"] if r["label"] == "car"}
+        assert ids and None not in ids, ids

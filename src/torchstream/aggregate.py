@@ -135,7 +135,7 @@ def merge_results(base: FrameResults, others: list[FrameResults]) -> FrameResult
 
 def _copy_region(r: Region) -> Region:
     return Region(r.x_min, r.y_min, r.x_max, r.y_max, r.label, r.label_id, r.confidence,
-                  r.region_id, r.parent_id, list(r.classifications))
+                  r.region_id, r.parent_id, list(r.classifications), r.object_id)
 
 
 # --- repeating the last results on frames the inference branch skipped ----------------------
@@ -176,7 +176,7 @@ def contribution(base: FrameResults, result: FrameResults) -> Contribution:
             if new:
                 added.classified.append(Region(r.x_min, r.y_min, r.x_max, r.y_max, r.label,
                                                r.label_id, r.confidence, r.region_id,
-                                               r.parent_id, new))
+                                               r.parent_id, new, r.object_id))
         else:
             added.regions.append(_copy_region(r))
     return added
@@ -185,14 +185,16 @@ def contribution(base: FrameResults, result: FrameResults) -> Contribution:
 def repeat_contribution(base: FrameResults, added: Contribution) -> FrameResults:
     """``base`` with ``added`` (made on an earlier frame) repeated: frame classifications and
     new regions as they were; a region classification goes to the frame's region of the same
-    label that overlaps the classified box most (IoU >= 0.5), if any: the same object, moved a
-    little since."""
+    object id (``object_track``), else to its region of the same label that overlaps the
+    classified box most (IoU >= 0.5), if any: the same object, moved a little since."""
     repeated = FrameResults([], list(added.classifications), [])
     repeated.regions = [_copy_region(r) for r in added.regions]
     merged = merge_results(base, [repeated])
     for old in added.classified:
         best, best_iou = None, MATCH_IOU
-        for r in merged.regions:
+        if old.object_id is not None:
+            best = next((r for r in merged.regions if r.object_id == old.object_id), None)
+        for r in merged.regions if best is None else ():
             overlap = iou(r, old)
             if r.label == old.label and overlap >= best_iou:
                 best, best_iou = r, overlap

@@ -259,7 +259,7 @@ def _add_roi_mirror(buf: Gst.Buffer, r: Region, width: int, height: int) -> None
     roi = GstVideo.buffer_add_video_region_of_interest_meta(buf, r.label, x, y, w, h)
     if roi is None:
         raise TorchstreamError("could not add a region-of-interest meta (buffer not writable?)")
-    roi.id = int(r.region_id)
+    roi.id = int(r.roi_id)
     roi.parent_id = -1 if r.parent_id is None else int(r.parent_id)
     detection = Gst.Structure.new_empty(DETECTION_PARAM)
     for key in ("x_min", "y_min", "x_max", "y_max", "confidence"):
@@ -320,7 +320,8 @@ def write_results(buf: Gst.Buffer, results: FrameResults, frame_width: int | Non
     """Put ``results`` on ``buf`` (writable), replacing any results it carried.
 
     Regions are also mirrored as ``GstVideoRegionOfInterestMeta`` (roi_type = label, pixel
-    box, id = region_id, a ``detection`` param, one param per region classification) when the
+    box, id = the object id when tracked, else region_id, a ``detection`` param, one param
+    per region classification) when the
     frame size is known: given here, or from the buffer's ``GstVideoMeta``. The mirrors written
     by an earlier call are removed first; ROI metas of other elements are left alone. Without a
     frame size, the mirrors of regions still present (same id and label) are kept as they are
@@ -343,7 +344,7 @@ def write_results(buf: Gst.Buffer, results: FrameResults, frame_width: int | Non
     if size is not None and (size[0] <= 0 or size[1] <= 0):
         raise TorchstreamError(f"write_results: frame size {size[0]}x{size[1]} is not positive")
     text_extra: dict = {}
-    current = {(int(r.region_id), str(r.label)) for r in results.regions}
+    current = {(int(r.roi_id), str(r.label)) for r in results.regions}
     keep = set() if size is not None else old & current
     # encode first: invalid results must not leave the buffer half-written
     mirrors = current if size is not None else keep

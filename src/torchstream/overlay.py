@@ -69,6 +69,12 @@ def color_for(label_id: int) -> tuple[int, int, int]:
     return PALETTE[int(label_id) % len(PALETTE)]
 
 
+def region_color(region: Region) -> tuple[int, int, int]:
+    """A tracked region's colour follows its object id (each object keeps one colour), an
+    untracked one's its label id."""
+    return color_for(region.label_id if region.object_id is None else region.object_id)
+
+
 def _yuv(bgr: tuple[int, int, int]) -> dict[str, int]:
     """BT.601 limited range (what videoconvert uses for SD; close for HD), and full-range grey."""
     b, g, r = bgr
@@ -181,7 +187,8 @@ def _ascii(text: str) -> str:
 
 
 def region_lines(region: Region) -> list[str]:
-    lines = [f"{region.label} {region.confidence:.2f}"]
+    tracked = "" if region.object_id is None else f"id:{region.object_id} "
+    lines = [f"{tracked}{region.label} {region.confidence:.2f}"]
     lines += [_classification_text(c) for c in region.classifications]
     return lines
 
@@ -283,12 +290,12 @@ def draw_on_planes(planes: list[Plane], width: int, height: int, results: FrameR
     painter = Painter(planes, width, height)
     for region in results.regions:
         x, y, w, h = region.pixels(width, height)
-        color = color_for(region.label_id)
+        color = region_color(region)
         x1, y1 = min(x + max(w, 1), width) - 1, min(y + max(h, 1), height) - 1
         painter.outline(x, y, x1, y1, color, style.lines_thickness)
     for region in results.regions:  # labels over every box, so no box hides a label
         x, y, _, _ = region.pixels(width, height)
-        _label_block(painter, region_lines(region), x, y, color_for(region.label_id), style,
+        _label_block(painter, region_lines(region), x, y, region_color(region), style,
                      above=True)
     margin = max(2, style.lines_thickness * 2)
     _label_block(painter, frame_lines(results), margin, margin, FRAME_TEXT_BACKGROUND, style,

@@ -24,6 +24,7 @@ def _classification(c: Classification) -> dict:
 def _region(r: Region, width: int | None, height: int | None) -> dict:
     out = {
         "id": r.region_id,
+        "object_id": r.object_id,
         "parent_id": r.parent_id,
         "label": r.label,
         "label_id": r.label_id,
@@ -76,6 +77,8 @@ def dlstreamer_record(results: FrameResults, pts: int | None, width: int | None,
             x, y, w, h = r.pixels(width, height)
             obj.update(x=x, y=y, w=w, h=h)
         obj["region_id"] = r.region_id
+        if r.object_id is not None:
+            obj["id"] = r.object_id  # gvametaconvert's key for the tracker's object id
         obj["roi_type"] = r.label
         obj["detection"] = {
             "bounding_box": {"x_min": r.x_min, "y_min": r.y_min, "x_max": r.x_max,

@@ -107,8 +107,9 @@ class Classification:
 @dataclass
 class Region:
     """A detected object: a box normalised to [0, 1] of the frame (x right, y down), its label,
-    an id unique in the frame, an optional parent region id, and the classifications attached
-    to this region."""
+    an id unique in the frame, an optional parent region id, the classifications attached
+    to this region, and the id of the object across frames (``object_track``; None when
+    untracked)."""
 
     x_min: float
     y_min: float
@@ -120,6 +121,13 @@ class Region:
     region_id: int
     parent_id: int | None = None
     classifications: list[Classification] = field(default_factory=list)
+    object_id: int | None = None
+
+    @property
+    def roi_id(self) -> int:
+        """The id of its GstVideoRegionOfInterestMeta mirror: the object id when tracked (as
+        DL Streamer's tracker sets it), else the region id."""
+        return self.region_id if self.object_id is None else self.object_id
 
     def classification(self, attribute: str) -> Classification | None:
         """This region's classification of ``attribute``, or None."""
@@ -201,7 +209,7 @@ def _clip(value: int, limit: int) -> int:
 #    "roi":[[region_id, label]...] (the ROI metas written as mirrors, to replace them later)}
 #   classification = [attribute, label, label_id, confidence]
 #   region = [x_min, y_min, x_max, y_max, label, label_id, confidence, region_id, parent_id|null,
-#             [classification...]]
+#             [classification...](, object_id when tracked)]
 #
 # Python's JSON writes floats with repr(), so every float reads back bit for bit.
 
@@ -235,14 +243,15 @@ def _encode_region(r: Region) -> list:
         str(r.label), int(r.label_id), _finite(r.confidence, f"confidence of region {r.region_id}"),
         int(r.region_id), None if r.parent_id is None else int(r.parent_id),
         [_encode_classification(c) for c in r.classifications],
-    ]
+    ] + ([] if r.object_id is None else [int(r.object_id)])
 
 
 def _decode_region(item: list) -> Region:
-    x0, y0, x1, y1, label, label_id, confidence, region_id, parent_id, classes = item
+    x0, y0, x1, y1, label, label_id, confidence, region_id, parent_id, classes = item[:10]
+    object_id = int(item[10]) if len(item) > 10 else None
     return Region(float(x0), float(y0), float(x1), float(y1), label, int(label_id),
                   float(confidence), int(region_id), None if parent_id is None else int(parent_id),
-                  [_decode_classification(c) for c in classes])
+                  [_decode_classification(c) for c in classes], object_id)
 
 
 def encode_results(results: FrameResults, extra: dict | None = None) -> str:

@@ -26,6 +26,7 @@ ELEMENTS = {
     "object_classify": "torchstream.elements.inference_bins:ObjectClassify",
     "meta_overlay": "torchstream.elements.meta_overlay:MetaOverlay",
     "meta_publish": "torchstream.elements.meta_publish:MetaPublish",
+    "object_track": "torchstream.elements.object_track:ObjectTrack",
 }
 
 

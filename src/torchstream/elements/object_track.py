@@ -1,0 +1,168 @@
+"""object_track: gives every region of a detector an ``object_id`` that follows the object
+from frame to frame (:mod:`torchstream.tracking`), placed after ``object_detect``.
+
+A frame the detector ran on (its results name a model) updates the tracks with its regions;
+a frame it skipped (``inference-interval``) gets the predicted regions of the tracks with
+``short-term-imageless``. The ids go into the results metadata (``Region.object_id``), the
+``GstVideoRegionOfInterestMeta`` mirror (its ``id``), ``meta_publish``'s JSON (``id``) and
+``meta_overlay``'s labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    FactoryMade,
+    PropertyStore,
+    bool_prop,
+    double_prop,
+    gproperties,
+    guarded,
+    pad_templates,
+    string_prop,
+    uint_prop,
+)
+from torchstream.errors import ConfigError, TorchstreamError
+from torchstream.gst import GLib, Gst, GstBase, GstVideo
+from torchstream.gstlog import DebugCategory
+from torchstream.meta import read_results, write_results
+from torchstream.props import split_list
+from torchstream.results import Region
+from torchstream.tracking import SHORT_TERM, TRACKING_TYPES, Tracker, TrackerSettings
+
+CAT = DebugCategory("torchstream-track", "object_track: tracks started, ended, predicted")
+FRAMES_TO_SEE_A_DETECTOR = 30  # frames without any detector's results: not after a detector
+
+
+class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
+    __gtype_name__ = "object_track"
+    __gstmetadata__ = (
+        "Object tracker",
+        "Filter/Analyzer/Video",
+        "Gives each detected region an object id that follows the object across frames "
+        "(IoU association, optional Kalman motion model that also fills the frames without "
+        "detections)",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(None)
+    PROPERTIES = {
+        "tracking-type": string_prop(
+            "Tracking type", f"One of {', '.join(TRACKING_TYPES)}: IoU matching only, or a "
+            "Kalman motion model that predicts boxes (and fills frames without detections)",
+            SHORT_TERM),
+        "max-age": uint_prop("Max age", "Frames a track lives on without a matching "
+                             "detection", 0, GLib.MAXINT32, 30),
+        "max-predicted": uint_prop(
+            "Max predicted", "short-term: detection frames on which a track the detector "
+            "missed is still reported with its predicted box", 0, GLib.MAXINT32, 2),
+        "n-init": uint_prop("N init", "Matches a track needs before it gets its id", 1,
+                            GLib.MAXINT32, 1),
+        "iou-threshold": double_prop("IoU threshold", "Least IoU between a track's box and "
+                                     "a detection for them to match", 0.0, 1.0, 0.3),
+        "tracking-per-class": bool_prop("Tracking per class", "A detection matches only a "
+                                        "track of its own label", True),
+        "high-threshold": double_prop(
+            "High threshold", "Detections at or above it are matched first and start tracks; "
+            "those below (down to low-threshold) only keep tracks alive (ByteTrack's two "
+            "passes; 0: one pass)", 0.0, 1.0, 0.0),
+        "low-threshold": double_prop("Low threshold", "Detections below it are not tracked",
+                                     0.0, 1.0, 0.0),
+        "object-class": string_prop("Object class", "Comma-separated labels to track "
+                                    "(car,person); empty: every region", ""),
+    }
+    __gproperties__ = gproperties(PROPERTIES)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.set_in_place(True)
+        self.set_passthrough(False)  # in place on a writable buffer: its metadata changes
+        self.tracker: Tracker | None = None
+        self.classes: frozenset[str] = frozenset()
+        self.label_names: dict[int, str] = {}
+        self.frames = 0
+        self.detector_seen = False
+        self.size: tuple[int, int] | None = None  # the frame size, for the ROI mirrors
+
+    @guarded(False)
+    def do_set_caps(self, incaps, outcaps):
+        info = GstVideo.VideoInfo.new_from_caps(incaps)
+        self.size = (info.width, info.height) if info is not None and info.width else None
+        return True
+
+    @guarded(False)
+    def do_start(self):
+        self.check_ranges()
+        s = self.settings
+        settings = TrackerSettings(
+            tracking_type=(s["tracking-type"] or "").strip().lower(),
+            max_age=s["max-age"], max_predicted=s["max-predicted"], n_init=s["n-init"],
+            iou_threshold=s["iou-threshold"], per_class=s["tracking-per-class"],
+            high_threshold=s["high-threshold"], low_threshold=s["low-threshold"])
+        text = (s["object-class"] or "").strip()
+        self.classes = frozenset(x.strip() for x in split_list(text, "object-class")
+                                 if x.strip()) if text else frozenset()
+        self.tracker = Tracker(settings)
+        self.label_names = {}
+        self.frames = 0
+        self.detector_seen = False
+        CAT.info(self, f"{settings}; classes: {sorted(self.classes) or 'all'}")
+        return True
+
+    def do_sink_event(self, event):
+        if event.type == Gst.EventType.FLUSH_STOP and self.tracker is not None:
+            self.tracker = Tracker(self.tracker.settings)  # after a seek: new tracks
+        return GstBase.BaseTransform.do_sink_event(self, event)
+
+    @guarded(FLOW_ERROR)
+    def do_transform_ip(self, buf):
+        results = read_results(buf)
+        self.frames += 1
+        inferred = bool(results.models)
+        self.detector_seen = self.detector_seen or inferred
+        if not self.detector_seen and self.frames >= FRAMES_TO_SEE_A_DETECTOR:
+            raise ConfigError(f"object_track: no detector results on the first {self.frames} "
+                              "frames; it tracks the regions of a detector upstream "
+                              "(object_detect ... ! object_track)")
+        tracked = [r for r in results.regions if not self.classes or r.label in self.classes]
+        if self.tracker.settings.per_class:
+            unlabelled = [r.region_id for r in tracked if not r.label]
+            if unlabelled:
+                raise TorchstreamError(f"object_track: regions {unlabelled} have no label; "
+                                       "tracking per class needs labels (or set "
+                                       "tracking-per-class=false)")
+        for r in tracked:
+            self.label_names.setdefault(r.label_id, r.label)
+        if inferred:
+            boxes = np.array([[r.x_min, r.y_min, r.x_max, r.y_max] for r in tracked])
+            reported = self.tracker.update(boxes, [r.label_id for r in tracked],
+                                           [r.confidence for r in tracked])
+        else:
+            reported = self.tracker.predict()
+        next_id = results.next_region_id()
+        predicted = 0
+        for item in reported:
+            if item.index >= 0:
+                tracked[item.index].object_id = item.track_id
+                continue
+            x0, y0, x1, y1 = (float(v) for v in np.clip(item.box, 0.0, 1.0))
+            if x1 <= x0 or y1 <= y0:
+                continue  # predicted off the frame
+            results.regions.append(Region(
+                x0, y0, x1, y1, self.label_names.get(item.label_id, str(item.label_id)),
+                item.label_id, item.score, next_id, object_id=item.track_id))
+            next_id += 1
+            predicted += 1
+        CAT.log(self, lambda: f"{len(tracked)} regions, {len(self.tracker)} tracks, "
+                              f"{predicted} predicted")
+        write_results(buf, results, *(self.size or (None, None)))
+        return Gst.FlowReturn.OK
+
+    def do_stop(self):
+        if self.tracker is not None:
+            CAT.info(self, f"{self.tracker.next_id - 1} object ids given over {self.frames} "
+                           "frames")
+        self.tracker = None
+        return True

@@ -246,6 +246,7 @@ def test_object_track_json_and_dlstreamer_json():
 @pytest.mark.parametrize(("props", "message"), [
     ("tracking-type=deep-sort", "property 'tracking-type' must be one of"),
     ("low-threshold=0.6 high-threshold=0.5", "must not be above 'high-threshold'"),
+    ("max-age=-1", "property 'max-age' must be in 0..2147483647"),
 ])
 def test_bad_properties_stop_the_pipeline(props, message):
     pipeline = Gst.parse_launch(f"videotestsrc num-buffers=2 ! object_track {props} ! fakesink")
@@ -310,6 +311,17 @@ def test_cars_keep_their_ids_through_centernet_every_third_frame(centernet):
             ids.append(best.object_id)
         print(f"bikes.mp4, {name} car: object ids {ids} at frames {[f for f, _ in boxes]}")
         assert len(set(ids)) == 1 and ids[0] is not None, (name, ids)
+    # the parked car on every frame from 140 to 170, detected or predicted: one region on it
+    # (IoU >= 0.5 with the annotated box of the nearest annotated frame), always the same id
+    parked = {frame: CARS[str(frame)][index] for frame, index in TRACKS["parked"]}
+    ids = set()
+    for frame in range(140, 171):
+        truth = parked[min(parked, key=lambda f: abs(f - frame))]
+        on_it = [r.object_id for r in out[frame].results.regions if r.label == "car" and _iou(
+            truth, [r.x_min * w, r.y_min * h, r.x_max * w, r.y_max * h]) >= 0.5]
+        assert len(on_it) == 1, (frame, on_it)
+        ids.update(on_it)
+    assert len(ids) == 1 and None not in ids, ids
 
 
 # --- what the ids change elsewhere -----------------------------------------------------------
@@ -338,3 +350,21 @@ def test_a_repeated_region_classification_follows_the_object_id():
     merged = repeat_contribution(FrameResults([moved, other]), Contribution(classified=[old]))
     by_id = {r.object_id: r for r in merged.regions}
     assert by_id[5].classification("color") == red and by_id[9].classification("color") is None
+
+
+def test_repeated_regions_are_tracked_not_doubled():
+    """object_detect repeat-metadata=true: the skipped frames carry the last regions again
+    (without the detector's record); they keep their ids and get no predicted twins."""
+    from torchstream.meta import write_results
+
+    plan = _moving(6)
+
+    def write(buf, index):
+        models = [ModelRecord("detector")] if index % 3 == 0 else []
+        write_results(buf, FrameResults(plan[index - index % 3], [], models))
+
+    run = run_results("appsrc name=src ! test_meta_writer name=w ! object_track ! "
+                      "appsink name=sink", _frames(6), writers={"w": write})
+    assert run.result.ok, run.error
+    for frame in run.per_sink["sink"]:
+        assert sorted(r.object_id for r in frame.results.regions) == [1, 2]

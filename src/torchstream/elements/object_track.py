@@ -1,8 +1,9 @@
 """object_track: gives every region of a detector an ``object_id`` that follows the object
 from frame to frame (:mod:`torchstream.tracking`), placed after ``object_detect``.
 
-A frame the detector ran on (its results name a model) updates the tracks with its regions;
-a frame it skipped (``inference-interval``) gets the predicted regions of the tracks with
+A frame the detector ran on (its results name a model), or one carrying regions anyway
+(``repeat-metadata``), updates the tracks with its regions; a frame it skipped
+(``inference-interval``) gets the predicted regions of the tracks with
 ``short-term-imageless``. The ids go into the results metadata (``Region.object_id``), the
 ``GstVideoRegionOfInterestMeta`` mirror (its ``id``), ``meta_publish``'s JSON (``id``) and
 ``meta_overlay``'s labels.
@@ -120,8 +121,7 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
     def do_transform_ip(self, buf):
         results = read_results(buf)
         self.frames += 1
-        inferred = bool(results.models)
-        self.detector_seen = self.detector_seen or inferred
+        self.detector_seen = self.detector_seen or bool(results.models)
         if not self.detector_seen and self.frames >= FRAMES_TO_SEE_A_DETECTOR:
             raise ConfigError(f"object_track: no detector results on the first {self.frames} "
                               "frames; it tracks the regions of a detector upstream "
@@ -135,7 +135,9 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
                                        "tracking-per-class=false)")
         for r in tracked:
             self.label_names.setdefault(r.label_id, r.label)
-        if inferred:
+        # a frame the detector ran on, or one that carries regions anyway (repeat-metadata
+        # repeats the last ones): those regions are the detections; else the frame was skipped
+        if results.models or tracked:
             boxes = np.array([[r.x_min, r.y_min, r.x_max, r.y_max] for r in tracked])
             reported = self.tracker.update(boxes, [r.label_id for r in tracked],
                                            [r.confidence for r in tracked])

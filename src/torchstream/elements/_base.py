@@ -144,6 +144,13 @@ class PropertyStore:
     def _init_settings(self) -> None:
         self.settings = {name: prop.default for name, prop in self.PROPERTIES.items()}
 
+    def _init_metadata_writer(self) -> None:
+        """The settings, and a BaseTransform that writes metadata on the buffers it passes:
+        in place, never passthrough (GStreamer then hands it a writable buffer)."""
+        self._init_settings()
+        self.set_in_place(True)
+        self.set_passthrough(False)
+
     def do_get_property(self, prop):
         return self.settings[prop.name]
 

@@ -77,9 +77,7 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
 
     def __init__(self) -> None:
         super().__init__()
-        self._init_settings()
-        self.set_in_place(True)
-        self.set_passthrough(False)  # in place on a writable buffer: its metadata changes
+        self._init_metadata_writer()
         self.tracker: Tracker | None = None
         self.classes: frozenset[str] = frozenset()
         self.label_names: dict[int, str] = {}

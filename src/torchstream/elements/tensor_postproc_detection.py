@@ -107,9 +107,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
 
     def __init__(self) -> None:
         super().__init__()
-        self._init_settings()
-        self.set_in_place(True)
-        self.set_passthrough(False)  # in place on a writable buffer: its metadata changes
+        self._init_metadata_writer()
         self.params: DetectionParams | None = None
         self.config = None
         self.layout = None  # the output layout of the last buffer (logged when it changes)

@@ -112,7 +112,9 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
 
     def do_sink_event(self, event):
         if event.type == Gst.EventType.FLUSH_STOP and self.tracker is not None:
-            self.tracker = Tracker(self.tracker.settings)  # after a seek: new tracks
+            fresh = Tracker(self.tracker.settings)  # after a seek: new tracks, new ids
+            fresh.next_id = self.tracker.next_id
+            self.tracker = fresh
         return GstBase.BaseTransform.do_sink_event(self, event)
 
     @guarded(FLOW_ERROR)

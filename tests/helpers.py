@@ -167,6 +167,22 @@ def decode_frames(path: Path, count: int, start: int = 0, fmt: str = "RGB") -> l
     return frames
 
 
+def region_pixels(region, frame: np.ndarray) -> np.ndarray:
+    """A region's box (normalised) in pixels of ``frame``: x1, y1, x2, y2."""
+    h, w = frame.shape[:2]
+    return np.array([region.x_min * w, region.y_min * h, region.x_max * w, region.y_max * h])
+
+
+def box_iou(a, b) -> float:
+    """IoU of two x1, y1, x2, y2 boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
 def resident_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 1e6

@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from tests.conftest import BIKES, COCKATOO
-from tests.helpers import decode_frames, feed_frames, on_samples
+from tests.helpers import box_iou, decode_frames, feed_frames, on_samples
 from tests.models import frames_to_tensors, save_state_dict, seeded_detector
 from tests.results_helpers import run_results
 from torchstream.bins import plan_chain
@@ -161,15 +161,6 @@ def test_object_detect_equals_torchvision(name, bias, tmp_path):
         # the frame itself comes out: the bin's output is the original video
         assert out.caps.startswith("video/x-raw") and out.arrays[0].size == h * w * 3
     assert sum(counts) > 0 and len(set(counts)) > 1, counts
-
-
-def box_iou(a, b) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 # --- video_inference against torchvision's reference pipeline ---------------------------------

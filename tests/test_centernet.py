@@ -11,7 +11,9 @@ import pytest
 from skimage import data
 
 from tests.conftest import BIKES
+from tests.helpers import box_iou as iou
 from tests.helpers import decode_frames
+from tests.helpers import region_pixels as pixels
 from tests.results_helpers import run_results
 from torchstream.environment import MODEL_PROC_DIR
 
@@ -27,20 +29,6 @@ def detect(model: Path, frames: list[np.ndarray], extra: str = ""):
     out = run.per_sink["sink"]
     assert len(out) == len(frames)
     return [o.results.regions for o in out]
-
-
-def pixels(region, frame: np.ndarray) -> np.ndarray:
-    h, w = frame.shape[:2]
-    return np.array([region.x_min * w, region.y_min * h, region.x_max * w, region.y_max * h])
-
-
-def iou(a, b) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 @pytest.mark.parametrize("picture, label, minimum", [

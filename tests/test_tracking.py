@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import BIKES
-from tests.helpers import decode_frames
+from tests.helpers import box_iou, decode_frames, region_pixels
 from tests.mot_metrics import Frames, evaluate, load_mot
 from tests.results_helpers import run_results
 from torchstream.errors import ConfigError
@@ -279,14 +279,6 @@ TRACKS = {"parked": [(140, 1), (150, 0), (160, 1), (170, 1)],
           "hidden": [(140, 0), (150, 2)]}
 
 
-def _iou(a, b) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
-
-
 def test_cars_keep_their_ids_through_centernet_every_third_frame(centernet):
     frames = decode_frames(BIKES, 250)
     run = run_results(f"appsrc name=src ! object_detect model={centernet} "
@@ -298,16 +290,13 @@ def test_cars_keep_their_ids_through_centernet_every_third_frame(centernet):
     skipped_with_cars = sum(1 for i, f in enumerate(out) if i % 3 and any(
         r.label == "car" and r.object_id for r in f.results.regions))
     assert skipped_with_cars >= 50  # predicted regions on the frames the detector skipped
-    h, w = frames[0].shape[:2]
     for name, boxes in TRACKS.items():
         ids = []
         for frame, index in boxes:
             truth = CARS[str(frame)][index]
             cars = [r for r in out[frame].results.regions if r.label == "car"]
-            best = max(cars, key=lambda r: _iou(truth, [r.x_min * w, r.y_min * h,
-                                                        r.x_max * w, r.y_max * h]))
-            assert _iou(truth, [best.x_min * w, best.y_min * h, best.x_max * w,
-                                best.y_max * h]) >= 0.5, (name, frame)
+            best = max(cars, key=lambda r: box_iou(truth, region_pixels(r, frames[frame])))
+            assert box_iou(truth, region_pixels(best, frames[frame])) >= 0.5, (name, frame)
             ids.append(best.object_id)
         print(f"bikes.mp4, {name} car: object ids {ids} at frames {[f for f, _ in boxes]}")
         assert len(set(ids)) == 1 and ids[0] is not None, (name, ids)
@@ -317,8 +306,8 @@ def test_cars_keep_their_ids_through_centernet_every_third_frame(centernet):
     ids = set()
     for frame in range(140, 171):
         truth = parked[min(parked, key=lambda f: abs(f - frame))]
-        on_it = [r.object_id for r in out[frame].results.regions if r.label == "car" and _iou(
-            truth, [r.x_min * w, r.y_min * h, r.x_max * w, r.y_max * h]) >= 0.5]
+        on_it = [r.object_id for r in out[frame].results.regions if r.label == "car"
+                 and box_iou(truth, region_pixels(r, frames[frame])) >= 0.5]
         assert len(on_it) == 1, (frame, on_it)
         ids.update(on_it)
     assert len(ids) == 1 and None not in ids, ids

@@ -284,7 +284,7 @@ def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> 
             props["converter"] = post.converter_name
         for key in ("box_index", "label_index", "confidence_index", "max_detections",
                     "classes"):
-            if post is not None and getattr(post, key, None) is not None:
+            if post is not None and getattr(post, key) is not None:
                 props[key.replace("_", "-")] = int(getattr(post, key))
         if post is not None and post.iou_threshold is not None:
             props["iou-threshold"] = float(post.iou_threshold)

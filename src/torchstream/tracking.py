@@ -224,17 +224,17 @@ class Tracker:
         pairs = first + second
         matched_det = np.full(len(boxes), -1, np.int64)
         self.matched_last = np.zeros(len(self), bool)
+        self.missed += 1  # a detection frame: one more for every track it does not match
         if pairs:
             tracks = np.array([t for t, _ in pairs], np.int64)
             dets = np.array([d for _, d in pairs], np.int64)
             self._correct(tracks, boxes[dets])
             self.hits[tracks] += 1
             self.misses[tracks] = 0
-            self.missed[tracks] = -1  # +1 below: 0
+            self.missed[tracks] = 0
             self.scores[tracks] = scores[dets]
             self.matched_last[tracks] = True
             matched_det[dets] = tracks
-        self.missed += 1  # a detection frame: one more for every track not matched in it
         new = [int(d) for d in high if matched_det[d] < 0]
         self._start(boxes[new], labels[new], scores[new])
         matched_det[new] = np.arange(len(self) - len(new), len(self))

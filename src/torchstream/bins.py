@@ -34,6 +34,7 @@ from torchstream.model import (
     weights_categories,
 )
 from torchstream.modelproc import InputPreproc, ModelProc, OutputPostproc, load_model_proc
+from torchstream.sharing import DEFAULT_TIMEOUT_MS
 
 KINDS = ("video_inference", "object_detect", "object_classify")
 REGIONS = ("full-frame", "roi-list")
@@ -146,6 +147,9 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     pre = list(_preprocess(kind, region, model, weights, detector, preproc, settings))
     inference = {"model": model, "batch-size": int(settings.get("batch-size") or 1),
                  "threads": int(settings.get("threads") or 0)}
+    if settings.get("model-instance-id"):
+        inference.update({"model-instance-id": settings["model-instance-id"],
+                          "batch-timeout": int(settings.get("batch-timeout", DEFAULT_TIMEOUT_MS))})
     if backend == "pytorch_tensor_inference":
         inference.update({"model-weights": settings.get("model-weights") or None,
                           "device": settings.get("device") or "cpu",

@@ -34,6 +34,7 @@ from torchstream.graph import GRAPH_MODE_BLURB
 from torchstream.gst import Gst
 from torchstream.gstlog import DebugCategory
 from torchstream.model import MODEL_FILE_SUFFIXES, check_file, is_torchvision_name
+from torchstream.sharing import BATCH_TIMEOUT_BLURB, DEFAULT_TIMEOUT_MS, INSTANCE_BLURB
 
 
 def _common_properties(threshold_blurb: str, region: str) -> dict:
@@ -55,6 +56,9 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
         "engine": string_prop("Engine", ENGINE_BLURB, "auto"),
         "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
         "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
+        "model-instance-id": string_prop("Model instance id", INSTANCE_BLURB, None),
+        "batch-timeout": uint_prop("Batch timeout", BATCH_TIMEOUT_BLURB, 0, 10_000,
+                                   DEFAULT_TIMEOUT_MS),
         "labels": string_prop("Labels", "Label names by class id, <a,b,c>", None),
         "labels-file": string_prop("Labels file", "Text file, one label per line, line index "
                                    "= class id", None),

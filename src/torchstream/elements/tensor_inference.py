@@ -44,6 +44,14 @@ from torchstream.model import (
     torchvision_default_weights,
 )
 from torchstream.roi import is_region_batch
+from torchstream.sharing import (
+    BATCH_TIMEOUT_BLURB,
+    DEFAULT_TIMEOUT_MS,
+    INSTANCE_BLURB,
+    SharedInstance,
+    join_instance,
+    leave_instance,
+)
 from torchstream.tensors import COPY_FLAGS, MappedTensors, buffer_from_tensors, to_torch
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
@@ -80,6 +88,7 @@ class TensorInference:
         self._init_settings()
         self.sinkpad, self.srcpad = add_chain_pads(self)
         self.model = None  # loaded at start, dropped at NULL
+        self.instance: SharedInstance | None = None  # model-instance-id: joined at start
         self.stream: _Stream | None = None
         self._proposed_size = None
 
@@ -93,6 +102,7 @@ class TensorInference:
                 self.model = self._load_model()
                 CAT.info(self, f"loaded {self.model.name} on {self.model.device} in "
                                f"{time.perf_counter() - started:.2f} s")
+                self._join_instance()
             except Exception as exc:  # noqa: BLE001 - reported on the bus
                 from torchstream.errors import post_error
 
@@ -101,9 +111,25 @@ class TensorInference:
         result = Gst.Element.do_change_state(self, transition)
         if transition == Gst.StateChange.PAUSED_TO_READY:
             self.stream = None
+            if self.instance is not None:
+                instance, self.instance = self.instance, None
+                if leave_instance(instance, id(self)):
+                    stats = instance.stats
+                    CAT.info(self, f"model instance '{instance.name}' closed: {stats.buffers} "
+                                   f"buffers in {stats.calls} forward passes (mean "
+                                   f"{stats.mean_batch:.2f}, largest {stats.largest})")
         elif transition == Gst.StateChange.READY_TO_NULL:
             self.model = None
         return result
+
+    def _join_instance(self) -> None:
+        name = (self.settings.get("model-instance-id") or "").strip()
+        if not name:
+            return
+        self.instance = join_instance(name, self.settings, id(self))
+        CAT.info(self, f"model instance '{name}': batches of up to "
+                       f"{self.instance.batch_size} buffers across the elements sharing it, "
+                       f"{self.instance.timeout * 1000:.0f} ms wait for more")
 
     # -- latency ----------------------------------------------------------------------------
 
@@ -179,6 +205,21 @@ class TensorInference:
                         "input tensor dims must be fixed, or 0 in the first dim only of every "
                         f"tensor (a region batch), got {caps.get_structure(0).to_string()}"
                     )
+        with self.instance.build_lock if self.instance is not None else ExitStack():
+            runner, spec = self._make_runner(config)
+        post_engine_choice(self, CAT, f"model {self.model.name}", runner.choice)
+        if runner.choice_reused:
+            CAT.debug(self, "engine reused from an earlier pipeline with the same model, input "
+                            "and settings (not measured again)")
+        src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
+        CAT.info(self, f"input {caps.to_string()} -> output {src_caps.to_string()}")
+        self.stream = _Stream(config, runner, spec, src_caps)
+        if self.instance is not None:
+            self.instance.set_active(id(self), True)
+        return self.srcpad.push_event(Gst.Event.new_caps(src_caps))
+
+    def _make_runner(self, config) -> tuple[BatchRunner, object]:
+        """The runner for ``config`` and its output spec; its engine chosen by the probe."""
         try:
             runner = BatchRunner(self.model, config, *self._runner_settings())
         except TorchstreamError as exc:
@@ -194,14 +235,7 @@ class TensorInference:
                 f"{type(exc).__name__}: {exception_summary(exc)}",
                 detail=str(exc),
             ) from exc
-        post_engine_choice(self, CAT, f"model {self.model.name}", runner.choice)
-        if runner.choice_reused:
-            CAT.debug(self, "engine reused from an earlier pipeline with the same model, input "
-                            "and settings (not measured again)")
-        src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
-        CAT.info(self, f"input {caps.to_string()} -> output {src_caps.to_string()}")
-        self.stream = _Stream(config, runner, spec, src_caps)
-        return self.srcpad.push_event(Gst.Event.new_caps(src_caps))
+        return runner, spec
 
     # -- data -------------------------------------------------------------------------------
 
@@ -213,6 +247,8 @@ class TensorInference:
             return self._set_caps(event.parse_caps())
         if kind == Gst.EventType.EOS:
             self._flush_pending()
+            if self.instance is not None:
+                self.instance.set_active(id(self), False)
         elif kind == Gst.EventType.FLUSH_STOP and self.stream is not None:
             if self.stream.pending:
                 CAT.debug(self, f"flush: {len(self.stream.pending)} buffers of a partial batch "
@@ -224,6 +260,8 @@ class TensorInference:
     def _chain(self, pad, parent, buf):
         if self.stream is None:
             raise CapsError("buffers arrived before caps were negotiated")
+        if self.instance is not None:
+            return self._run_shared(buf)
         self.stream.pending.append(buf)
         if len(self.stream.pending) < int(self.settings["batch-size"]):
             return Gst.FlowReturn.OK
@@ -252,6 +290,32 @@ class TensorInference:
         CAT.log(self, lambda: f"ran {len(batch)} buffers (pts {_pts(batch[0])}) in "
                               f"{seconds * 1000:.1f} ms")
         self._track_latency(stream, seconds)
+        return self._push_outputs(stream, batch, names, rows, in_shapes)
+
+    @guarded(FLOW_ERROR)
+    def _run_shared(self, buf: Gst.Buffer):
+        """model-instance-id: the buffer goes to the shared worker, which may run it with
+        other streams' buffers; this thread waits for its own outputs."""
+        stream = self.stream
+        runner = stream.runner
+        started = time.perf_counter()
+        mapping = MappedTensors(buf, stream.in_config)
+        with mapping as arrays:
+            shapes = [tuple(shape) for shape in mapping.shapes]
+            inputs = [to_torch(a, t.dtype)
+                      for a, t in zip(arrays, stream.in_config.tensors, strict=True)]
+            rows = _row_counts([shapes])[0] if runner.region_batch else None
+            future = self.instance.submit((id(runner.engine), stream.in_config),
+                                          _shared_run(runner), inputs, rows)
+            names, tensors = future.result()
+        seconds = time.perf_counter() - started
+        CAT.log(self, lambda: f"ran pts {_pts(buf)} on instance '{self.instance.name}' in "
+                              f"{seconds * 1000:.1f} ms")
+        self._track_latency(stream, seconds)
+        return self._push_outputs(stream, [buf], names, [tensors], [shapes])
+
+    def _push_outputs(self, stream: _Stream, batch: list[Gst.Buffer], names, rows,
+                      in_shapes) -> Gst.FlowReturn:
         outputs = []
         for inbuf, tensors, shapes in zip(batch, rows, in_shapes, strict=True):
             out = buffer_from_tensors(tensors)
@@ -271,6 +335,15 @@ class TensorInference:
             if result != Gst.FlowReturn.OK:
                 return result
         return Gst.FlowReturn.OK
+
+
+def _shared_run(runner: BatchRunner):
+    """What the shared worker calls for a batch of this runner's buffers."""
+    def run(inputs: list, counts: list[int] | None):
+        if counts is not None:
+            return runner.run_rows(inputs, counts)
+        return runner.run(inputs)
+    return run
 
 
 class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.Element):
@@ -304,6 +377,9 @@ class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.El
         "engine": string_prop("Engine", ENGINE_BLURB, "auto"),
         "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
         "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
+        "model-instance-id": string_prop("Model instance id", INSTANCE_BLURB, None),
+        "batch-timeout": uint_prop("Batch timeout", BATCH_TIMEOUT_BLURB, 0, 10_000,
+                                   DEFAULT_TIMEOUT_MS),
     }
     __gproperties__ = gproperties(PROPERTIES)
     do_change_state = TensorInference.do_change_state
@@ -335,6 +411,9 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
                                 1024, 1),
         "threads": uint_prop("Threads", "Threads of the forward pass; 0: every CPU this "
                              "process may use", 0, 1024, 0),
+        "model-instance-id": string_prop("Model instance id", INSTANCE_BLURB, None),
+        "batch-timeout": uint_prop("Batch timeout", BATCH_TIMEOUT_BLURB, 0, 10_000,
+                                   DEFAULT_TIMEOUT_MS),
     }
     __gproperties__ = gproperties(PROPERTIES)
     do_change_state = TensorInference.do_change_state

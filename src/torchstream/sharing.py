@@ -5,7 +5,10 @@ thread, which puts the buffers of different streams that are waiting at the same
 one forward pass (up to ``batch_size``, waiting at most ``timeout`` for more after the first
 one arrives) and hands each buffer its own outputs. The elements' own threads wait for their
 results, so each stream keeps its buffers, timestamps and metadata, and a stream that sends
-nothing for a while costs the others ``timeout`` at most.
+nothing for a while costs the others ``timeout`` at most. With ``batch_size`` 1 there is
+nothing to gather: each stream runs its forward pass in its own thread, side by side with the
+others, as with instances of their own (one worker running them one after the other was half
+as fast for CenterNet on 2 streams here: 6.6 against 13.0 fps).
 
 A batch only holds buffers the same engine runs on the same input signature; when a batch's
 forward pass fails, each of its buffers is run again alone, so that the error reaches only the
@@ -79,7 +82,7 @@ class SharedInstance:
         with self._cond:
             self._users.add(user)
             self._active.add(user)
-            if self._thread is None:
+            if self._thread is None and self.batch_size > 1:
                 self._stopping = False
                 self._thread = threading.Thread(target=self._work, daemon=True,
                                                 name=f"instance:{self.name}")
@@ -116,6 +119,9 @@ class SharedInstance:
         """Queue one buffer; the future gives ``(names, tensors)`` for it, or raises what its
         forward pass raised."""
         request = _Request(group, run, inputs, rows)
+        if self.batch_size == 1:  # nothing to wait for: run in the caller's thread
+            self._run([request])
+            return request.future
         with self._cond:
             if self._thread is None:
                 raise ConfigError(f"model instance '{self.name}' is not running")
@@ -165,9 +171,10 @@ class SharedInstance:
             for request in batch:  # find whose data fails: each alone
                 self._run([request])
             return
-        self.stats.calls += 1
-        self.stats.buffers += len(batch)
-        self.stats.largest = max(self.stats.largest, len(batch))
+        with self._cond:
+            self.stats.calls += 1
+            self.stats.buffers += len(batch)
+            self.stats.largest = max(self.stats.largest, len(batch))
         for request, tensors in zip(batch, per_buffer, strict=True):
             request.future.set_result((names, tensors))
 

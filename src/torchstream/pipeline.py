@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ class PipelineResult:
     error: str | None = None  # "element-path: message"
     debug: str | None = None
     timed_out: bool = False
+    stopped: bool = False  # ``stop`` was set: EOS was sent to the sources
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)  # "element-path: message"
     infos: list[str] = field(default_factory=list)  # e.g. the engine each model runs with
@@ -25,12 +27,16 @@ _WATCHED = (Gst.MessageType.ERROR | Gst.MessageType.EOS | Gst.MessageType.WARNIN
 
 
 def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
-               tick: Callable[[], None] | None = None,
-               on_note: Callable[[str, str], None] | None = None) -> PipelineResult:
+               tick: Callable[[], str | None] | None = None,
+               on_note: Callable[[str, str], None] | None = None,
+               stop: threading.Event | None = None,
+               drain_timeout: float = 10.0) -> PipelineResult:
     """PLAYING until EOS, an ERROR or ``timeout``; always leaves the pipeline in NULL.
     A LATENCY message makes the pipeline distribute its latency again. WARNING and INFO
-    messages are collected, and passed to ``on_note(kind, text)`` as they
-    come."""
+    messages are collected, and passed to ``on_note(kind, text)`` as they come. ``tick``
+    runs every 50 ms; a text it returns ends the run as that error (a watchdog). Once
+    ``stop`` is set the sources are sent EOS, so that every element writes out what it
+    holds, and the run ends at that EOS (or as an error after ``drain_timeout``)."""
     bus = pipeline.get_bus()
     start = time.monotonic()
     deadline = start + timeout if timeout else None
@@ -39,8 +45,15 @@ def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
         pipeline.set_state(Gst.State.PLAYING)
         while True:
             msg = bus.timed_pop_filtered(50 * Gst.MSECOND, _WATCHED)
-            if tick is not None:
-                tick()
+            if stop is not None and stop.is_set() and not result.stopped:
+                result.stopped = True
+                pipeline.send_event(Gst.Event.new_eos())
+                drain_end = time.monotonic() + drain_timeout
+                deadline = drain_end if deadline is None else min(deadline, drain_end)
+            failure = tick() if tick is not None else None
+            if failure:
+                result.error = failure
+                break
             if msg is not None and msg.type == Gst.MessageType.LATENCY:
                 pipeline.recalculate_latency()  # an element's latency changed (as gst-launch)
             elif msg is not None and msg.type in (Gst.MessageType.WARNING,
@@ -62,7 +75,8 @@ def run_to_end(pipeline: Gst.Pipeline, timeout: float | None = None,
                 break
             if deadline is not None and time.monotonic() > deadline:
                 result.timed_out = True
-                result.error = f"timed out after {timeout} s"
+                result.error = (f"did not drain within {drain_timeout} s of EOS"
+                                if result.stopped else f"timed out after {timeout} s")
                 break
     finally:
         pipeline.set_state(Gst.State.NULL)

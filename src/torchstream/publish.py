@@ -103,12 +103,14 @@ def json_line(record: dict) -> str:
 class JsonLinesWriter:
     """Writes one JSON object per line to ``path``, or to stdout when ``path`` is empty.
 
-    The file is opened (truncated) by :meth:`open` and flushed and closed by :meth:`close`;
+    The file is opened (truncated, or ``append``-ed to) by :meth:`open` and flushed and closed
+    by :meth:`close`;
     stdout is flushed after every line, so a reader of a pipe sees each frame at once.
     """
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, append: bool = False) -> None:
         self.path = path or ""
+        self.append = append
         self.stream: TextIO | None = None
 
     def open(self) -> None:
@@ -116,7 +118,7 @@ class JsonLinesWriter:
             self.stream = sys.stdout
             return
         try:
-            self.stream = open(self.path, "w", encoding="utf-8")
+            self.stream = open(self.path, "a" if self.append else "w", encoding="utf-8")
         except OSError as exc:
             raise TorchstreamError(
                 f"property 'file-path': cannot open '{self.path}' for writing: "

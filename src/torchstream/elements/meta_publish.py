@@ -13,6 +13,7 @@ from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
     PropertyStore,
+    bool_prop,
     gproperties,
     guarded,
     pad_templates,
@@ -45,6 +46,12 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
         "file-path": string_prop(
             "File path", "File the JSON Lines are written to (created or truncated at start); "
             "empty = stdout (method=file)", ""),
+        "append": bool_prop("Append", "Add the lines to the end of an existing file-path "
+                            "instead of truncating it (a restarted stream's runner uses it)",
+                            False),
+        "first-frame": uint_prop("First frame", "The frame number of the first record (a "
+                                 "resumed stream's runner carries the count on)", 0,
+                                 2**31 - 1, 0),
         "method": string_prop("Method", "file (file-path) or mqtt (address, topic)", "file"),
         "format": string_prop("Format", "Layout of each frame's JSON record: torchstream "
                               "(frame, pts, regions with boxes and classifications...) or "
@@ -81,7 +88,7 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
     @guarded(False)
     def do_start(self):
         self.check_ranges()
-        self.frame = 0
+        self.frame = self.settings["first-frame"]
         s = self.settings
         method = (s["method"] or "").strip().lower()
         if method not in METHODS:
@@ -99,7 +106,7 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
                 s["mqtt-config"] or ""))
             where = f"MQTT broker {s['address']}, topic {s['topic']}"
         else:
-            writer = JsonLinesWriter(s["file-path"])
+            writer = JsonLinesWriter(s["file-path"], append=s["append"])
             where = s["file-path"] or "stdout"
         writer.open()
         self.writer = writer

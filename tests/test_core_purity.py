@@ -11,9 +11,9 @@ from pathlib import Path
 import torchstream
 
 PACKAGE = Path(torchstream.__file__).parent
-# GStreamer I/O: buffers, metas, the debug log, running pipelines; a new module is core
+# GStreamer I/O: buffers, metas, the debug log, running pipelines and streams; a new module is core
 # unless it is named here
-GSTREAMER_IO = {"gst", "gstlog", "meta", "tensors", "pipeline"}
+GSTREAMER_IO = {"gst", "gstlog", "meta", "tensors", "pipeline", "runner"}
 CORE = sorted(p.stem for p in PACKAGE.glob("*.py")
               if p.stem not in GSTREAMER_IO and p.stem != "__init__")
 SCRIPT = """

@@ -1,4 +1,4 @@
-"""The ``torchstream`` command: ``env``, ``launch`` and ``inspect``."""
+"""The ``torchstream`` command: ``env``, ``launch``, ``run`` and ``inspect``."""
 
 from __future__ import annotations
 
@@ -118,6 +118,32 @@ def cmd_launch(args) -> int:
     return run_pipeline(" ".join(args.pipeline), quiet=args.quiet, timeout=args.timeout)
 
 
+def cmd_run(args) -> int:
+    from dataclasses import replace
+
+    from torchstream.errors import ConfigError
+    from torchstream.streams import load
+
+    try:
+        config = load(args.file)
+    except ConfigError as exc:
+        print(f"torchstream: {exc.message}", file=sys.stderr)
+        return 2
+    if args.status_file:
+        config = replace(config, run=replace(config.run, status_file=args.status_file))
+    from torchstream.runner import exit_code
+
+    if args.ray:
+        from torchstream.ray_runner import run_on_ray
+
+        final = run_on_ray(config, args.ray)
+    else:
+        from torchstream.runner import run_streams
+
+        final = run_streams(config.streams, config.run)
+    return exit_code(final)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="torchstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.set_defaults(func=cmd_launch)
+    p = sub.add_parser("run", help="run the streams of a streams file (TOML), restarting "
+                       "failed ones, until they end or SIGINT/SIGTERM")
+    p.add_argument("file", help="streams file (docs/streams.md)")
+    p.add_argument("--status-file", help="write every stream's state here (JSON)")
+    p.add_argument("--ray", metavar="ADDRESS", help="place each stream in a Ray actor: local "
+                   "(a cluster on this machine) or a running cluster's address")
+    p.set_defaults(func=cmd_run)
     p = sub.add_parser("inspect", help="list the elements, or show one (gst-inspect-1.0)")
     p.add_argument("element", nargs="?")
     p.set_defaults(func=cmd_inspect)

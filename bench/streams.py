@@ -37,10 +37,10 @@ WARMUP_PER_STREAM = 5
 MODES = ("own", "shared")
 MODELS = {
     # key: (bin element and its model properties, frames per stream, batches across streams)
-    "centernet": (f"object_detect model={CENTERNET} model-proc={CENTERNET_MODEL_PROC}", 20,
+    "centernet": (f"object_detect model={CENTERNET} model-proc={CENTERNET_MODEL_PROC}", 50,
                   False),
     "mobilenet_v2": ("video_inference model=torchvision.models.mobilenet_v2 "
-                     f"model-weights={MOBILENET_V2_WEIGHTS} labels-file={IMAGENET_LABELS}", 60,
+                     f"model-weights={MOBILENET_V2_WEIGHTS} labels-file={IMAGENET_LABELS}", 120,
                      True),
 }
 

@@ -1,8 +1,8 @@
 """The streams of a streams file as Ray actors (``torchstream run --ray``): one actor per
 stream, each its own worker process (no GStreamer state is forked), restarted by Ray when its
 process dies (``max-restarts``), its ``run`` call retried on the new process, which resumes the
-stream (see :mod:`torchstream.runner`). The driver polls every actor for its status and
-reports it as a local run does.
+stream (see :mod:`torchstream.runner`). Actors are spread over the cluster's nodes. The driver
+polls every actor for its status and reports it as a local run does.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def run_on_ray(config: StreamsConfig, address: str, out=sys.stderr,
         actors = [actor_class.options(
             max_restarts=settings.max_restarts, max_task_retries=-1, max_concurrency=4,
             num_cpus=settings.ray_cpus_per_stream,
+            scheduling_strategy="SPREAD",  # over the nodes, even when no CPU is reserved
         ).remote(asdict(spec), asdict(settings)) for spec in config.streams]
         runs = {actor.run.remote(): i for i, actor in enumerate(actors)}
         # per stream: the latest status seen, the process it came from, and the frames and

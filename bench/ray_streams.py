@@ -17,15 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.models import BIKES, CENTERNET
-from bench.streams import MODELS
+from bench.models import BIKES
+from bench.streams import MODELS, chosen_models, error_line, medians
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHSTREAM = Path(sys.executable).with_name("torchstream")
@@ -78,18 +77,12 @@ def table(results: dict) -> list[str]:
              f"  {'model':<14}{'streams':>8}{'process fps':>13}{'ray fps':>9}{'ray/process':>13}"
              f"{'process wall s':>16}{'ray wall s':>12}"]
     for (model, streams), runs in results.items():
-        med = {}
-        for mode in MODES:
-            ok = [r for r in runs[mode] if "error" not in r]
-            med[mode] = {key: statistics.median(r[key] for r in ok) if ok else float("nan")
-                         for key in ("fps", "wall_s")}
+        med = medians(runs, ("fps", "wall_s"))
         ratio = med["ray"]["fps"] / med["process"]["fps"]
         lines.append(f"  {model:<14}{streams:>8}{med['process']['fps']:>13.1f}"
                      f"{med['ray']['fps']:>9.1f}{ratio:>13.2f}"
                      f"{med['process']['wall_s']:>16.0f}{med['ray']['wall_s']:>12.0f}")
-        errors = [r["error"] for mode in MODES for r in runs[mode] if "error" in r]
-        if errors:
-            lines.append(f"    errors: {errors[0]}")
+        lines += error_line(runs)
     return lines
 
 
@@ -101,14 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        parser.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
-    if "centernet" in models and not CENTERNET.exists():
-        print("bench.ray_streams: centernet skipped (run `make models` to convert it)",
-              file=sys.stderr)
-        models.remove("centernet")
+    models = chosen_models(parser, args.models)
     results: dict = {(m, args.streams): {mode: [] for mode in MODES} for m in models}
     started = time.monotonic()
     for repeat in range(args.repeats):

@@ -112,22 +112,45 @@ def table(results: dict) -> list[str]:
              f"  {'model':<14}{'streams':>8}{'own fps':>10}{'shared fps':>12}"
              f"{'shared/own':>12}{'mean batch':>12}{'own MB':>9}{'shared MB':>11}"]
     for (model, streams), runs in results.items():
-        med = {}
-        for mode in MODES:
-            ok = [r for r in runs[mode] if "error" not in r]
-            med[mode] = {key: statistics.median(r[key] for r in ok) if ok else float("nan")
-                         for key in ("fps", "peak_rss_mb")}
-            if ok and mode == "shared":
-                med[mode]["mean_batch"] = statistics.median(r.get("mean_batch", 1) for r in ok)
+        med = medians(runs, ("fps", "peak_rss_mb"))
+        if any("error" not in r for r in runs["shared"]):
+            med["shared"]["mean_batch"] = statistics.median(
+                r.get("mean_batch", 1) for r in runs["shared"] if "error" not in r)
         ratio = med["shared"]["fps"] / med["own"]["fps"] if med["own"]["fps"] else float("nan")
         lines.append(f"  {model:<14}{streams:>8}{med['own']['fps']:>10.1f}"
                      f"{med['shared']['fps']:>12.1f}{ratio:>12.2f}"
                      f"{med['shared'].get('mean_batch', float('nan')):>12.2f}"
                      f"{med['own']['peak_rss_mb']:>9.0f}{med['shared']['peak_rss_mb']:>11.0f}")
-        errors = [r["error"] for mode in MODES for r in runs[mode] if "error" in r]
-        if errors:
-            lines.append(f"    errors: {errors[0]}")
+        lines += error_line(runs)
     return lines
+
+
+def medians(runs: dict[str, list[dict]], keys: tuple[str, ...]) -> dict[str, dict]:
+    """Per mode, the median of each key over the runs without an error (nan: none)."""
+    out = {}
+    for mode, results in runs.items():
+        ok = [r for r in results if "error" not in r]
+        out[mode] = {key: statistics.median(r[key] for r in ok) if ok else float("nan")
+                     for key in keys}
+    return out
+
+
+def error_line(runs: dict[str, list[dict]]) -> list[str]:
+    errors = [r["error"] for results in runs.values() for r in results if "error" in r]
+    return [f"    errors: {errors[0]}"] if errors else []
+
+
+def chosen_models(parser: argparse.ArgumentParser, names: str) -> list[str]:
+    """The --models list, checked; CenterNet left out (saying so) when it is not built."""
+    models = [m.strip() for m in names.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
+    if "centernet" in models and not CENTERNET.exists():
+        print(f"{parser.prog}: centernet skipped (run `make models` to convert it)",
+              file=sys.stderr)
+        models.remove("centernet")
+    return models
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,14 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))))
         return 0
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        parser.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
-    if "centernet" in models and not CENTERNET.exists():
-        print("bench.streams: centernet skipped (run `make models` to convert it)",
-              file=sys.stderr)
-        models.remove("centernet")
+    models = chosen_models(parser, args.models)
     counts = [int(n) for n in args.streams.split(",")]
     results: dict = {(m, n): {mode: [] for mode in MODES} for m in models for n in counts}
     started = time.monotonic()

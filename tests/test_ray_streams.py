@@ -9,24 +9,19 @@ import os
 import signal
 import subprocess
 
-from tests.conftest import BIKES
 from tests.test_run_streams import (
     BIKES_FRAMES,
     REPO,
     TORCHSTREAM,
-    classifier,
     records,
+    three_streams_file,
     top1,
     wait_for,
 )
 
 
 def test_a_killed_actor_is_restarted_and_its_stream_completes(tmp_path, mobilenet_weights):
-    streams = "".join(f'[[stream]]\nname = "cam{i}"\nsource = "{BIKES}"\n'
-                      f'jsonl = "{tmp_path}/cam{i}.jsonl"\n\n' for i in range(3))
-    (tmp_path / "streams.toml").write_text(
-        f"[run]\nstatus-file = \"{tmp_path}/status.json\"\nstatus-interval = 0.5\n\n"
-        f"[defaults]\n{classifier(mobilenet_weights)}\n{streams}")
+    three_streams_file(tmp_path, mobilenet_weights, "status-interval = 0.5\n")
     proc = subprocess.Popen([str(TORCHSTREAM), "run", str(tmp_path / "streams.toml"),
                              "--ray", "local"], cwd=REPO, stderr=subprocess.PIPE, text=True)
 

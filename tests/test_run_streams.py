@@ -52,12 +52,18 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_three_streams_run_in_one_process_sharing_one_model(tmp_path, mobilenet_weights):
+def three_streams_file(tmp_path, weights, run: str = "") -> Path:
+    """cam0..cam2 over bikes.mp4 through mobilenet_v2, each to its own JSONL file."""
     streams = "".join(f'[[stream]]\nname = "cam{i}"\nsource = "{BIKES}"\n'
                       f'jsonl = "{tmp_path}/cam{i}.jsonl"\n\n' for i in range(3))
-    (tmp_path / "streams.toml").write_text(
-        f"[run]\nstatus-file = \"{tmp_path}/status.json\"\n\n"
-        f"[defaults]\n{classifier(mobilenet_weights)}\n{streams}")
+    path = tmp_path / "streams.toml"
+    path.write_text(f"[run]\nstatus-file = \"{tmp_path}/status.json\"\n{run}\n"
+                    f"[defaults]\n{classifier(weights)}\n{streams}")
+    return path
+
+
+def test_three_streams_run_in_one_process_sharing_one_model(tmp_path, mobilenet_weights):
+    three_streams_file(tmp_path, mobilenet_weights)
     done = run_cli(["run", str(tmp_path / "streams.toml")])
     assert done.returncode == 0, done.stderr[-3000:]
     status = json.loads((tmp_path / "status.json").read_text())

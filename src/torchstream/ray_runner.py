@@ -87,7 +87,10 @@ def run_on_ray(config: StreamsConfig, address: str, out=sys.stderr,
                 process_restarts[i] += 1
             pids[i] = snap["pid"]
             snap = dict(snap, frames=snap["frames"] + carried[i],
-                        restarts=snap["restarts"] + process_restarts[i])
+                        restarts=snap["restarts"] + process_restarts[i],
+                        events=[dict(event, frames=event["frames"] + carried[i],
+                                     restarts=event["restarts"] + process_restarts[i])
+                                for event in snap["events"]])
             snap["process_restarts"] = process_restarts[i]
             return snap
 

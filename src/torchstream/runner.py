@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from torchstream.gst import GLib, Gst
 from torchstream.pipeline import PipelineResult, run_to_end
@@ -51,6 +51,9 @@ class StreamStatus:
     last_frame_time: float | None = None
     fps: float = 0.0  # since the previous snapshot
     pid: int = 0
+    # every state change of this process's runs, in order: a change that lasts less than one
+    # status interval (a restart's delay) still reaches the log
+    events: list[dict] = field(default_factory=list)
 
 
 class StreamRunner:
@@ -104,7 +107,15 @@ class StreamRunner:
 
     def _set_state(self, state: str) -> None:
         with self._lock:
-            self.status.state = state
+            self._change_state(state)
+
+    def _change_state(self, state: str) -> None:
+        """With the lock held."""
+        status = self.status
+        status.state = state
+        status.events.append({"state": state, "runs": status.runs, "restarts": status.restarts,
+                              "error": status.error, "resumed_after": status.resumed_after,
+                              "frames": status.frames})
 
     def _run_once(self) -> tuple[PipelineResult, bool]:
         """One run of the pipeline; ``permanent``: it could not be built, a restart won't
@@ -131,7 +142,7 @@ class StreamRunner:
         with self._lock:
             self.status.runs += 1
             self.status.resumed_after = resume
-            self.status.state = "running"
+            self._change_state("running")
         if resume is not None:
             for pad in first.sinkpads:
                 pad.add_probe(Gst.PadProbeType.BUFFER, self._drop_published, resume)
@@ -214,15 +225,19 @@ class Supervisor:
         self.settings = settings
         self.out = out
         self.start = time.monotonic()
-        self._seen: dict[str, tuple] = {}
+        self._printed: dict[tuple[str, int], int] = {}  # events printed per stream and process
+        self._last_state: dict[str, str] = {}
 
     def update(self, snapshots: Iterable[dict], final: bool = False) -> None:
         snapshots = list(snapshots)
         for snap in snapshots:
-            key = (snap["state"], snap["restarts"], snap["error"])
-            if self._seen.get(snap["name"]) != key:
-                self._seen[snap["name"]] = key
-                self._event(snap)
+            name, process = snap["name"], (snap["name"], snap["pid"])
+            events = snap.get("events", [])
+            for event in events[self._printed.get(process, 0):]:
+                self._event(name, event)
+            self._printed[process] = len(events)
+            if self._last_state.get(name) != snap["state"]:  # a state no event has told
+                self._event(name, snap)
         elapsed = time.monotonic() - self.start
         line = " | ".join(f"{s['name']} {s['state']} {s['frames']} frames {s['fps']:.1f} fps"
                           for s in snapshots)
@@ -230,8 +245,9 @@ class Supervisor:
         if self.settings.status_file:
             write_status(self.settings.status_file, snapshots, elapsed, final)
 
-    def _event(self, snap: dict) -> None:
-        state, name = snap["state"], snap["name"]
+    def _event(self, name: str, snap: dict) -> None:
+        state = snap["state"]
+        self._last_state[name] = state
         text = {"restarting": f"failed: {snap['error']}; restart {snap['restarts'] + 1} of "
                               f"{self.settings.max_restarts} follows",
                 "failed": f"failed: {snap['error']}; not restarted",

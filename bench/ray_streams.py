@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench.models import BIKES
-from bench.streams import MODELS, chosen_models, error_line, medians
+from bench.streams import MODELS, chosen_models, error_line, medians, report
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHSTREAM = Path(sys.executable).with_name("torchstream")
@@ -106,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{repeat + 1}: " + (result["error"] if "error" in result else
                                            f"{result['fps']:.1f} fps, {result['wall_s']:.0f} s"),
                       file=sys.stderr, flush=True)
-    print("\n".join(table(results)))
-    print(f"  ({time.monotonic() - started:.0f} s)")
-    if args.json:
-        args.json.write_text(json.dumps({f"{m} {n}": v for (m, n), v in results.items()},
-                                        indent=1))
+    report(table(results), results, started, args.json)
     return 0
 
 

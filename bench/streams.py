@@ -153,6 +153,15 @@ def chosen_models(parser: argparse.ArgumentParser, names: str) -> list[str]:
     return models
 
 
+def report(lines: list[str], results: dict, started: float, json_path: Path | None) -> None:
+    """The table, the bench's wall time, and the raw runs per (model, streams) if asked."""
+    print("\n".join(lines))
+    print(f"  ({time.monotonic() - started:.0f} s)")
+    if json_path:
+        json_path.write_text(json.dumps({f"{m} {n}": v for (m, n), v in results.items()},
+                                        indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.streams", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,11 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"bench.streams: {model} {n} streams {mode} run {repeat + 1}: "
                           + (result["error"] if "error" in result else
                              f"{result['fps']:.1f} fps"), file=sys.stderr, flush=True)
-    print("\n".join(table(results)))
-    print(f"  ({time.monotonic() - started:.0f} s)")
-    if args.json:
-        args.json.write_text(json.dumps({f"{m} {n}": v for (m, n), v in results.items()},
-                                        indent=1))
+    report(table(results), results, started, args.json)
     return 0
 
 

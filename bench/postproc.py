@@ -1,6 +1,8 @@
 """What post-processing costs per frame, outside any pipeline, median of repeated calls: the
 YOLO decode + NMS of one 640x640 YOLOv8 output (8400 candidate boxes, 80 classes), and one
-object_track update with 50 objects (short-term-imageless: Kalman filters, IoU, assignment).
+object_track update with 50 objects (short-term-imageless: Kalman filters, IoU, assignment),
+and meta_overlay's drawing of the new result kinds on a 640x272 frame: 5 keypoint skeletons,
+5 instance masks, one class map of 1223x520 cells (lraspp's output on that frame).
 
     .venv/bin/python -m bench.postproc [--json FILE]
 
@@ -73,7 +75,59 @@ def measure_tracker(objects: int = 50, frames: int = 300) -> dict:
             "ids": len(ids)}
 
 
+def overlay_results():
+    """Named results as the three kinds of model give them on a 640x272 frame."""
+    import numpy as np
+
+    from torchstream.keypoints import point_set
+    from torchstream.results import FrameResults, Keypoints, Mask, Region, Segmentation
+
+    rng = np.random.default_rng(0)
+    coco = point_set(17)
+    regions_k, regions_m = [], []
+    for i in range(5):
+        x0, y0 = 0.05 + 0.18 * i, 0.1
+        points = tuple((x0 + 0.12 * rng.random(), y0 + 0.8 * rng.random(), 1.0)
+                       for _ in range(17))
+        regions_k.append(Region(x0, y0, x0 + 0.12, y0 + 0.8, "person", 1, 0.9, i,
+                                keypoints=Keypoints(points, coco.names, coco.connections)))
+        cells = np.zeros((218, 77), bool)
+        cells[20:200, 10:70] = True
+        regions_m.append(Region(x0, y0, x0 + 0.12, y0 + 0.8, "person", 1, 0.9, i,
+                                mask=Mask.from_array(cells)))
+    classes = np.zeros((520, 1223), np.int64)
+    classes[100:400, 100:500] = 15
+    classes[300:500, 700:1100] = 2
+    classes[:80, :] = 7
+    return {"5 keypoint skeletons": FrameResults(regions=regions_k),
+            "5 instance masks": FrameResults(regions=regions_m),
+            "class map 1223x520, 4 classes": FrameResults(
+                segmentation=Segmentation.from_array(classes))}
+
+
+def measure_overlays(calls: int = 200) -> list[dict]:
+    import numpy as np
+
+    from torchstream.overlay import draw_results
+
+    out = []
+    for what, results in overlay_results().items():
+        frame = np.full((272, 640, 3), 90, np.uint8)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            draw_results(frame, results)
+            times.append((time.perf_counter() - start) * 1000)
+        out.append({"what": f"meta_overlay drawing, {what}, 640x272 BGR", "calls": calls,
+                    "median_ms": statistics.median(times),
+                    "p90_ms": sorted(times)[int(calls * 0.9)]})
+    return out
+
+
 def line(result: dict) -> str:
+    if "detections" not in result and "ids" not in result:
+        return (f"{result['what']}: {result['median_ms']:.2f} ms median, "
+                f"{result['p90_ms']:.2f} ms p90")
     kept = (f"{result['detections']} detections kept" if "detections" in result
             else f"{result['ids']} ids given")
     return (f"{result['what']}: {result['median_ms']:.2f} ms median, "
@@ -86,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = measure()
     result["tracker"] = measure_tracker()
-    print(line(result))
-    print(line(result["tracker"]))
+    result["overlays"] = measure_overlays()
+    for one in (result, result["tracker"], *result["overlays"]):
+        print(line(one))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -115,6 +115,8 @@ def render(report: dict) -> str:
             f"ERROR {post['error']}" if post.get("error") else postproc_line(post)))
         if post.get("tracker"):
             out.append("Post-processing (bench.postproc): " + postproc_line(post["tracker"]))
+        for overlay in post.get("overlays", []):
+            out.append("Post-processing (bench.postproc): " + postproc_line(overlay))
     out.append(f"total time: {report['seconds']:.0f} s")
     return "\n".join(out)
 

@@ -36,7 +36,8 @@ def seeded_detector(name: str, calibration_frames: list[np.ndarray], background_
         if hasattr(model, "head"):
             model.head(list(features.values()))
     model.eval()
-    num_classes = 91
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    num_classes = predictor.cls_score.out_features if predictor is not None else 91
     state = model.state_dict()
     for key, value in state.items():
         if ("classification_head" in key or "cls_score" in key) and key.endswith("bias") \

@@ -14,9 +14,9 @@ every pad holds a buffer, so the later result must stay there to let the next fr
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from torchstream.results import FrameResults, Region
+from torchstream.results import FrameResults, Region, Segmentation
 
 
 @dataclass
@@ -98,14 +98,16 @@ def merge_results(base: FrameResults, others: list[FrameResults]) -> FrameResult
     repeats what the frame already carried: a region equal to one already there (same id,
     label and box) is that region, and only gains the result's classifications of it. Other
     regions are appended, renumbered when their id is taken (parent ids of the same result
-    follow). Frame-level classifications replace those of the same attribute; model records
-    are added once.
+    follow). Frame-level classifications, and a class map, replace those of the same attribute
+    (the frame's class map); model records are added once.
     """
     merged = FrameResults([_copy_region(r) for r in base.regions], list(base.classifications),
-                          list(base.models))
+                          list(base.models), base.segmentation)
     for other in others:
         for c in other.classifications:
             merged.set_classification(c)
+        if other.segmentation is not None:
+            merged.segmentation = other.segmentation
         renumber: dict[int, int] = {}
         new: list[Region] = []
         for r in other.regions:
@@ -134,8 +136,7 @@ def merge_results(base: FrameResults, others: list[FrameResults]) -> FrameResult
 
 
 def _copy_region(r: Region) -> Region:
-    return Region(r.x_min, r.y_min, r.x_max, r.y_max, r.label, r.label_id, r.confidence,
-                  r.region_id, r.parent_id, list(r.classifications), r.object_id)
+    return replace(r, classifications=list(r.classifications))
 
 
 # --- repeating the last results on frames the inference branch skipped ----------------------
@@ -164,10 +165,13 @@ class Contribution:
     classifications: list = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
     classified: list[Region] = field(default_factory=list)
+    segmentation: Segmentation | None = None
 
 
 def contribution(base: FrameResults, result: FrameResults) -> Contribution:
     added = Contribution(list(result.classifications))
+    if result.segmentation is not None and result.segmentation != base.segmentation:
+        added.segmentation = result.segmentation
     for r in result.regions:
         known = base.region(r.region_id)
         if known is not None and _same_region(known, r):
@@ -187,7 +191,7 @@ def repeat_contribution(base: FrameResults, added: Contribution) -> FrameResults
     new regions as they were; a region classification goes to the frame's region of the same
     object id (``object_track``), else to its region of the same label that overlaps the
     classified box most (IoU >= 0.5), if any: the same object, moved a little since."""
-    repeated = FrameResults([], list(added.classifications), [])
+    repeated = FrameResults([], list(added.classifications), [], added.segmentation)
     repeated.regions = [_copy_region(r) for r in added.regions]
     merged = merge_results(base, [repeated])
     for old in added.classified:

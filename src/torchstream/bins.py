@@ -110,6 +110,10 @@ def is_detector(model: str) -> bool:
     return model.startswith(TORCHVISION_PREFIX + "detection.")
 
 
+def is_segmentation(model: str) -> bool:
+    return model.startswith(TORCHVISION_PREFIX + "segmentation.")
+
+
 def _size_text(size: tuple[int, ...] | None) -> str:
     """(n,) -> "n"; (h, w) -> "wxh" (tensor_resize_crop's WxH)."""
     if not size:
@@ -269,6 +273,13 @@ def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> 
         labels = ("<" + ",".join(post.labels) + ">") if post.labels else None
         labels_file = post.labels_file
     threshold = settings.get("threshold")
+    segmentation = is_segmentation(settings.get("model") or "")
+    if segmentation and post is None:
+        if kind != "video_inference":
+            raise ConfigError(f"{kind}: {settings['model']} is a semantic segmentation model "
+                              "(a class per pixel, no regions); run it in video_inference")
+        return (Step("tensor_postproc_segmentation", {"labels": labels,
+                                                      "labels-file": labels_file}, "postproc"),)
     if post is not None:
         converter = post.converter
     elif kind == "object_detect" or (kind == "video_inference" and detector):
@@ -300,6 +311,9 @@ def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> 
             props["threshold"] = float(threshold)
         elif post is not None and post.threshold is not None:
             props["threshold"] = float(post.threshold)
+        for key in ("point-names", "point-connections"):
+            if settings.get(key):
+                props[key] = settings[key]
         return (Step("tensor_postproc_detection", props, "postproc"),)
     # a model-proc's converter is a family name: raw_data_copy, detection, yolo or label
     method = (post.method if post and post.method else "softmax")

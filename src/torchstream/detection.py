@@ -5,8 +5,14 @@ a list of :class:`Detection`, each a box normalised to [0, 1] of the original fr
 and a confidence. The layouts recognised without settings ("auto"):
 
 - torchvision detection dicts: outputs named ``boxes`` ``[N,4]`` (x1,y1,x2,y2 in model-input
-  pixels), ``labels`` ``[N]`` (int) and ``scores`` ``[N]`` (float); other outputs (``masks``,
-  ``keypoints``...) are ignored;
+  pixels), ``labels`` ``[N]`` (int) and ``scores`` ``[N]`` (float); with ``keypoints``
+  ``[N,K,2|3]`` (x, y in model-input pixels) each detection also gets its K points, scored by
+  ``keypoints_scores`` ``[N,K]`` when given (else the third column, else 1.0), named and
+  connected by ``point-names`` and ``point-connections`` (:mod:`torchstream.keypoints`);
+  with ``masks`` ``[N,1,H,W]`` (mask probabilities over the model input, or over each box
+  when H x W is not the input's size) each detection also gets its mask, above
+  ``MASK_THRESHOLD``, cut to its box (:class:`torchstream.results.Mask`); other outputs are
+  ignored;
 - one tensor ``[...,5]``: rows of x1,y1,x2,y2,confidence in model-input pixels (label id 0);
 - one tensor ``[...,7]`` (SSD DetectionOutput): rows of image_id,label,confidence,x1,y1,x2,y2
   with the box already normalised; a row with image_id < 0 ends the list;
@@ -50,24 +56,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from torchstream.errors import ConfigError, TorchstreamError
+from torchstream.keypoints import check_connections, point_set
 from torchstream.labels import Labels, label_name
 from torchstream.postproc import check_unit_interval
+from torchstream.results import FrameMapping, Keypoints, Mask
 from torchstream.yolo import CONVERTERS as YOLO_CONVERTERS
 from torchstream.yolo import YoloLayout, candidates, looks_like_yolo, resolve_yolo_layout
-
-if TYPE_CHECKING:
-    from torchstream.results import FrameMapping
 
 AUTO = -1
 BOX_COLUMNS = 4
 CONVERTERS = ("auto", *YOLO_CONVERTERS)  # the converter setting's values
 DEFAULT_MAX_DETECTIONS = 0  # no limit
+MASK_THRESHOLD = 0.5  # a mask cell is set above it (torchvision's own convention)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class Detection:
     label_id: int
     label: str
     confidence: float
+    keypoints: Keypoints | None = None
+    mask: Mask | None = None
 
 
 @dataclass(frozen=True)
@@ -99,8 +106,12 @@ class DetectionParams:
     max_detections: int = DEFAULT_MAX_DETECTIONS
     class_agnostic: bool = False
     classes: int | None = None  # a YOLO head's class count, when known
+    point_names: tuple[str, ...] = ()  # () : the default for the model's point count
+    point_connections: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.point_names:
+            check_connections(self.point_names, self.point_connections)
         check_unit_interval(self.threshold, "threshold")
         check_unit_interval(self.iou_threshold, "iou-threshold")
         if self.converter not in CONVERTERS:
@@ -140,6 +151,9 @@ class Layout:
     normalised: bool  # boxes already in [0, 1] of the model input
     image_id: Field | None = None  # SSD: a row with image_id < 0 ends the list
     yolo: YoloLayout | None = None  # a YOLO tensor (box: its tensor), decoded by yolo.py
+    keypoints: int | None = None  # the [N,K,2|3] output
+    keypoint_scores: int | None = None  # its [N,K] scores
+    masks: int | None = None  # the [N,1,H,W] output
 
     def tensors(self) -> list[int]:
         """The outputs this layout reads, in first-use order."""
@@ -147,7 +161,8 @@ class Layout:
         for f in (self.box, self.label, self.confidence):
             if f is not None and f.tensor not in used:
                 used.append(f.tensor)
-        return used
+        return used + [i for i in (self.keypoints, self.keypoint_scores, self.masks)
+                       if i is not None]
 
 
 def describe(shapes: Sequence[Sequence[int]], names: Sequence[str] = ()) -> str:
@@ -317,8 +332,25 @@ def _several_tensors_layout(shapes, names, integer, params: DetectionParams) -> 
         if index is not None and (index == box or _rows(shapes[index]) != n):
             raise _undecodable(shapes, names, f"the {what} output {index} does not hold one "
                                               f"value per box ({n} boxes)")
-    return Layout("box + label tensors", Field(box, 0),
-                  None if label is None else Field(label), confidence, False)
+    points = named.get("keypoints")
+    if points is not None and not (len(shapes[points]) >= 3 and shapes[points][-1] in (2, 3)
+                                   and _rows(shapes[points][:-2]) == n):
+        raise _undecodable(shapes, names, f"the keypoints output {points} is not shaped "
+                                          f"[N,K,2|3] ({n} boxes)")
+    point_scores = named.get("keypoints_scores") if points is not None else None
+    if point_scores is not None and tuple(shapes[point_scores]) != tuple(shapes[points][:-1]):
+        raise _undecodable(shapes, names, f"the keypoints_scores output {point_scores} is not "
+                                          "shaped [N,K] as the keypoints are")
+    masks = named.get("masks")
+    if masks is not None and not (len(shapes[masks]) in (3, 4) and shapes[masks][0] == n
+                                  and (len(shapes[masks]) == 3 or shapes[masks][1] == 1)):
+        raise _undecodable(shapes, names, f"the masks output {masks} is not shaped "
+                                          f"[N,1,H,W] ({n} boxes)")
+    extras = "".join(f" + {what}" for what, index in (("keypoints", points), ("masks", masks))
+                     if index is not None)
+    return Layout("box + label tensors" + extras, Field(box, 0),
+                  None if label is None else Field(label), confidence, False,
+                  keypoints=points, keypoint_scores=point_scores, masks=masks)
 
 
 def input_size(dimensions: str) -> tuple[int, int] | None:
@@ -391,6 +423,7 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
         ids = _label_ids(_values(arrays, layout.label, n)[keep])
     else:
         ids = np.zeros(int(keep.sum()), np.int64)
+    rows_kept = np.flatnonzero(keep)
     boxes, conf = boxes[keep], conf[keep]
     if not np.isfinite(boxes).all():
         raise TorchstreamError("detection boxes hold NaN or infinite values")
@@ -403,6 +436,8 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
     if params.max_detections:
         order = order[:params.max_detections]
     boxes, conf, ids = boxes[order], conf[order], ids[order]
+    rows_kept = rows_kept[order]
+    masks = _masks(arrays, layout, rows_kept, boxes, size)
     if not layout.normalised:
         if size is None:
             raise TorchstreamError(
@@ -414,6 +449,7 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
         scale = np.array([mapping.sx, mapping.sy, mapping.sx, mapping.sy], np.float64)
         offset = np.array([mapping.ox, mapping.oy, mapping.ox, mapping.oy], np.float64)
         boxes = offset + scale * boxes
+    keypoints = _keypoints(arrays, layout, params, rows_kept, size, mapping)
     outside = (np.minimum(boxes[:, 0], boxes[:, 2]) >= 1) | (np.maximum(boxes[:, 0],
                                                                        boxes[:, 2]) <= 0) \
         | (np.minimum(boxes[:, 1], boxes[:, 3]) >= 1) | (np.maximum(boxes[:, 1],
@@ -430,8 +466,81 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
         if not math.isfinite(confidence):
             raise TorchstreamError(f"detection confidence {confidence!r} is not finite")
         detections.append(Detection(float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]),
-                                    label_id, label_name(params.labels, label_id), confidence))
+                                    label_id, label_name(params.labels, label_id), confidence,
+                                    keypoints[i] if keypoints else None,
+                                    _mask_window(*masks[i], layout, size, mapping)
+                                    if masks else None))
     return detections
+
+
+def _masks(arrays, layout: Layout, rows: np.ndarray, boxes: np.ndarray,
+           size: tuple[int, int] | None) -> list[tuple[Mask, tuple[int, ...] | None]]:
+    """The kept detections' masks (``boxes`` in model-input pixels), each with the pixel
+    window (x0, y0, x1, y1) of the model input it was cut to: a mask over the whole input is
+    cut to its box grown by 1/28 of its size and 2 pixels a side (torchvision pastes a mask
+    over its box grown by 1/28 a side, then rounds outwards); a mask of another size lies over
+    its box already (window None). [] without a masks output."""
+    if layout.masks is None:
+        return []
+    array = arrays[layout.masks]
+    height, width = array.shape[-2:]
+    cells = array.reshape(-1, height, width)[rows] > MASK_THRESHOLD
+    if size is None or (width, height) != tuple(size):
+        return [(Mask.from_array(c), None) for c in cells]
+    out = []
+    for c, (x0, y0, x1, y1) in zip(cells, boxes, strict=True):
+        left, right = sorted((x0, x1))
+        top, bottom = sorted((y0, y1))
+        grow_x, grow_y = (right - left) / 28 + 2, (bottom - top) / 28 + 2
+        cx0 = min(max(math.floor(left - grow_x), 0), width - 1)
+        cy0 = min(max(math.floor(top - grow_y), 0), height - 1)
+        cx1 = max(min(math.ceil(right + grow_x), width), cx0 + 1)
+        cy1 = max(min(math.ceil(bottom + grow_y), height), cy0 + 1)
+        out.append((Mask.from_array(c[cy0:cy1, cx0:cx1]), (cx0, cy0, cx1, cy1)))
+    return out
+
+
+def _mask_window(mask: Mask, window: tuple[int, ...] | None, layout: Layout,
+                 size: tuple[int, int] | None, mapping: FrameMapping | None) -> Mask:
+    """The mask with its pixel window normalised to the frame, as the boxes are."""
+    if window is None or size is None:
+        return mask
+    width, height = size
+    x0, y0, x1, y1 = window[0] / width, window[1] / height, window[2] / width, window[3] / height
+    if mapping is not None:
+        x0, x1 = mapping.ox + mapping.sx * x0, mapping.ox + mapping.sx * x1
+        y0, y1 = mapping.oy + mapping.sy * y0, mapping.oy + mapping.sy * y1
+    return replace(mask, window=(x0, y0, x1, y1))
+
+
+def _keypoints(arrays, layout: Layout, params: DetectionParams, rows: np.ndarray,
+               size: tuple[int, int] | None, mapping: FrameMapping | None) -> list[Keypoints]:
+    """The kept detections' points, normalised to the frame as their boxes are (not clipped:
+    a point may lie outside the frame); [] without a keypoints output."""
+    if layout.keypoints is None:
+        return []
+    array = arrays[layout.keypoints]
+    count, columns = array.shape[-2], array.shape[-1]
+    points = array.reshape(-1, count, columns)[rows].astype(np.float64)
+    if layout.keypoint_scores is not None:
+        scores = arrays[layout.keypoint_scores].reshape(-1, count)[rows].astype(np.float64)
+    elif columns == 3:
+        scores = points[:, :, 2]
+    else:
+        scores = np.ones(points.shape[:2], np.float64)
+    if not (np.isfinite(points[:, :, :2]).all() and np.isfinite(scores).all()):
+        raise TorchstreamError("keypoints hold NaN or infinite values")
+    if size is None:
+        raise TorchstreamError("keypoints are in model-input pixels but the model input size is "
+                               "unknown (the buffer carries no tensors record with the input "
+                               "dimensions)")
+    xy = points[:, :, :2] / np.array(size, np.float64)
+    if mapping is not None:
+        xy = np.array([mapping.ox, mapping.oy]) + np.array([mapping.sx, mapping.sy]) * xy
+    named = point_set(count, params.point_names, params.point_connections)
+    return [Keypoints(tuple(zip(xy[i, :, 0].tolist(), xy[i, :, 1].tolist(), scores[i].tolist(),
+                                strict=True)), named.names, named.connections)
+            for i in range(len(rows))]
 
 
 def detect(arrays: Sequence[np.ndarray], names: Sequence[str], params: DetectionParams,

@@ -31,8 +31,11 @@ from torchstream.results import (  # the data model, re-exported for the buffer 
     Classification,
     FrameMapping,
     FrameResults,
+    Keypoints,  # noqa: F401 - re-exported for region readers
+    Mask,  # noqa: F401
     ModelRecord,
     Region,
+    Segmentation,  # noqa: F401
     TensorsRecord,
     decode_results,
     encode_results,

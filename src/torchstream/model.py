@@ -115,17 +115,20 @@ def _torchvision_builder(model: str):
 
 
 def classifier_preprocess(weights) -> ClassifierPreprocess | None:
-    """Read resize/crop/mean/std off a torchvision weights entry (None for non-classifiers)."""
+    """Read resize/crop/mean/std off a torchvision weights entry: a classifier's
+    (``ImageClassification``) or a segmentation model's (``SemanticSegmentation``: a resize,
+    no crop); None for the others (detectors take the frame as it is)."""
     try:
         transform = weights.transforms()
     except Exception:
         return None
-    if not hasattr(transform, "crop_size") or not hasattr(transform, "resize_size"):
+    if not hasattr(transform, "resize_size") or not hasattr(transform, "mean") \
+            or transform.resize_size is None:
         return None
     interpolation = getattr(transform, "interpolation", "bilinear")
     return ClassifierPreprocess(
         resize_size=tuple(int(s) for s in transform.resize_size),
-        crop_size=tuple(int(s) for s in transform.crop_size),
+        crop_size=tuple(int(s) for s in getattr(transform, "crop_size", ())),
         mean=tuple(float(m) for m in transform.mean),
         std=tuple(float(s) for s in transform.std),
         interpolation=str(getattr(interpolation, "value", interpolation)),

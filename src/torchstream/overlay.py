@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from torchstream.errors import CapsError
-from torchstream.results import Classification, FrameResults, Region
+from torchstream.results import Classification, FrameResults, Region, Segmentation
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -62,6 +62,7 @@ PALETTE = (
     (0, 0, 255), (200, 200, 200),
 )
 FRAME_TEXT_BACKGROUND = (0, 0, 0)
+MASK_ALPHA = 0.45  # a mask's fill: the frame stays visible under it
 FRAME_TEXT_COLOR = (255, 255, 255)
 
 
@@ -243,6 +244,66 @@ class Painter:
         mask = np.zeros((my1 - my0, mx1 - mx0), np.uint8)
         cv2.putText(mask, text, (x - mx0, y - my0 + th), FONT, scale, 255, thickness,
                     cv2.LINE_8)
+        self.paint(mask, mx0, my0, bgr)
+
+    def skeleton(self, points: list[tuple[float, float]], connections, bgr,
+                 thickness: int) -> None:
+        """Lines between the connected points and a dot on each point (clipped)."""
+        inside = [(x, y) for x, y in points if -self.width <= x <= 2 * self.width
+                  and -self.height <= y <= 2 * self.height]
+        if not inside:
+            return
+        radius = max(2, thickness + 1)
+        margin = radius + thickness + 2
+        mx0 = max(0, int(min(x for x, _ in inside)) - margin) & ~1
+        my0 = max(0, int(min(y for _, y in inside)) - margin) & ~1
+        mx1 = min(self.width, int(max(x for x, _ in inside)) + margin)
+        my1 = min(self.height, int(max(y for _, y in inside)) + margin)
+        if mx1 <= mx0 or my1 <= my0:
+            return
+        mask = np.zeros((my1 - my0, mx1 - mx0), np.uint8)
+        at = [(round(x) - mx0, round(y) - my0) for x, y in points]
+        for a, b in connections:
+            cv2.line(mask, at[a], at[b], 255, thickness, cv2.LINE_8)
+        for point in at:
+            cv2.circle(mask, point, radius, 255, -1, cv2.LINE_8)
+        self.paint(mask, mx0, my0, bgr)
+
+    def blend(self, cells: np.ndarray, x: int, y: int, w: int, h: int, bgr,
+              alpha: float) -> None:
+        """``bgr`` at ``alpha`` over the pixels of the box (x, y, w, h) that ``cells`` (a bool
+        grid laid over the box, any size) covers."""
+        if w <= 0 or h <= 0 or cells.size == 0:
+            return
+        grid = cells.astype(np.uint8)
+        if grid.shape != (h, w):
+            grid = cv2.resize(grid, (w, h), interpolation=cv2.INTER_NEAREST)
+        if x < 0 or y < 0:  # a box reaching over the frame's left or top edge
+            grid = grid[max(0, -y):, max(0, -x):]
+            x, y = max(0, x), max(0, y)
+            h, w = grid.shape
+            if w <= 0 or h <= 0:
+                return
+        # on even coordinates, so subsampled planes take every other pixel
+        mx0, my0 = x & ~1, y & ~1
+        full = np.zeros((y + h - my0, x + w - mx0), np.uint8)
+        full[y - my0:, x - mx0:] = grid
+        full = full[:max(0, self.height - my0), :max(0, self.width - mx0)]
+        for plane in self.planes:
+            sx, sy = plane.sx, plane.sy
+            sub = full[::1 << sy, ::1 << sx] if (sx or sy) else full
+            ph, pw = plane.array.shape[:2]
+            px0, py0 = mx0 >> sx, my0 >> sy
+            sub = sub[: max(0, ph - py0), : max(0, pw - px0)]
+            target = plane.array[py0:py0 + sub.shape[0], px0:px0 + sub.shape[1]]
+            value = np.array(plane.value(bgr) if plane.array.ndim == 3 else plane.value(bgr)[0],
+                             np.float32)
+            chosen = sub > 0
+            target[chosen] = (target[chosen] * (1 - alpha) + value * alpha + 0.5).astype(np.uint8)
+
+    def paint(self, mask: np.ndarray, mx0: int, my0: int, bgr) -> None:
+        """``bgr`` where ``mask`` is set; its top-left pixel at (mx0, my0), both even (so
+        subsampled planes take every other pixel)."""
         for plane in self.planes:
             sx, sy = plane.sx, plane.sy
             sub = mask[::1 << sy, ::1 << sx] if (sx or sy) else mask
@@ -286,13 +347,25 @@ def _label_block(painter: Painter, lines: list[str], x: int, y: int, background,
 
 def draw_on_planes(planes: list[Plane], width: int, height: int, results: FrameResults,
                    style: Style) -> None:
-    """Every region's box and labels, then the frame-level classifications (top left)."""
+    """The class map (translucent), every region's mask (translucent), box, keypoints'
+    skeleton and labels, then the frame-level classifications (top left)."""
     painter = Painter(planes, width, height)
+    if results.segmentation is not None:
+        _draw_segmentation(painter, results.segmentation)
+    for region in results.regions:
+        if region.mask is not None:
+            painter.blend(region.mask.array(), *region.mask_pixels(width, height),
+                          region_color(region), MASK_ALPHA)
     for region in results.regions:
         x, y, w, h = region.pixels(width, height)
         color = region_color(region)
         x1, y1 = min(x + max(w, 1), width) - 1, min(y + max(h, 1), height) - 1
         painter.outline(x, y, x1, y1, color, style.lines_thickness)
+    for region in results.regions:
+        if region.keypoints is not None:
+            painter.skeleton(region.keypoints.pixels(width, height),
+                             region.keypoints.connections, region_color(region),
+                             max(1, style.lines_thickness))
     for region in results.regions:  # labels over every box, so no box hides a label
         x, y, _, _ = region.pixels(width, height)
         _label_block(painter, region_lines(region), x, y, region_color(region), style,
@@ -300,6 +373,23 @@ def draw_on_planes(planes: list[Plane], width: int, height: int, results: FrameR
     margin = max(2, style.lines_thickness * 2)
     _label_block(painter, frame_lines(results), margin, margin, FRAME_TEXT_BACKGROUND, style,
                  above=False)
+
+
+def _draw_segmentation(painter: Painter, segmentation: Segmentation) -> None:
+    """Each class but 0 (the background) in its colour, translucent, where the class map lies
+    on the frame."""
+    m = segmentation.mapping
+    x0, x1 = round(m.ox * painter.width), round((m.ox + m.sx) * painter.width)
+    y0, y1 = round(m.oy * painter.height), round((m.oy + m.sy) * painter.height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    classes = segmentation.array()
+    grid = cv2.resize(classes.astype(np.uint16 if classes.max(initial=0) > 255 else np.uint8),
+                      (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    for class_id in np.unique(grid):
+        if class_id != 0:
+            painter.blend(grid == class_id, x0, y0, x1 - x0, y1 - y0, color_for(int(class_id)),
+                          MASK_ALPHA)
 
 
 def draw_results(image: np.ndarray, results: FrameResults, lines_thickness: int = 0,
@@ -312,7 +402,8 @@ def draw_results(image: np.ndarray, results: FrameResults, lines_thickness: int 
 
 
 def is_drawable(results: FrameResults) -> bool:
-    return bool(results.regions or results.classifications)
+    return bool(results.regions or results.classifications
+                or results.segmentation is not None)
 
 
 __all__ = [

@@ -11,7 +11,7 @@ import sys
 from typing import TextIO
 
 from torchstream.errors import Domain, TorchstreamError
-from torchstream.results import Classification, FrameResults, Region
+from torchstream.results import Classification, FrameResults, Keypoints, Region, Segmentation
 
 CLOCK_TIME_NONE = 2**64 - 1
 
@@ -37,17 +37,53 @@ def _region(r: Region, width: int | None, height: int | None) -> dict:
     else:
         out["pixels"] = None
     out["classifications"] = [_classification(c) for c in r.classifications]
+    if r.keypoints is not None:
+        out["keypoints"] = _keypoints(r.keypoints, width, height)
+    if r.mask is not None:
+        window = r.mask.window or (r.x_min, r.y_min, r.x_max, r.y_max)
+        out["mask"] = {"width": r.mask.width, "height": r.mask.height,
+                       "window": dict(zip(("x_min", "y_min", "x_max", "y_max"), window,
+                                          strict=True)),
+                       "counts": list(r.mask.counts)}
+        if width and height:
+            x, y, w, h = r.mask_pixels(width, height)
+            out["mask"]["pixels"] = {"x": x, "y": y, "w": w, "h": h}
     return out
+
+
+def _keypoints(k: Keypoints, width: int | None, height: int | None) -> dict:
+    """Points named and normalised as the box is (pixels too, when the frame size is known);
+    connections as pairs of point names."""
+    names = k.names or tuple(str(i) for i in range(len(k.points)))
+    points = []
+    for name, (x, y, score) in zip(names, k.points, strict=True):
+        point = {"name": name, "x": x, "y": y, "score": score}
+        if width and height:
+            point["pixels"] = {"x": x * width, "y": y * height}
+        points.append(point)
+    return {"points": points, "connections": [[names[a], names[b]] for a, b in k.connections]}
 
 
 def _time(value: int | None) -> int | None:
     return None if value is None or value == CLOCK_TIME_NONE or value < 0 else int(value)
 
 
+def _segmentation(seg: Segmentation, class_map: bool) -> dict:
+    """Each class's share of the map (largest first); with ``class_map`` the map itself."""
+    m = seg.mapping
+    out = {"width": seg.width, "height": seg.height,
+           "mapping": {"sx": m.sx, "ox": m.ox, "sy": m.sy, "oy": m.oy},
+           "classes": [{"label_id": k, "label": seg.label(k), "share": v}
+                       for k, v in seg.shares().items()]}
+    if class_map:
+        out["class_map"] = {"values": list(seg.values), "counts": list(seg.counts)}
+    return out
+
+
 def frame_record(results: FrameResults, frame: int, pts: int | None, duration: int | None,
-                 width: int | None, height: int | None) -> dict:
+                 width: int | None, height: int | None, class_map: bool = False) -> dict:
     """The JSON object of one frame (``pts``/``duration`` in ns, None when unknown)."""
-    return {
+    record = {
         "frame": int(frame),
         "pts": _time(pts),
         "duration": _time(duration),
@@ -57,6 +93,9 @@ def frame_record(results: FrameResults, frame: int, pts: int | None, duration: i
         "regions": [_region(r, width, height) for r in results.regions],
         "models": [{"name": m.name, "layers": list(m.layers)} for m in results.models],
     }
+    if results.segmentation is not None:
+        record["segmentation"] = _segmentation(results.segmentation, class_map)
+    return record
 
 
 FORMATS = ("torchstream", "dlstreamer")

@@ -13,6 +13,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from torchstream.errors import TorchstreamError
 
 
@@ -104,12 +106,113 @@ class Classification:
     confidence: float
 
 
+@dataclass(frozen=True)
+class Keypoints:
+    """A region's points (a pose): ``points`` as (x, y, score), x and y normalised to the frame
+    as the box is (a point may lie outside the box, or the frame); ``names`` one per point;
+    ``connections`` the pairs of point indices the skeleton joins (:mod:`torchstream.keypoints`).
+    """
+
+    points: tuple[tuple[float, float, float], ...]
+    names: tuple[str, ...] = ()
+    connections: tuple[tuple[int, int], ...] = ()
+
+    def pixels(self, width: int, height: int) -> list[tuple[float, float]]:
+        """The points in pixels of a ``width`` x ``height`` frame (not rounded)."""
+        return [(x * width, y * height) for x, y, _ in self.points]
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A region's instance mask: ``width`` x ``height`` cells laid over ``window`` (x_min,
+    y_min, x_max, y_max normalised to the frame; None: the region's box), row by row, as run
+    lengths (``counts``: runs of 0 and 1 in turn, the first a run of 0, which may be empty).
+    A detector's full-frame masks are cut to a window a little larger than the box (a mask
+    reaches past its box by a pixel or two) at the model input's resolution, so they cost a few
+    hundred bytes, not a frame each."""
+
+    width: int
+    height: int
+    counts: tuple[int, ...]
+    window: tuple[float, float, float, float] | None = None
+
+    @staticmethod
+    def from_array(cells: np.ndarray) -> Mask:
+        """A bool ``[height, width]`` array -> its run lengths."""
+        flat = np.asarray(cells, bool).ravel()
+        changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        runs = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
+        if flat.size and flat[0]:
+            runs.insert(0, 0)
+        return Mask(int(cells.shape[1]), int(cells.shape[0]), tuple(int(r) for r in runs))
+
+    def array(self) -> np.ndarray:
+        """The bool ``[height, width]`` cells."""
+        if sum(self.counts) != self.width * self.height:
+            raise TorchstreamError(f"mask run lengths sum to {sum(self.counts)}, not "
+                                   f"{self.width} x {self.height}")
+        values = np.arange(len(self.counts)) % 2 == 1
+        return np.repeat(values, self.counts).reshape(self.height, self.width)
+
+    @property
+    def area(self) -> float:
+        """The share of the box the mask covers (0..1)."""
+        return sum(self.counts[1::2]) / max(1, self.width * self.height)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A frame's class map (semantic segmentation): one class id per cell of a ``width`` x
+    ``height`` grid (the model's output resolution) laid over the model input, which
+    ``mapping`` puts on the frame; run-length coded over the cells row by row (``values[i]``
+    repeated ``counts[i]`` times). ``labels``: names by class id (empty: none known)."""
+
+    width: int
+    height: int
+    values: tuple[int, ...]
+    counts: tuple[int, ...]
+    labels: tuple[str, ...] = ()
+    mapping: FrameMapping = field(default_factory=FrameMapping)
+
+    @staticmethod
+    def from_array(class_map: np.ndarray, labels: tuple[str, ...] = (),
+                   mapping: FrameMapping | None = None) -> Segmentation:
+        """An integer ``[height, width]`` class map -> its run lengths."""
+        flat = np.asarray(class_map).ravel()
+        starts = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1]) \
+            if flat.size else np.zeros(0, np.int64)
+        counts = np.diff(np.concatenate([starts, [flat.size]])) if flat.size else starts
+        return Segmentation(int(class_map.shape[1]), int(class_map.shape[0]),
+                            tuple(flat[starts].astype(np.int64).tolist()),
+                            tuple(counts.astype(np.int64).tolist()), tuple(labels),
+                            mapping or FrameMapping())
+
+    def array(self) -> np.ndarray:
+        """The ``[height, width]`` class ids (int32)."""
+        if sum(self.counts) != self.width * self.height:
+            raise TorchstreamError(f"segmentation run lengths sum to {sum(self.counts)}, not "
+                                   f"{self.width} x {self.height}")
+        return np.repeat(np.array(self.values, np.int32),
+                         self.counts).reshape(self.height, self.width)
+
+    def label(self, class_id: int) -> str:
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
+
+    def shares(self) -> dict[int, float]:
+        """Class id -> the share of the map's cells it holds, largest first."""
+        totals: dict[int, int] = {}
+        for value, count in zip(self.values, self.counts, strict=True):
+            totals[value] = totals.get(value, 0) + count
+        cells = max(1, self.width * self.height)
+        return {k: v / cells for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 @dataclass
 class Region:
     """A detected object: a box normalised to [0, 1] of the frame (x right, y down), its label,
     an id unique in the frame, an optional parent region id, the classifications attached
     to this region, and the id of the object across frames (``object_track``; None when
-    untracked)."""
+    untracked), and its keypoints and mask when the detector gives them."""
 
     x_min: float
     y_min: float
@@ -122,6 +225,8 @@ class Region:
     parent_id: int | None = None
     classifications: list[Classification] = field(default_factory=list)
     object_id: int | None = None
+    keypoints: Keypoints | None = None
+    mask: Mask | None = None
 
     @property
     def roi_id(self) -> int:
@@ -140,11 +245,24 @@ class Region:
     def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
         """The box in pixels of a ``width`` x ``height`` frame: ``(x, y, w, h)``, rounded and
         clipped to the frame (what the GstVideoRegionOfInterestMeta mirror holds)."""
-        x0 = _clip(round(self.x_min * width), width)
-        y0 = _clip(round(self.y_min * height), height)
-        x1 = _clip(round(self.x_max * width), width)
-        y1 = _clip(round(self.y_max * height), height)
-        return x0, y0, max(x1 - x0, 0), max(y1 - y0, 0)
+        return _pixel_box((self.x_min, self.y_min, self.x_max, self.y_max), width, height)
+
+    def mask_pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """Where its mask's cells lie in pixels of the frame, ``(x, y, w, h)``: its box, or
+        the mask's own window, rounded but not clipped (a window may reach past the frame's
+        edge, over letterbox padding)."""
+        if self.mask is None or self.mask.window is None:
+            return self.pixels(width, height)
+        return _pixel_box(self.mask.window, width, height, clip=False)
+
+
+def _pixel_box(box, width: int, height: int, clip: bool = True) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (round(box[0] * width), round(box[1] * height), round(box[2] * width),
+                      round(box[3] * height))
+    if clip:
+        x0, x1 = _clip(x0, width), _clip(x1, width)
+        y0, y1 = _clip(y0, height), _clip(y1, height)
+    return x0, y0, max(x1 - x0, 0), max(y1 - y0, 0)
 
 
 @dataclass(frozen=True)
@@ -158,14 +276,17 @@ class ModelRecord:
 @dataclass
 class FrameResults:
     """Everything torchstream knows about one frame: regions, frame-level classifications and
-    the models that produced them. Empty when a buffer carries no results."""
+    the models that produced them, and a class map from a segmentation model. Empty when a buffer
+    carries no results."""
 
     regions: list[Region] = field(default_factory=list)
     classifications: list[Classification] = field(default_factory=list)
     models: list[ModelRecord] = field(default_factory=list)
+    segmentation: Segmentation | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.regions or self.classifications or self.models)
+        return bool(self.regions or self.classifications or self.models
+                    or self.segmentation is not None)
 
     def classification(self, attribute: str) -> Classification | None:
         """The frame-level classification of ``attribute``, or None."""
@@ -206,10 +327,13 @@ def _clip(value: int, limit: int) -> int:
 # --- serialisation: one compact JSON string in the custom meta's "results" field --------------
 #
 #   {"v":1, "c":[classification...], "r":[region...], "m":[[model, [layer...]]...],
+#    "s":[width, height, [value...], [run...], [label...], [sx, ox, sy, oy]] (a class map),
 #    "roi":[[region_id, label]...] (the ROI metas written as mirrors, to replace them later)}
 #   classification = [attribute, label, label_id, confidence]
 #   region = [x_min, y_min, x_max, y_max, label, label_id, confidence, region_id, parent_id|null,
-#             [classification...](, object_id when tracked)]
+#             [classification...](, object_id|null when tracked, or with keypoints or a mask
+#             (, {"k": [x, y, score, ...], "n": [name...], "c": [i, j, ...]  with keypoints
+#                 "m": [width, height, [run...](, [x_min, y_min, x_max, y_max])] with a mask}))]
 #
 # Python's JSON writes floats with repr(), so every float reads back bit for bit.
 
@@ -243,15 +367,54 @@ def _encode_region(r: Region) -> list:
         str(r.label), int(r.label_id), _finite(r.confidence, f"confidence of region {r.region_id}"),
         int(r.region_id), None if r.parent_id is None else int(r.parent_id),
         [_encode_classification(c) for c in r.classifications],
-    ] + ([] if r.object_id is None else [int(r.object_id)])
+    ] + _encode_tail(r)
+
+
+def _encode_tail(r: Region) -> list:
+    object_id = None if r.object_id is None else int(r.object_id)
+    if r.keypoints is None and r.mask is None:
+        return [] if object_id is None else [object_id]
+    extra: dict = {}
+    if r.keypoints is not None:
+        k = r.keypoints
+        points = [_finite(v, f"keypoint of region {r.region_id}") for p in k.points for v in p]
+        if any(len(p) != 3 for p in k.points) or (k.names and len(k.names) != len(k.points)):
+            raise TorchstreamError(f"results metadata: region {r.region_id} keypoints need "
+                                   "(x, y, score) each and one name per point")
+        extra.update(k=points, n=[str(n) for n in k.names],
+                     c=[int(i) for pair in k.connections for i in pair])
+    if r.mask is not None:
+        m = r.mask
+        if sum(m.counts) != m.width * m.height or min(m.counts, default=0) < 0:
+            raise TorchstreamError(f"results metadata: region {r.region_id} mask runs do not "
+                                   f"cover its {m.width} x {m.height} cells")
+        extra["m"] = [int(m.width), int(m.height), [int(c) for c in m.counts]] + (
+            [] if m.window is None else [[_finite(v, f"mask window of region {r.region_id}")
+                                          for v in m.window]])
+    return [object_id, extra]
+
+
+def _decode_keypoints(doc: dict) -> Keypoints:
+    flat, joins = doc["k"], doc["c"]
+    points = tuple((float(flat[i]), float(flat[i + 1]), float(flat[i + 2]))
+                   for i in range(0, len(flat), 3))
+    return Keypoints(points, tuple(doc["n"]),
+                     tuple((int(joins[i]), int(joins[i + 1])) for i in range(0, len(joins), 2)))
 
 
 def _decode_region(item: list) -> Region:
     x0, y0, x1, y1, label, label_id, confidence, region_id, parent_id, classes = item[:10]
-    object_id = int(item[10]) if len(item) > 10 else None
+    object_id = int(item[10]) if len(item) > 10 and item[10] is not None else None
+    extra = item[11] if len(item) > 11 else {}
+    keypoints = _decode_keypoints(extra) if "k" in extra else None
+    mask = None
+    if "m" in extra:
+        m = extra["m"]
+        mask = Mask(int(m[0]), int(m[1]), tuple(int(c) for c in m[2]),
+                    tuple(float(v) for v in m[3]) if len(m) > 3 else None)
     return Region(float(x0), float(y0), float(x1), float(y1), label, int(label_id),
                   float(confidence), int(region_id), None if parent_id is None else int(parent_id),
-                  [_decode_classification(c) for c in classes], object_id)
+                  [_decode_classification(c) for c in classes], object_id, keypoints, mask)
 
 
 def encode_results(results: FrameResults, extra: dict | None = None) -> str:
@@ -267,8 +430,24 @@ def encode_results(results: FrameResults, extra: dict | None = None) -> str:
         doc["r"] = [_encode_region(r) for r in results.regions]
     if results.models:
         doc["m"] = [[str(m.name), [str(x) for x in m.layers]] for m in results.models]
+    if results.segmentation is not None:
+        seg = results.segmentation
+        if sum(seg.counts) != seg.width * seg.height or len(seg.values) != len(seg.counts):
+            raise TorchstreamError("results metadata: the segmentation's runs do not cover its "
+                                   f"{seg.width} x {seg.height} cells")
+        m = seg.mapping
+        doc["s"] = [int(seg.width), int(seg.height), [int(v) for v in seg.values],
+                    [int(c) for c in seg.counts], [str(x) for x in seg.labels],
+                    [float(m.sx), float(m.ox), float(m.sy), float(m.oy)]]
     doc.update(extra or {})
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _decode_segmentation(item: list) -> Segmentation:
+    width, height, values, counts, labels, (sx, ox, sy, oy) = item
+    return Segmentation(int(width), int(height), tuple(int(v) for v in values),
+                        tuple(int(c) for c in counts), tuple(labels),
+                        FrameMapping(float(sx), float(ox), float(sy), float(oy)))
 
 
 def decode_results(text: str) -> tuple[FrameResults, dict]:
@@ -281,7 +460,8 @@ def decode_results(text: str) -> tuple[FrameResults, dict]:
             regions=[_decode_region(r) for r in doc.get("r", [])],
             classifications=[_decode_classification(c) for c in doc.get("c", [])],
             models=[ModelRecord(name, tuple(layers)) for name, layers in doc.get("m", [])],
+            segmentation=_decode_segmentation(doc["s"]) if "s" in doc else None,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise TorchstreamError(f"results metadata cannot be read: {exc}") from None
     return results, {k: doc[k] for k in ("roi",) if k in doc}

@@ -16,6 +16,8 @@ ELEMENTS = {
     "tensor_postproc_label": "torchstream.elements.tensor_postproc_label:TensorPostprocLabel",
     "tensor_postproc_detection":
         "torchstream.elements.tensor_postproc_detection:TensorPostprocDetection",
+    "tensor_postproc_segmentation":
+        "torchstream.elements.tensor_postproc_segmentation:TensorPostprocSegmentation",
     "tensor_resize_crop": "torchstream.elements.tensor_resize_crop:TensorResizeCrop",
     "tensor_roi_crop": "torchstream.elements.tensor_roi_crop:TensorRoiCrop",
     "meta_aggregate": "torchstream.elements.meta_aggregate:MetaAggregate",

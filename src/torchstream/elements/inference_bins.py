@@ -204,7 +204,15 @@ class ObjectDetect(_InferenceBin):
     )
     __gsttemplates__ = pad_templates(None)
     KIND = "object_detect"
-    PROPERTIES = _common_properties(_DETECT_THRESHOLD, "full-frame")
+    PROPERTIES = {
+        **_common_properties(_DETECT_THRESHOLD, "full-frame"),
+        "point-names": string_prop(
+            "Point names", "A keypoint detector's point names, <a,b,c> (empty: COCO's 17 "
+            "person keypoints for 17 points)", None),
+        "point-connections": string_prop(
+            "Point connections", "Pairs of point names the skeleton joins, <a,b,c,d> or "
+            "<a-b,c-d> (empty: COCO's skeleton for COCO's points)", None),
+    }
     __gproperties__ = gproperties(PROPERTIES)
 
 

@@ -52,6 +52,9 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
         "first-frame": uint_prop("First frame", "The frame number of the first record (a "
                                  "resumed stream's runner carries the count on)", 0,
                                  2**31 - 1, 0),
+        "segmentation-map": bool_prop(
+            "Segmentation map", "Write a segmentation model's class map itself (run-length "
+            "coded) beside each class's share of it", False),
         "method": string_prop("Method", "file (file-path) or mqtt (address, topic)", "file"),
         "format": string_prop("Format", "Layout of each frame's JSON record: torchstream "
                               "(frame, pts, regions with boxes and classifications...) or "
@@ -143,7 +146,7 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
             record = dlstreamer_record(results, buf.pts, self.width, self.height)
         else:
             record = frame_record(results, self.frame, buf.pts, buf.duration, self.width,
-                                  self.height)
+                                  self.height, self.settings["segmentation-map"])
         self.writer.write(record)
         CAT.log(self, lambda: f"frame {self.frame}: {len(results.regions)} regions")
         self.frame += 1

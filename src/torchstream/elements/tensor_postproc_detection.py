@@ -35,6 +35,7 @@ from torchstream.elements._base import (
 )
 from torchstream.gst import GLib, Gst, GstBase
 from torchstream.gstlog import DebugCategory
+from torchstream.keypoints import parse_point_connections, parse_point_names
 from torchstream.labels import LabelsFromWeights, load_labels
 from torchstream.meta import (
     ModelRecord,
@@ -102,6 +103,12 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         "classes": uint_prop(
             "Classes", "A YOLO head's class count (0: from the shape); settles the layout of "
             "an [N,4+nc] export", 0, GLib.MAXINT32, 0),
+        "point-names": string_prop(
+            "Point names", "A keypoints output's point names, in output order, <a,b,c> "
+            "(empty: COCO's 17 person keypoints for 17 points, else 0..K-1)", None),
+        "point-connections": string_prop(
+            "Point connections", "Pairs of point names the skeleton joins, a,b,c,d (pairs in "
+            "turn) or a-b,c-d (empty: COCO's skeleton for COCO's points, else none)", None),
     }
     __gproperties__ = gproperties(PROPERTIES)
 
@@ -129,6 +136,8 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             max_detections=s["max-detections"],
             class_agnostic=s["class-agnostic"],
             classes=s["classes"] or None,
+            point_names=parse_point_names(s["point-names"]),
+            point_connections=parse_point_connections(s["point-connections"]),
         )
         self.labelling = LabelsFromWeights(self.params)
         CAT.info(self, f"{self.params}")
@@ -164,7 +173,8 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
                               f"{self.params.threshold}")
         results = read_results(buf)
         results.regions = [
-            Region(d.x_min, d.y_min, d.x_max, d.y_max, d.label, d.label_id, d.confidence, i)
+            Region(d.x_min, d.y_min, d.x_max, d.y_max, d.label, d.label_id, d.confidence, i,
+                   keypoints=d.keypoints, mask=d.mask)
             for i, d in enumerate(detections, start=1)
         ]
         if record is not None:

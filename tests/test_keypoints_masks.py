@@ -185,6 +185,17 @@ def test_a_mask_travels_in_the_metadata_json_and_overlay():
 # --- through the bin, against torchvision -------------------------------------------------------
 
 
+def reference_and_threshold(model, frames):
+    """torchvision's outputs on ``frames``, and a threshold in the widest gap among the 10 best
+    scores per frame (float noise cannot move a detection across it)."""
+    with torch.inference_mode():
+        expected = model(frames_to_tensors(frames))
+    ranked = np.sort(np.concatenate([e["scores"].numpy() for e in expected]))[::-1]
+    k = max(range(len(frames), min(len(ranked), 10 * len(frames))),
+            key=lambda i: ranked[i - 1] - ranked[i])
+    return expected, float(ranked[k - 1] + ranked[k]) / 2
+
+
 @pytest.fixture(scope="module")
 def keypoint_model(tmp_path_factory):
     model = seeded_detector("keypointrcnn_resnet50_fpn", decode_frames(BIKES, 4), 1.5)
@@ -195,14 +206,7 @@ def keypoint_model(tmp_path_factory):
 def test_object_detect_keypoints_equal_torchvision(keypoint_model):
     model, weights = keypoint_model
     frames = decode_frames(BIKES, 3, start=140)
-    with torch.inference_mode():
-        expected = model(frames_to_tensors(frames))
-    scores = np.concatenate([e["scores"].numpy() for e in expected])
-    # a threshold in the widest gap among the 10 best scores per frame
-    ranked = np.sort(scores)[::-1]
-    k = max(range(len(frames), min(len(ranked), 10 * len(frames))),
-            key=lambda i: ranked[i - 1] - ranked[i])
-    threshold = float(ranked[k - 1] + ranked[k]) / 2
+    expected, threshold = reference_and_threshold(model, frames)
     run = run_results(
         f"appsrc name=src ! object_detect model={KEYPOINT_MODEL} model-weights={weights} "
         f"threshold={threshold} labels-file={COCO} engine=torch ! appsink name=sink", frames,
@@ -249,13 +253,7 @@ def test_object_detect_masks_equal_torchvision(tmp_path):
     model = seeded_detector("maskrcnn_resnet50_fpn", decode_frames(BIKES, 4), 6.0)
     weights = save_state_dict(model, tmp_path / "maskrcnn.pth")
     frames = decode_frames(BIKES, 3, start=140)
-    with torch.inference_mode():
-        expected = model(frames_to_tensors(frames))
-    scores = np.concatenate([e["scores"].numpy() for e in expected])
-    ranked = np.sort(scores)[::-1]
-    k = max(range(len(frames), min(len(ranked), 10 * len(frames))),
-            key=lambda i: ranked[i - 1] - ranked[i])
-    threshold = float(ranked[k - 1] + ranked[k]) / 2
+    expected, threshold = reference_and_threshold(model, frames)
     run = run_results(
         f"appsrc name=src ! object_detect model={MASK_MODEL} model-weights={weights} "
         f"threshold={threshold} labels-file={COCO} engine=torch ! appsink name=sink", frames,

@@ -289,21 +289,11 @@ class Painter:
         full = np.zeros((y + h - my0, x + w - mx0), np.uint8)
         full[y - my0:, x - mx0:] = grid
         full = full[:max(0, self.height - my0), :max(0, self.width - mx0)]
-        for plane in self.planes:
-            sx, sy = plane.sx, plane.sy
-            sub = full[::1 << sy, ::1 << sx] if (sx or sy) else full
-            ph, pw = plane.array.shape[:2]
-            px0, py0 = mx0 >> sx, my0 >> sy
-            sub = sub[: max(0, ph - py0), : max(0, pw - px0)]
-            target = plane.array[py0:py0 + sub.shape[0], px0:px0 + sub.shape[1]]
-            value = np.array(plane.value(bgr) if plane.array.ndim == 3 else plane.value(bgr)[0],
-                             np.float32)
-            chosen = sub > 0
-            target[chosen] = (target[chosen] * (1 - alpha) + value * alpha + 0.5).astype(np.uint8)
+        self.paint(full, mx0, my0, bgr, alpha)
 
-    def paint(self, mask: np.ndarray, mx0: int, my0: int, bgr) -> None:
-        """``bgr`` where ``mask`` is set; its top-left pixel at (mx0, my0), both even (so
-        subsampled planes take every other pixel)."""
+    def paint(self, mask: np.ndarray, mx0: int, my0: int, bgr, alpha: float = 1.0) -> None:
+        """``bgr`` (at ``alpha`` over the frame) where ``mask`` is set; its top-left pixel at
+        (mx0, my0), both even (so subsampled planes take every other pixel)."""
         for plane in self.planes:
             sx, sy = plane.sx, plane.sy
             sub = mask[::1 << sy, ::1 << sx] if (sx or sy) else mask
@@ -312,7 +302,13 @@ class Painter:
             sub = sub[: max(0, ph - py0), : max(0, pw - px0)]
             target = plane.array[py0:py0 + sub.shape[0], px0:px0 + sub.shape[1]]
             value = plane.value(bgr)
-            target[sub > 0] = value if plane.array.ndim == 3 else value[0]
+            value = value if plane.array.ndim == 3 else value[0]
+            chosen = sub > 0
+            if alpha >= 1.0:
+                target[chosen] = value
+            else:
+                target[chosen] = (target[chosen] * (1 - alpha)
+                                  + np.asarray(value, np.float32) * alpha + 0.5).astype(np.uint8)
 
 
 def _text_color(background) -> tuple[int, int, int]:

@@ -11,6 +11,9 @@ Default preprocessing (a model-proc file overrides any of it):
 - a torchvision classifier: RGB, the weights' own transform (shorter side to ``resize_size``,
   centre crop ``crop_size``, [0, 1], the weights' mean/std), as ``weights.transforms()`` does;
 - a torchvision detector: the full frame as RGB [0, 1] (the model resizes internally);
+- a torchvision clip model (``torchvision.models.video.*``): each frame as its weights'
+  ``VideoClassification`` does (exact resize, no antialiasing, centre crop, mean/std), then
+  ``tensor_sliding_window`` stacks ``clip-length`` frames into one ``[C,T,H,W]`` clip;
 - a model file: the full frame as RGB [0, 1], no resize (give a model-proc for anything else).
 
 With ``inference-region=roi-list`` (object_classify's default) the classifier sees each selected
@@ -23,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torchstream.clips import DEFAULT_CLIP_LENGTH, is_clip_model, weights_clip_length
 from torchstream.engines import OPENVINO_MODEL_SUFFIXES
 from torchstream.errors import ConfigError
 from torchstream.model import (
@@ -143,6 +147,9 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     if proc is not None and len(proc.input_preproc) > 1:
         raise ConfigError(f"model-proc {proc.path}: input_preproc: models with several inputs "
                           "are not supported yet (one entry expected)")
+    if is_clip_model(model) and kind != "video_inference":
+        raise ConfigError(f"{kind}: {model} is a clip model (one label per clip of frames, no "
+                          "regions); run it in video_inference")
     weights = None
     if is_torchvision_name(model):
         weights = torchvision_weights_for(model, settings.get("model-weights") or None)
@@ -178,7 +185,9 @@ def _geometry(model: str, weights, detector: bool, preproc: InputPreproc | None)
     if preproc is None:
         if tv is None:
             return Geometry("none")
-        return Geometry("aspect-ratio", _size_text(tv.resize_size), _size_text(tv.crop_size),
+        # one size: the shorter side (torchvision's resize); two: exactly that size
+        mode = "no-aspect-ratio" if len(tv.resize_size) == 2 else "aspect-ratio"
+        return Geometry(mode, _size_text(tv.resize_size), _size_text(tv.crop_size),
                         tv.interpolation, tv.antialias)
     resize_size = preproc.resize_size or (tv.resize_size if tv else None)
     crop_size = preproc.crop_size or (tv.crop_size if tv else None)
@@ -257,6 +266,11 @@ def _preprocess(kind, region, model, weights, detector, preproc, settings):
     if std:
         norm["std"] = _vector(std)
     yield Step("opencv_tensor_normalize", norm, "normalize")
+    if is_clip_model(model):
+        length = int(settings.get("clip-length") or 0) or weights_clip_length(weights) \
+            or DEFAULT_CLIP_LENGTH
+        yield Step("tensor_sliding_window", {"length": length, "stride": int(
+            settings.get("clip-stride") or 0)}, "window")
 
 
 def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> tuple[Step, ...]:

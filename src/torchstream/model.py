@@ -116,8 +116,9 @@ def _torchvision_builder(model: str):
 
 def classifier_preprocess(weights) -> ClassifierPreprocess | None:
     """Read resize/crop/mean/std off a torchvision weights entry: a classifier's
-    (``ImageClassification``) or a segmentation model's (``SemanticSegmentation``: a resize,
-    no crop); None for the others (detectors take the frame as it is)."""
+    (``ImageClassification``), a segmentation model's (``SemanticSegmentation``: a resize,
+    no crop) or a clip model's per frame (``VideoClassification``: an exact resize to
+    ``resize_size`` (h, w), a crop); None for the others (detectors take the frame as it is)."""
     try:
         transform = weights.transforms()
     except Exception:
@@ -132,7 +133,9 @@ def classifier_preprocess(weights) -> ClassifierPreprocess | None:
         mean=tuple(float(m) for m in transform.mean),
         std=tuple(float(s) for s in transform.std),
         interpolation=str(getattr(interpolation, "value", interpolation)),
-        antialias=bool(getattr(transform, "antialias", True)),
+        # VideoClassification resizes without antialiasing, and says so only in its code
+        antialias=bool(getattr(transform, "antialias",
+                               type(transform).__name__ != "VideoClassification")),
     )
 
 

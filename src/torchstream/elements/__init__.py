@@ -20,6 +20,7 @@ ELEMENTS = {
         "torchstream.elements.tensor_postproc_segmentation:TensorPostprocSegmentation",
     "tensor_resize_crop": "torchstream.elements.tensor_resize_crop:TensorResizeCrop",
     "tensor_roi_crop": "torchstream.elements.tensor_roi_crop:TensorRoiCrop",
+    "tensor_sliding_window": "torchstream.elements.tensor_sliding_window:TensorSlidingWindow",
     "meta_aggregate": "torchstream.elements.meta_aggregate:MetaAggregate",
     "processbin": "torchstream.elements.processbin:ProcessBin",
     "frame_skip": "torchstream.elements.frame_skip:FrameSkip",

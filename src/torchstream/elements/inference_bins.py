@@ -189,7 +189,16 @@ class VideoInference(_InferenceBin):
     )
     __gsttemplates__ = pad_templates(None)
     KIND = "video_inference"
-    PROPERTIES = _common_properties(_LABEL_THRESHOLD, "full-frame")
+    PROPERTIES = {
+        **_common_properties(_LABEL_THRESHOLD, "full-frame"),
+        "clip-length": uint_prop(
+            "Clip length", "A clip model (torchvision.models.video.*): frames per clip; 0: "
+            "the clip length its weights were evaluated with (16 when they do not say)", 0,
+            1024, 0),
+        "clip-stride": uint_prop(
+            "Clip stride", "A clip model: frames from one clip's last frame to the next "
+            "one's; 0: the clip length (clips do not overlap)", 0, 1_000_000, 0),
+    }
     __gproperties__ = gproperties(PROPERTIES)
 
 

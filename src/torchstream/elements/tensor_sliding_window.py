@@ -1,0 +1,148 @@
+"""tensor_sliding_window: ``[C,H,W]`` frame tensors in, ``[C,T,H,W]`` clips out.
+
+A clip model classifies the last T frames; this element keeps them (:class:`ClipWindow`) and
+pushes a clip on the frame that closes each window, with that frame's timestamps and metadata,
+so meta_aggregate puts the clip's result on that frame. The frames in between leave nothing
+here (their frames still reach meta_aggregate by the frames' branch, as with frame_skip).
+
+A chain element: one input buffer gives zero or one output buffer of another size, which does
+not fit BaseTransform.
+"""
+
+from __future__ import annotations
+
+from torchstream.caps import MEDIA_TYPE, TensorInfo, TensorsConfig, config_from_fields
+from torchstream.clips import ClipWindow, clip_shape
+from torchstream.elements._base import (
+    FLOW_ERROR,
+    FactoryMade,
+    Prop,
+    PropertyStore,
+    add_chain_pads,
+    answer_src_caps_query,
+    gproperties,
+    guarded,
+    pad_templates,
+    restrict,
+    uint_prop,
+)
+from torchstream.errors import CapsError, Domain, TorchstreamError, post_error
+from torchstream.gst import Gst
+from torchstream.gstlog import DebugCategory
+from torchstream.tensors import COPY_FLAGS, MappedTensors, buffer_from_tensors
+
+_TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
+CAT = DebugCategory("torchstream-window", "tensor_sliding_window: clips of frames")
+
+
+class TensorSlidingWindow(FactoryMade, PropertyStore, Gst.Element):
+    __gtype_name__ = "tensor_sliding_window"
+    __gstmetadata__ = (
+        "Tensor sliding window",
+        "Filter/Tensor",
+        "Stacks the last 'length' [C,H,W] frame tensors into one [C,T,H,W] clip on every "
+        "'stride'-th frame (for clip models such as torchvision.models.video.*); the clip "
+        "carries the timestamps and metadata of the frame that closes it",
+        "torchstream",
+    )
+    __gsttemplates__ = pad_templates(None)
+    PROPERTIES = {
+        "length": uint_prop("Length", "Frames in a clip (T)", 1, 1024, 16),
+        "stride": uint_prop("Stride", "Frames from one clip's last frame to the next one's; "
+                            "0: the length (clips do not overlap)", 0, 1_000_000, 0),
+        "clips": Prop("uint64", "Clips", "Clips pushed since the element started", 0,
+                      readable_only=True),
+    }
+    __gproperties__ = gproperties(PROPERTIES)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_settings()
+        self.sinkpad, self.srcpad = add_chain_pads(self)
+        self.window: ClipWindow | None = None
+        self.in_config: TensorsConfig | None = None
+        self.src_caps: Gst.Caps | None = None
+
+    def do_change_state(self, transition):
+        if transition == Gst.StateChange.READY_TO_PAUSED:
+            try:
+                self.check_ranges()
+            except TorchstreamError as exc:
+                post_error(self, exc)
+                return Gst.StateChangeReturn.FAILURE
+            self.settings["clips"] = 0
+            self.window = None
+        result = Gst.Element.do_change_state(self, transition)
+        if transition == Gst.StateChange.PAUSED_TO_READY:
+            self.window = None
+        return result
+
+    def _length_stride(self) -> tuple[int, int]:
+        length = int(self.settings["length"])
+        return length, int(self.settings["stride"]) or length
+
+    # -- negotiation ------------------------------------------------------------------------
+
+    def _sink_query(self, pad, parent, query):
+        if query.type == Gst.QueryType.CAPS:
+            query.set_caps_result(restrict(_TEMPLATE.copy(), query.parse_caps()))
+            return True
+        return pad.query_default(parent, query)
+
+    def _src_query(self, pad, parent, query):
+        return answer_src_caps_query(pad, parent, query, self.src_caps, _TEMPLATE)
+
+    @guarded(False)
+    def _set_caps(self, caps: Gst.Caps) -> bool:
+        config = config_from_fields(caps.get_structure(0))
+        if len(config) != 1 or not config.tensors[0].is_fixed:
+            raise CapsError("tensor_sliding_window takes one fixed [C,H,W] tensor per buffer "
+                            f"(a frame), got {caps.to_string()}")
+        length, stride = self._length_stride()
+        info = config.tensors[0]
+        out = TensorsConfig((TensorInfo(info.dtype, clip_shape(info.shape, length)),))
+        self.in_config = config
+        self.window = ClipWindow(length, stride)
+        self.src_caps = Gst.Caps.from_string(out.to_caps_string())
+        CAT.info(self, f"{list(info.shape)} frames -> {list(out.tensors[0].shape)} clips, one "
+                       f"every {stride} frames from frame {length} on")
+        return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _sink_event(self, pad, parent, event):
+        kind = event.type
+        if kind == Gst.EventType.CAPS:
+            return self._set_caps(event.parse_caps())
+        if kind == Gst.EventType.FLUSH_STOP and self.window is not None:
+            self.window.reset()
+        if kind == Gst.EventType.EOS and not self._check_enough_frames():
+            return False
+        return pad.event_default(parent, event)
+
+    @guarded(False)
+    def _check_enough_frames(self) -> bool:
+        """A stream that ended before its first clip would give no result at all: an error
+        naming the lengths, not a silent end."""
+        window = self.window
+        if window is not None and window.clips == 0 and window.seen > 0:
+            raise TorchstreamError(
+                f"the stream ended after {window.seen} frames, fewer than the clip length "
+                f"{window.length} (property 'length'): no clip was classified",
+                domain=Domain.STREAM)
+        return True
+
+    @guarded(FLOW_ERROR)
+    def _chain(self, pad, parent, buf):
+        if self.window is None:
+            raise CapsError("buffers arrived before caps were negotiated")
+        with MappedTensors(buf, self.in_config) as arrays:
+            clip = self.window.push(arrays[0])
+        if clip is None:
+            CAT.log(self, f"frame {self.window.seen}: no clip closes here")
+            return Gst.FlowReturn.OK
+        out = buffer_from_tensors([clip])
+        out.copy_into(buf, COPY_FLAGS, 0, 0)
+        self.settings["clips"] += 1
+        CAT.log(self, f"frame {self.window.seen}: clip {self.window.clips}")
+        return self.srcpad.push(out)

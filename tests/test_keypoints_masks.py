@@ -5,6 +5,7 @@ both in the metadata, the JSON and the overlay."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -249,9 +250,14 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def test_object_detect_masks_equal_torchvision(tmp_path):
+@pytest.fixture(scope="module")
+def mask_model(tmp_path_factory):
     model = seeded_detector("maskrcnn_resnet50_fpn", decode_frames(BIKES, 4), 6.0)
-    weights = save_state_dict(model, tmp_path / "maskrcnn.pth")
+    return model, save_state_dict(model, tmp_path_factory.mktemp("mask") / "maskrcnn.pth")
+
+
+def test_object_detect_masks_equal_torchvision(mask_model):
+    model, weights = mask_model
     frames = decode_frames(BIKES, 3, start=140)
     expected, threshold = reference_and_threshold(model, frames)
     run = run_results(
@@ -274,3 +280,14 @@ def test_object_detect_masks_equal_torchvision(tmp_path):
             assert mask_iou(pasted, ref_mask[0] > 0.5) >= 0.99
             compared += 1
     assert compared >= len(frames)
+
+
+def test_a_mask_model_with_too_few_labels_fails_naming_the_label_id(mask_model):
+    _, weights = mask_model
+    run = run_results(
+        f"appsrc name=src ! object_detect model={MASK_MODEL} model-weights={weights} "
+        "threshold=0 labels=<person,bicycle> engine=torch ! appsink name=sink",
+        decode_frames(BIKES, 2, start=140), timeout=300)
+    assert not run.result.ok
+    assert re.search(r"label id \d+ is outside the 2 labels of property 'labels'", run.error), \
+        run.error

@@ -24,7 +24,7 @@ clean:
 # docs/centernet.md). Needs npm and the npm registry; a second run only checks hashes and dates.
 .PHONY: models
 models: setup
-	$(PY) -m scripts.convert_centernet
+	$(PY) -m scripts.convert_models
 
 # The benchmark suite (docs/benchmarks.md): bare model vs plain OpenCV loop vs the
 # torchstream pipelines, interleaved; pass options with BENCH_ARGS="--models resnet50 --json x".

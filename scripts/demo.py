@@ -5,6 +5,8 @@
 2. Detection then classification with the bins: every frame of bikes.mp4 through
    object_detect (the pretrained CenterNet COCO detector, `make models`) and object_classify
    (mobilenet_v2 on each detected car, all cars of a frame in one batch).
+3. Pose: every frame of bikes.mp4 through object_detect with the pretrained MoveNet Lightning
+   (`make models`): one person's 17 COCO keypoints, drawn as a skeleton.
 
 Each draws its results on the frames (meta_overlay), writes one JSON object per frame
 (meta_publish) and an H.264 video, then prints where they are and a summary.
@@ -26,6 +28,8 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 VIDEO = Path("/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4")
 DETECTOR = REPO_DIR / "models" / "centernet" / "centernet.ts"
 DETECTOR_PROC = MODEL_PROC_DIR / "centernet_coco.json"
+POSE = REPO_DIR / "models" / "movenet" / "movenet.ts"
+POSE_PROC = MODEL_PROC_DIR / "movenet.json"
 
 
 def weights_file() -> Path:
@@ -56,6 +60,12 @@ def detection_pipeline(video: Path, out_video: Path, out_json: Path) -> str:
         f'model-weights="{weights_file()}" '
         f"object-class=car ! {encode(out_json, out_video)}"
     )
+
+
+def pose_pipeline(video: Path, out_video: Path, out_json: Path) -> str:
+    return (f'filesrc location="{video}" ! decodebin ! '
+            f'object_detect model="{POSE}" model-proc="{POSE_PROC}" ! '
+            f"{encode(out_json, out_video)}")
 
 
 def pipeline(video: Path, out_video: Path, out_json: Path) -> str:
@@ -123,19 +133,33 @@ def detect(video: Path, out_dir: Path) -> None:
     print(f"demo: results (JSON lines): {out_json}")
 
 
+def pose(video: Path, out_dir: Path) -> None:
+    if not POSE.exists():
+        sys.exit(f"demo: {POSE} is missing; run `make models`")
+    out_video, out_json = out_dir / "pose.mp4", out_dir / "pose.jsonl"
+    run(pose_pipeline(video, out_video, out_json))
+    lines = read_lines(out_json)
+    people = [r for line in lines for r in line["regions"] if r.get("keypoints")]
+    print(f"demo: {len(lines)} frames, a person's pose on {len(people)} of them")
+    print(f"demo: annotated video: {out_video}")
+    print(f"demo: results (JSON lines): {out_json}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--video", type=Path, default=VIDEO, help="video to classify")
     parser.add_argument("--street-video", type=Path, default=None,
                         help="video for detection (default: bikes.mp4)")
     parser.add_argument("--out-dir", type=Path, default=REPO_DIR / "out")
-    parser.add_argument("--part", choices=("all", "classify", "detect"), default="all")
+    parser.add_argument("--part", choices=("all", "classify", "detect", "pose"), default="all")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "classify"):
         classify(args.video, args.out_dir)
     if args.part in ("all", "detect"):
         detect(args.street_video or street_video(), args.out_dir)
+    if args.part in ("all", "pose"):
+        pose(args.street_video or street_video(), args.out_dir)
     return 0
 
 

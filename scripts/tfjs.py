@@ -188,7 +188,9 @@ def load_graph(model_json: str | Path) -> TFJSGraph:
         nodes.append(node)
     sig = doc.get("signature", {})
     names = {n.name for n in nodes}
-    inputs = [k for k in sig.get("inputs", {})] or [n.name for n in nodes if n.op == "Placeholder"]
+    # signature names may carry the tensor index ("input:0")
+    inputs = [k.split(":")[0] for k in sig.get("inputs", {})] or [
+        n.name for n in nodes if n.op == "Placeholder"]
     outputs = [k.split(":")[0] for k in sig.get("outputs", {})]
     if not outputs:  # nodes nobody consumes
         used = {i.split(":")[0].lstrip("^") for n in nodes for i in n.inputs}
@@ -196,7 +198,7 @@ def load_graph(model_json: str | Path) -> TFJSGraph:
     shapes: dict[str, list[int]] = {}
     for name, spec in sig.get("inputs", {}).items():
         dims = spec.get("tensorShape", {}).get("dim", [])
-        shapes[name] = [int(d.get("size", -1)) for d in dims]
+        shapes[name.split(":")[0]] = [int(d.get("size", -1)) for d in dims]
     for name in inputs + outputs:
         if name not in names:
             raise TFJSError(f"signature names {name!r}, which is not a node of the graph")
@@ -371,6 +373,15 @@ def tf_gather(params: Tensor, indices: Tensor, axis: int) -> Tensor:
     return flat.reshape(shape)
 
 
+def tf_gather_nd(params: Tensor, indices: Tensor) -> Tensor:
+    """TF GatherNd: the last axis of ``indices`` indexes the leading axes of ``params``."""
+    idx = indices.long()
+    depth = idx.shape[-1]
+    flat = idx.reshape(-1, depth)
+    picked = params[tuple(flat[:, i] for i in range(depth))]
+    return picked.reshape(*idx.shape[:-1], *params.shape[depth:])
+
+
 def tf_strided_slice(x: Tensor, begin: Sequence[int], end: Sequence[int], strides: Sequence[int],
                      begin_mask: int, end_mask: int, shrink_axis_mask: int) -> Tensor:
     """StridedSlice without ellipsis/new-axis masks (rejected at conversion)."""
@@ -406,7 +417,8 @@ SUPPORTED_OPS = (
     "Equal", "ExpandDims", "FloorDiv", "FloorMod", "FusedDepthwiseConv2dNative", "GatherV2",
     "Greater", "Identity", "Less", "MaxPool", "Maximum", "Mean", "Minimum", "Mul", "Pack",
     "Relu", "Relu6", "Reshape", "ResizeBilinear", "RealDiv", "Rsqrt", "Sigmoid", "Softmax",
-    "Squeeze", "StridedSlice", "Sub", "Tanh", "TopKV2", "Transpose", "_FusedConv2D",
+    "Squeeze", "StridedSlice", "Sub", "Tanh", "TopKV2", "Transpose", "_FusedConv2D", "ArgMax",
+    "GatherNd", "Sqrt", "SquaredDifference", "Unpack",
 )
 
 Step = Callable[[list[Tensor]], Tensor | tuple[Tensor, ...]]
@@ -420,6 +432,12 @@ def _ref(name: str) -> tuple[str, int]:
         base, idx = name.rsplit(":", 1)
         return base, int(idx)
     return name, 0
+
+
+def _data_inputs(node: Node) -> list[str]:
+    """A node's inputs without its control dependencies (``^name``: run-after edges, which a
+    graph evaluated in order needs no more)."""
+    return [i for i in node.inputs if not i.startswith("^")]
 
 
 def _topo_order(graph: TFJSGraph, outputs: Sequence[str]) -> list[Node]:
@@ -443,7 +461,7 @@ def _topo_order(graph: TFJSGraph, outputs: Sequence[str]) -> list[Node]:
                 raise TFJSError(f"input {name!r} is not a node of the graph")
             state[name] = 1
             stack.append((name, True))
-            for i in reversed(by_name[name].inputs):
+            for i in reversed(_data_inputs(by_name[name])):
                 dep = _ref(i)[0]
                 if state.get(dep) != 2:
                     stack.append((dep, False))
@@ -512,7 +530,7 @@ class TFJSGraphModule(nn.Module):
 
     def _build(self, n: Node) -> tuple[str, Step, list[tuple[str, int]]]:
         op, a = n.op, n.attr
-        ins = n.inputs
+        ins = _data_inputs(n)
         fmt = a.get("data_format", "NHWC")
         if fmt not in ("NHWC", ""):
             raise UnsupportedOpError(f"{op} {n.name}: data_format {fmt} (only NHWC)")
@@ -571,6 +589,7 @@ class TFJSGraphModule(nn.Module):
             "Relu": torch.relu, "Relu6": lambda t: torch.clamp(t, 0.0, 6.0),
             "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Rsqrt": torch.rsqrt,
             "Identity": lambda t: t, "Softmax": lambda t: torch.softmax(t, -1),
+            "Sqrt": torch.sqrt,
         }
         if op in unary:
             f1 = unary[op]
@@ -581,7 +600,7 @@ class TFJSGraphModule(nn.Module):
             "Mul": torch.mul, "RealDiv": torch.div, "Maximum": torch.maximum,
             "Minimum": torch.minimum, "Equal": torch.eq, "Greater": torch.gt, "Less": torch.lt,
             "FloorDiv": lambda p, q: torch.div(p, q, rounding_mode="floor"),
-            "FloorMod": torch.remainder,
+            "FloorMod": torch.remainder, "SquaredDifference": lambda p, q: (p - q) * (p - q),
         }
         if op in binary:
             f2 = binary[op]
@@ -646,6 +665,20 @@ class TFJSGraphModule(nn.Module):
                 raise UnsupportedOpError(f"GatherV2 {n.name}: batch_dims != 0")
             axis = int(self._const_np(ins[2], f"GatherV2 {n.name}"))
             return (n.name, lambda v: tf_gather(v[0], v[1], axis),
+                    [self._operand(ins[0]), self._operand(ins[1])])
+
+        if op == "ArgMax":
+            axis = int(self._const_np(ins[1], f"ArgMax {n.name}"))
+            out_type = _TF_DTYPES.get(a.get("output_type", "DT_INT64"), torch.int64)
+            return (n.name, lambda v: torch.argmax(v[0], dim=axis).to(out_type),
+                    [self._operand(ins[0])])
+
+        if op == "Unpack":
+            axis = int(a.get("axis", 0))
+            return n.name, lambda v: tuple(torch.unbind(v[0], dim=axis)), [self._operand(ins[0])]
+
+        if op == "GatherNd":
+            return (n.name, lambda v: tf_gather_nd(v[0], v[1]),
                     [self._operand(ins[0]), self._operand(ins[1])])
 
         if op == "TopKV2":

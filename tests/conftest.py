@@ -32,9 +32,8 @@ def mobilenet_weights() -> Path:
     return MOBILENET_V2_WEIGHTS
 
 
-@pytest.fixture(scope="session")
-def centernet() -> Path:
-    """The converted CenterNet COCO detector (TorchScript), made by `make models`' step.
+def _converted(name: str) -> Path:
+    """A model converted from its TF.js graph by `make models`' step (scripts.convert_models).
 
     Skipped only when npm or its registry cannot be reached (the step's exit status 2), with
     its message; any other failure of the step fails the tests that need the model."""
@@ -42,14 +41,26 @@ def centernet() -> Path:
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-m", "scripts.convert_centernet"], cwd=root,
+    done = subprocess.run([sys.executable, "-m", "scripts.convert_models"], cwd=root,
                           capture_output=True, text=True, timeout=900)
     if done.returncode == 2:
-        pytest.skip(done.stderr.strip() or "the CenterNet model could not be fetched")
+        pytest.skip(done.stderr.strip() or "the TF.js models could not be fetched")
     assert done.returncode == 0, done.stderr
-    path = root / "models" / "centernet" / "centernet.ts"
+    path = root / "models" / name / f"{name}.ts"
     assert path.exists(), done.stdout
     return path
+
+
+@pytest.fixture(scope="session")
+def centernet() -> Path:
+    """The converted CenterNet COCO detector (TorchScript)."""
+    return _converted("centernet")
+
+
+@pytest.fixture(scope="session")
+def movenet() -> Path:
+    """The converted MoveNet Lightning pose model (TorchScript)."""
+    return _converted("movenet")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -49,3 +49,17 @@ def test_demo_detects_and_classifies_the_cars_of_the_street_video(tmp_path, cent
     assert others and all(r["classifications"] == [] for r in others)
     video = decode_frames(tmp_path / "detect.mp4", 300)
     assert len(video) == 250 and video[0].shape == (272, 640, 3)
+
+
+def test_demo_draws_the_cyclist_s_pose(tmp_path, movenet):
+    done = run_demo("pose", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in (tmp_path / "pose.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(250))
+    posed = [i for i, line in enumerate(lines) if line["regions"]]
+    assert len(posed) >= 40  # 59 measured: the frames where a person is clearly in view
+    assert 120 in posed  # the picture in the README
+    person = lines[120]["regions"][0]
+    assert person["label"] == "person" and len(person["keypoints"]["points"]) == 17
+    video = decode_frames(tmp_path / "pose.mp4", 300)
+    assert len(video) == 250

@@ -16,7 +16,7 @@ from tests.helpers import box_iou, decode_frames
 from tests.models import frames_to_tensors, save_state_dict, seeded_detector
 from tests.results_helpers import run_results
 from torchstream.detection import DetectionParams, detect
-from torchstream.environment import LABELS_DIR
+from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst
 from torchstream.keypoints import (
@@ -69,6 +69,26 @@ def test_points_are_normalised_scored_and_named_as_coco_by_default():
     np.testing.assert_array_equal(got[:, 2], arrays[4][0].astype(np.float64))
     left = COCO_POINTS.index("left_ankle"), COCO_POINTS.index("left_knee")
     assert left in k.connections
+
+
+def test_a_poses_tensor_gives_one_region_per_person_around_its_sure_points():
+    poses = np.zeros((1, 2, 17, 3), np.float32)  # y, x, score in [0, 1] of the input
+    poses[0, 0, :, 0] = np.linspace(0.2, 0.8, 17)
+    poses[0, 0, :, 1] = np.linspace(0.1, 0.5, 17)
+    poses[0, 0, :, 2] = 0.6
+    poses[0, 0, 0] = (0.0, 0.95, 0.1)  # an unsure point: outside the box
+    poses[0, 1, :, 2] = 0.1  # an unsure person: dropped
+    detections, layout = detect([poses[0]], ("output",), DetectionParams(threshold=0.3), SIZE)
+    assert layout.poses and len(detections) == 1
+    person = detections[0]
+    assert person.label_id == 0 and person.confidence == pytest.approx(
+        (16 * 0.6 + 0.1) / 17, abs=1e-6)
+    assert (person.x_min, person.y_min, person.x_max, person.y_max) == pytest.approx(
+        (float(poses[0, 0, 1, 1]), float(poses[0, 0, 1, 0]), 0.5, 0.8), abs=1e-6)
+    got = np.array(person.keypoints.points)
+    np.testing.assert_allclose(got[:, 0], poses[0, 0, :, 1], atol=1e-7)  # x from column 1
+    np.testing.assert_allclose(got[:, 1], poses[0, 0, :, 0], atol=1e-7)
+    assert person.keypoints.names == COCO_POINTS
 
 
 def test_points_follow_the_frame_mapping_of_a_letterbox():
@@ -291,3 +311,37 @@ def test_a_mask_model_with_too_few_labels_fails_naming_the_label_id(mask_model):
     assert not run.result.ok
     assert re.search(r"label id \d+ is outside the 2 labels of property 'labels'", run.error), \
         run.error
+
+
+def test_object_detect_gives_movenet_s_keypoints_on_a_real_cyclist(movenet):
+    """The pretrained MoveNet Lightning through object_detect and its model-proc (letterbox
+    192, RGB 0..255) against the model called on the same letterbox made with torchvision:
+    points within 0.5 px of the frame, scores 1e-4."""
+    from torchvision.transforms import functional as F
+
+    frames = decode_frames(BIKES, 3, start=119)
+    run = run_results(f"appsrc name=src ! object_detect model={movenet} "
+                      f"model-proc={MODEL_PROC_DIR / 'movenet.json'} ! appsink name=sink",
+                      frames, timeout=300)
+    assert run.result.ok, run.error
+    model = torch.jit.load(str(movenet)).eval()
+    h, w = frames[0].shape[:2]
+    scale = 192 / max(h, w)
+    nh, nw = round(h * scale), round(w * scale)
+    top, left = (192 - nh) // 2, (192 - nw) // 2
+    for out, frame in zip(run.per_sink["sink"], frames, strict=True):
+        image = F.resize(torch.from_numpy(frame).permute(2, 0, 1), [nh, nw], antialias=True)
+        box = torch.zeros(3, 192, 192, dtype=torch.uint8)
+        box[:, top:top + nh, left:left + nw] = image
+        with torch.no_grad():
+            ref = model(box[None].float())[0, 0].numpy().astype(np.float64)  # y, x, score
+        # the nw x nh picture inside the box is the whole frame
+        ref_px = np.stack([(ref[:, 1] * 192 - left) * w / nw, (ref[:, 0] * 192 - top) * h / nh], 1)
+        [person] = out.results.regions
+        assert person.label == "person" and person.confidence >= 0.4
+        kp = person.keypoints
+        assert np.abs(np.array(kp.pixels(w, h)) - ref_px).max() <= 0.5
+        assert np.abs(np.array(kp.points)[:, 2] - ref[:, 2]).max() <= 1e-4
+        # on the cyclist (he stands at x 350..480 of the 640 px frame)
+        nose = ref_px[COCO_POINTS.index("nose")]
+        assert 350 <= nose[0] <= 480 and nose[1] < 80

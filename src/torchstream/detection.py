@@ -13,6 +13,10 @@ and a confidence. The layouts recognised without settings ("auto"):
   when H x W is not the input's size) each detection also gets its mask, above
   ``MASK_THRESHOLD``, cut to its box (:class:`torchstream.results.Mask`); other outputs are
   ignored;
+- one tensor ``[N,K,3]`` per buffer (MoveNet's poses, ``[1,N,K,3]``): N people's K points
+  as y, x, score in [0, 1] of the model input; a person's confidence is the mean of its point
+  scores and its box the bounds of its points that reach ``threshold`` (all points when it is
+  0), label id 0;
 - one tensor ``[...,5]``: rows of x1,y1,x2,y2,confidence in model-input pixels (label id 0);
 - one tensor ``[...,7]`` (SSD DetectionOutput): rows of image_id,label,confidence,x1,y1,x2,y2
   with the box already normalised; a row with image_id < 0 ends the list;
@@ -151,9 +155,10 @@ class Layout:
     normalised: bool  # boxes already in [0, 1] of the model input
     image_id: Field | None = None  # SSD: a row with image_id < 0 ends the list
     yolo: YoloLayout | None = None  # a YOLO tensor (box: its tensor), decoded by yolo.py
-    keypoints: int | None = None  # the [N,K,2|3] output
+    keypoints: int | None = None  # the [N,K,2|3] output (pixels, or [0, 1] if normalised)
     keypoint_scores: int | None = None  # its [N,K] scores
     masks: int | None = None  # the [N,1,H,W] output
+    poses: bool = False  # one [1,N,K,3] tensor of y, x, score: read by :func:`pose_arrays`
 
     def tensors(self) -> list[int]:
         """The outputs this layout reads, in first-use order."""
@@ -178,8 +183,9 @@ def _undecodable(shapes, names, why: str) -> ConfigError:
     return ConfigError(
         f"cannot decode the detection outputs ({describe(shapes, names)}): {why}; the "
         "layouts known are torchvision boxes/labels/scores, one [...,5], [...,6] or [...,7] "
-        "tensor, a YOLO head ([4+nc,N] or [N,5+nc], or set converter), or box + label tensors "
-        "(set box-index, label-index, confidence-index otherwise)"
+        "tensor, MoveNet poses [1,N,K,3], a YOLO head ([4+nc,N] or [N,5+nc], or set "
+        "converter), or box + label tensors (set box-index, label-index, confidence-index "
+        "otherwise)"
     )
 
 
@@ -198,6 +204,10 @@ def resolve_layout(shapes: Sequence[Sequence[int]], names: Sequence[str], intege
         if shapes[0][-1] == 6:
             return Layout("rows [...,6]", Field(0, 0), Field(0, 5), Field(0, 4), False)
         return _yolo_layout(shapes, names, params, "yolo")
+    if len(shapes) == 1 and not params.overridden and is_poses_shape(shapes[0]):
+        # read as pose_arrays makes it: boxes, scores, points
+        return Layout(f"poses {list(shapes[0])} (y, x, score)", Field(0, 0), None, Field(1),
+                      True, keypoints=2, poses=True)
     if len(shapes) == 1:
         return _one_tensor_layout(shapes, names, params)
     return _several_tensors_layout(shapes, names, integer, params)
@@ -275,6 +285,27 @@ def _one_tensor_layout(shapes, names, params: DetectionParams) -> Layout:
         normalised,
         image_id,
     )
+
+
+def is_poses_shape(shape: Sequence[int]) -> bool:
+    """One buffer's ``[N,K,3]`` (or ``[1,N,K,3]``): K >= 2 points per person."""
+    return (len(shape) == 3 or (len(shape) == 4 and shape[0] == 1)) and shape[-1] == 3 \
+        and shape[-2] >= 2
+
+
+def pose_arrays(poses: np.ndarray, threshold: float) -> list[np.ndarray]:
+    """``[N,K,3]`` y, x, score -> boxes ``[N,4]`` (x1, y1, x2, y2 around the points scoring
+    ``threshold`` or more; all points when none does or it is 0), scores ``[N]`` (the mean
+    point score) and points ``[N,K,3]`` (x, y, score), all in [0, 1] of the model input."""
+    people = poses.reshape(poses.shape[-3], poses.shape[-2], 3).astype(np.float64)
+    points = people[:, :, [1, 0, 2]]
+    boxes = np.zeros((len(people), 4), np.float64)
+    for i, person in enumerate(points):
+        sure = person[person[:, 2] >= threshold] if threshold > 0 else person
+        chosen = sure if len(sure) else person
+        boxes[i] = (chosen[:, 0].min(), chosen[:, 1].min(), chosen[:, 0].max(),
+                    chosen[:, 1].max())
+    return [boxes, points[:, :, 2].mean(axis=1), points]
 
 
 def _rows(shape) -> int:
@@ -398,6 +429,8 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
     ``params.threshold``; ``size`` = (width, height) of the model input, needed for pixel
     boxes; ``mapping`` carries boxes from the model input to the frame (None: they are the
     frame's already)."""
+    if layout.poses:
+        arrays = pose_arrays(arrays[0], params.threshold)
     box_array = arrays[layout.box.tensor]
     if layout.yolo is not None:
         box_array = candidates(box_array, layout.yolo, params.threshold)
@@ -530,11 +563,14 @@ def _keypoints(arrays, layout: Layout, params: DetectionParams, rows: np.ndarray
         scores = np.ones(points.shape[:2], np.float64)
     if not (np.isfinite(points[:, :, :2]).all() and np.isfinite(scores).all()):
         raise TorchstreamError("keypoints hold NaN or infinite values")
-    if size is None:
+    if layout.normalised:
+        xy = points[:, :, :2]
+    elif size is None:
         raise TorchstreamError("keypoints are in model-input pixels but the model input size is "
                                "unknown (the buffer carries no tensors record with the input "
                                "dimensions)")
-    xy = points[:, :, :2] / np.array(size, np.float64)
+    else:
+        xy = points[:, :, :2] / np.array(size, np.float64)
     if mapping is not None:
         xy = np.array([mapping.ox, mapping.oy]) + np.array([mapping.sx, mapping.sy]) * xy
     named = point_set(count, params.point_names, params.point_connections)

@@ -1,10 +1,11 @@
-"""Fetch the CenterNet COCO detector (TF.js graph) from the npm package ``@vladmandic/human``.
+"""Fetch the TF.js graph models used here from the npm package ``@vladmandic/human``: the
+CenterNet COCO detector and the MoveNet Lightning pose model.
 
-    .venv/bin/python -m scripts.fetch_centernet [--cache-dir models/cache]
+    .venv/bin/python -m scripts.fetch_human [--cache-dir models/cache]
 
 ``npm pack`` downloads the pinned package tarball into the cache folder; its sha512 is checked
-against the registry's published integrity, then only ``models/centernet.json`` and
-``models/centernet.bin`` are extracted and checked against the sha256 sums pinned below.
+against the registry's published integrity, then only the models' ``.json`` and ``.bin`` files
+are extracted and checked against the sha256 sums pinned below.
 Idempotent: when the extracted files already match, nothing runs (npm is not even needed); a
 cached tarball with the right hash is not downloaded again.
 
@@ -40,6 +41,8 @@ INTEGRITY = (
 FILES = {
     "centernet.json": "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
     "centernet.bin": "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
+    "movenet-lightning.json": "df8cbde44d00f533ccc4916a7c6ebc17316532fb3fadad114ec667fef22872e9",
+    "movenet-lightning.bin": "bf97bc10d9c8a11200b0190ed64ce039b6252f1aff7cb552aca99b3d191c2f34",
 }
 NPM_TIMEOUT_S = 300
 
@@ -60,7 +63,7 @@ class Fetched:
 
 
 def model_dir(cache_dir: Path = CACHE_DIR) -> Path:
-    """Where the extracted ``centernet.json`` / ``centernet.bin`` live."""
+    """Where the extracted model files live."""
     return cache_dir / f"human-{VERSION}"
 
 
@@ -147,10 +150,11 @@ def _extract(tarball: Path, directory: Path) -> None:
             tmp.replace(directory / name)
 
 
-def fetch(cache_dir: Path = CACHE_DIR) -> Fetched:
-    """Ensure the verified ``centernet.json`` and ``centernet.bin`` exist; return their paths."""
+def fetch(cache_dir: Path = CACHE_DIR, model: str = "centernet") -> Fetched:
+    """Ensure every verified model file exists; return the paths of ``model``'s graph
+    (``centernet`` or ``movenet-lightning``)."""
     directory = model_dir(cache_dir)
-    paths = Fetched(directory / "centernet.json", directory / "centernet.bin", False)
+    paths = Fetched(directory / f"{model}.json", directory / f"{model}.bin", False)
     if _extracted_ok(directory):
         return paths
     tarball = cache_dir / TARBALL
@@ -173,10 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         got = fetch(args.cache_dir)
     except FetchError as e:
-        print(f"fetch_centernet: {e}", file=sys.stderr)
+        print(f"fetch_human: {e}", file=sys.stderr)
         return 2 if e.unavailable else 1
     state = "downloaded" if got.downloaded else "already present"
-    print(f"fetch_centernet: {got.model_json} and {got.weights.name} ({state}, hashes verified)")
+    print(f"fetch_human: {', '.join(FILES)} in {got.model_json.parent} ({state}, hashes "
+          "verified)")
     return 0
 
 

@@ -19,9 +19,9 @@ demo: setup models
 clean:
 	rm -rf out .pytest_cache
 
-# The pretrained CenterNet COCO detector: `npm pack` of @vladmandic/human (hash-checked), then
-# converted to models/centernet/centernet.ts and .pt2 (build outputs, git-ignored; see
-# docs/centernet.md). Needs npm and the npm registry; a second run only checks hashes and dates.
+# The pretrained CenterNet COCO detector and MoveNet Lightning pose model: `npm pack` of
+# @vladmandic/human (hash-checked), then converted to models/{centernet,movenet}/*.ts and .pt2
+# (build outputs, git-ignored; see docs/centernet.md). Needs npm and the npm registry; a second run only checks hashes and dates.
 .PHONY: models
 models: setup
 	$(PY) -m scripts.convert_models

@@ -204,7 +204,7 @@ def resolve_layout(shapes: Sequence[Sequence[int]], names: Sequence[str], intege
         if shapes[0][-1] == 6:
             return Layout("rows [...,6]", Field(0, 0), Field(0, 5), Field(0, 4), False)
         return _yolo_layout(shapes, names, params, "yolo")
-    if len(shapes) == 1 and not params.overridden and is_poses_shape(shapes[0]):
+    if len(shapes) == 1 and not params.overridden and is_poses_shape(shapes[0], integer[0]):
         # read as pose_arrays makes it: boxes, scores, points
         return Layout(f"poses {list(shapes[0])} (y, x, score)", Field(0, 0), None, Field(1),
                       True, keypoints=2, poses=True)
@@ -287,10 +287,15 @@ def _one_tensor_layout(shapes, names, params: DetectionParams) -> Layout:
     )
 
 
-def is_poses_shape(shape: Sequence[int]) -> bool:
-    """One buffer's ``[N,K,3]`` (or ``[1,N,K,3]``): K >= 2 points per person."""
-    return (len(shape) == 3 or (len(shape) == 4 and shape[0] == 1)) and shape[-1] == 3 \
-        and shape[-2] >= 2
+MAX_POSE_PEOPLE, MAX_POSE_POINTS = 100, 133  # 133: COCO-WholeBody, the most points known
+
+
+def is_poses_shape(shape: Sequence[int], integer: bool = False) -> bool:
+    """One buffer's float ``[N,K,3]`` (or ``[1,N,K,3]``): N <= 100 people of 2 to 133 points
+    (bounds that keep an RGB image tensor ``[H,W,3]`` from being taken for poses)."""
+    return (not integer and (len(shape) == 3 or (len(shape) == 4 and shape[0] == 1))
+            and shape[-1] == 3 and 2 <= shape[-2] <= MAX_POSE_POINTS
+            and shape[-3] <= MAX_POSE_PEOPLE)
 
 
 def pose_arrays(poses: np.ndarray, threshold: float) -> list[np.ndarray]:

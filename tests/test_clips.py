@@ -13,7 +13,7 @@ from tests.conftest import BIKES
 from tests.helpers import decode_frames, run_pipeline, tensor_output
 from tests.models import save_state_dict
 from tests.results_helpers import run_results
-from torchstream.bins import plan_chain
+from torchstream.bins import launch_text, plan_chain
 from torchstream.clips import ClipWindow, weights_clip_length
 from torchstream.errors import ConfigError
 
@@ -118,7 +118,7 @@ def test_the_planned_chain_gives_torchvision_s_logits(seeded_clip_model):
     frames = decode_frames(BIKES, 7, start=200)
     chain = plan_chain("video_inference", {"model": MODEL, "model-weights": str(weights),
                                            "clip-length": LENGTH, "clip-stride": STRIDE})
-    text = " ! ".join(_launch(step) for step in chain.preprocess + chain.process)
+    text = launch_text(chain.preprocess + chain.process)
     run = run_pipeline(f"appsrc name=src ! {text} ! appsink name=sink", frames, timeout=300,
                        receive=tensor_output)
     assert run.result.ok, run.error
@@ -127,18 +127,6 @@ def test_the_planned_chain_gives_torchvision_s_logits(seeded_clip_model):
     assert len(got) == 2
     for logits, ref in zip(got, expected, strict=True):
         np.testing.assert_allclose(logits, ref.numpy(), atol=1e-4, rtol=0)
-
-
-def _launch(step) -> str:
-    props = " ".join(f"{k}={_value(v)}" for k, v in step.props.items() if v is not None)
-    return f"{step.factory} {props}".strip()
-
-
-def _value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    return f'"{text}"' if "," in text or "/" in text else text
 
 
 def test_a_stream_shorter_than_a_clip_is_a_named_error(seeded_clip_model):

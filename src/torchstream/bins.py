@@ -23,6 +23,8 @@ one batch.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +78,21 @@ class Geometry:
     antialias: bool = True
     padding: str = ""  # letterbox: tensor_resize_crop's padding (XxY) and fill
     fill: str = ""
+
+
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:<>+-]*")
+
+
+def launch_text(steps: Sequence[Step]) -> str:
+    """Steps as gst-launch-1.0 text that runs as it reads (booleans lower case, values with
+    commas, slashes or spaces quoted); "none" for no steps."""
+    def value(v) -> str:
+        text = str(v).lower() if isinstance(v, bool) else str(v)
+        return text if _PLAIN_VALUE.fullmatch(text) else '"' + text.replace('"', '\\"') + '"'
+
+    return " ! ".join(" ".join([step.factory] + [f"{k}={value(v)}" for k, v in
+                                                step.props.items() if v is not None])
+                      for step in steps) or "none"
 
 
 def backend_of(model: str | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchstream.bins import Chain, Step, plan_chain
+from torchstream.bins import Chain, Step, launch_text, plan_chain
 from torchstream.elements._base import (
     FactoryMade,
     PropertyStore,
@@ -155,12 +155,8 @@ class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
 
 def _describe(chain: Chain) -> str:
     """The planned stages as gst-launch text (for the log)."""
-    def text(steps) -> str:
-        return " ! ".join(
-            " ".join([step.factory] + [f"{k}={v}" for k, v in step.props.items()
-                                       if v is not None]) for step in steps) or "none"
-    return (f"preprocess: {text(chain.preprocess)}; process: {text(chain.process)}; "
-            f"postprocess: {text(chain.postprocess)}")
+    return (f"preprocess: {launch_text(chain.preprocess)}; process: "
+            f"{launch_text(chain.process)}; postprocess: {launch_text(chain.postprocess)}")
 
 
 def _make(step: Step) -> Gst.Element:

@@ -22,12 +22,15 @@ from torchstream.engines import (
     HEAVY_MS,
     RTOL,
     Choice,
+    OpenVINOEngine,
     TorchEngine,
     asked_engine,
     every_core_if_heavy,
     fastest,
+    openvino_available,
     outputs_equal,
     resolve_threads,
+    settle_threads,
     usable_cpus,
 )
 from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
@@ -80,10 +83,8 @@ def test_engine_names_graph_mode_alias_and_threads():
         asked_engine("tensorrt", "auto")
     with pytest.raises(ConfigError, match="'graph-mode'"):
         asked_engine("auto", "jit")
-    cpus = usable_cpus()
-    assert resolve_threads(0, "openvino") == cpus
-    assert resolve_threads(0, "torch") == max(1, cpus - 1)
-    assert resolve_threads(3, "torch") == 3
+    assert resolve_threads(0) == max(1, usable_cpus() - 1)
+    assert resolve_threads(3) == 3
 
 
 class _Matmuls(torch.nn.Module):
@@ -100,13 +101,23 @@ class _Matmuls(torch.nn.Module):
         return x
 
 
+def _settled(make_choice, args, cpus: int) -> Choice:
+    """The default thread count settled for a slow pass; measured again (up to 3 times) when
+    a burst of load on this shared 2-core machine hid the second core's gain."""
+    for _ in range(3):
+        choice = settle_threads(make_choice(), 0, args)
+        if choice.engine.threads == cpus:
+            break
+    return choice
+
+
 def test_a_slow_torch_forward_pass_gets_every_core():
     cpus = usable_cpus()
     x = [torch.rand(1024, 1024)]
     light = Choice(TorchEngine(_Matmuls(0), max(1, cpus - 1)), "engine torch")
     assert every_core_if_heavy(light, x) is light  # cheap: one thread is left to the pipeline
     heavy = TorchEngine(_Matmuls(4), max(1, cpus - 1))  # ~110 ms with one thread here
-    choice = every_core_if_heavy(Choice(heavy, "engine torch"), x)
+    choice = _settled(lambda: Choice(heavy, "engine torch"), x, cpus)
     if cpus == 1:
         assert choice.engine is heavy
         return
@@ -114,7 +125,40 @@ def test_a_slow_torch_forward_pass_gets_every_core():
     assert choice.engine.label == f"torch ({cpus} threads)"
     assert f"{cpus} threads: its" in choice.note and "with every core" in choice.note
     assert torch.equal(choice.engine(x), heavy(x))
-    assert HEAVY_MS <= float(choice.note.split("its ")[1].split(" ms")[0])
+    assert HEAVY_MS["torch"] <= float(choice.note.split("its ")[1].split(" ms")[0])
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+def test_a_slow_openvino_pass_gets_every_core_and_a_short_one_keeps_one_less():
+    """The same rule as torch's, with OpenVINO's lower bar: the engine is compiled again for
+    every core, both timed, and the wider one kept only when clearly faster."""
+    cpus = usable_cpus()
+    narrow = max(1, cpus - 1)
+    short_x = [torch.rand(8, 1024)]
+    one = _Matmuls(1)
+    short = OpenVINOEngine(one, short_x, _eager(one, *short_x), narrow)
+    light = settle_threads(Choice(short, "engine openvino"), 0, short_x)
+    assert light.engine is short and short.threads == narrow
+    assert short.source is None  # settled: the model it was compiled from is dropped
+    x = [torch.rand(1024, 1024)]
+    four = _Matmuls(4)
+    reference = _eager(four, *x)
+    # ~100 ms with one thread here; compiled afresh for each measurement (a settled engine
+    # has dropped the model it was compiled from)
+    choice = _settled(lambda: Choice(OpenVINOEngine(four, x, reference, narrow),
+                                     "engine openvino"), x, cpus)
+    if cpus == 1:
+        assert choice.engine.threads == 1
+        return
+    assert choice.engine.threads == cpus, choice.note
+    assert choice.engine.label == f"openvino (f32, {cpus} threads)"
+    assert "with every core" in choice.note and choice.engine.label in choice.timings_ms
+    assert HEAVY_MS["openvino"] <= float(choice.note.split("its ")[1].split(" ms")[0])
+    assert outputs_equal(choice.engine(x), reference)
+    assert choice.engine.source is None
+    # an explicit thread count is kept as it is, however slow the pass
+    kept = OpenVINOEngine(four, x, reference, narrow)
+    assert settle_threads(Choice(kept, "engine openvino"), narrow, x).engine is kept
 
 
 def test_the_fastest_needs_a_clear_margin_over_torch():
@@ -147,7 +191,7 @@ def test_each_engine_gives_torchs_outputs_on_real_frames(engine, exact, mobilene
     runner = BatchRunner(mobilenet_model, IMAGE, engine)
     runner.probe()
     assert runner.choice.engine.name == engine and not runner.choice.fallback
-    assert runner.choice.note.endswith("as asked")
+    assert ", as asked" in runner.choice.note
     inputs = [[_frame_tensor(f)] for f in bikes_frames[:4]]
     _, rows = runner.run(inputs)
     got = torch.stack([r[0] for r in rows])
@@ -163,9 +207,10 @@ def test_auto_measures_every_engine_and_keeps_one_that_passed(mobilenet_model, b
     runner = BatchRunner(mobilenet_model, IMAGE)
     runner.probe()
     choice = runner.choice
-    assert set(choice.timings_ms) == {"torch", "torchscript (trace)",
-                                      f"openvino (f32, {resolve_threads(0, 'openvino')} thread"
-                                      f"{'s' if usable_cpus() > 1 else ''})"}
+    narrow = resolve_threads(0)
+    assert {"torch", "torchscript (trace)",
+            f"openvino (f32, {narrow} thread{'s' if narrow > 1 else ''})"} <= set(
+                choice.timings_ms)
     assert choice.engine.label in choice.timings_ms and "fastest" in choice.note
     assert not choice.fallback
     x = [[_frame_tensor(bikes_frames[5])]]

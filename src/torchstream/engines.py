@@ -20,6 +20,7 @@ that passed. The choice is made once per model file, input signature, device and
 
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import sys
@@ -44,8 +45,7 @@ ENGINE_BLURB = (
 )
 THREADS_BLURB = (
     "Threads of the forward pass; 0: chosen from the CPUs this process may use (one left to "
-    "the pipeline's other threads for torch unless its forward pass is slow and faster on "
-    "all of them, all of them for OpenVINO)"
+    "the pipeline's other threads, unless the forward pass is slow and faster on all of them)"
 )
 RTOL, ATOL = 1e-5, 1e-4  # an engine's outputs against torch's: |a - b| <= ATOL + RTOL * |b|
 
@@ -74,15 +74,16 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def resolve_threads(threads: int, engine: str) -> int:
-    """``threads`` or, for 0, the default: eager torch with as many threads as cores slows a
-    pipeline down (measured on 2 cores, mobilenet_v2: 29 fps with 2 torch threads, 45-50 fps
-    with 1), because its threads spin while the pipeline's decoder and Python elements want
-    the same cores; OpenVINO's pool yields them and gains from every core."""
+def resolve_threads(threads: int) -> int:
+    """``threads`` or, for 0, the default: one core fewer than this process may use. A
+    pipeline decodes, converts and runs its Python elements beside the model, and a short
+    forward pass spread over every core costs more CPU than it saves time (measured on 2
+    cores: eager mobilenet_v2 29 fps in a pipeline with 2 torch threads, 45-50 with 1;
+    OpenVINO mobilenet_v3_small 4.0 ms of CPU a call with 1 thread, 5.5 with 2 for 2.8 ms
+    instead of 4.0). :func:`every_core_if_heavy` gives a slow pass every core."""
     if threads > 0:
         return threads
-    cpus = usable_cpus()
-    return cpus if engine == "openvino" else max(1, cpus - 1)
+    return max(1, usable_cpus() - 1)
 
 
 # -- the engines ------------------------------------------------------------------------------
@@ -182,6 +183,7 @@ class _Compiled(Engine):
     name = "openvino"
 
     def _start(self, core: Any, model: Any, threads: int) -> None:
+        self.source = model  # for with_threads(), until forget_source()
         self.compiled = core.compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": "f32",
             "PERFORMANCE_HINT": "LATENCY",
@@ -191,6 +193,19 @@ class _Compiled(Engine):
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
         Engine.__init__(self, f"f32, {threads} thread{'s' if threads > 1 else ''}")
+
+    def with_threads(self, threads: int) -> _Compiled:
+        """The same model compiled again for ``threads`` threads (OpenVINO fixes the count at
+        compilation)."""
+        if self.source is None:
+            raise TorchstreamError("the OpenVINO model was compiled and its source dropped")
+        other = copy.copy(self)
+        other._start(_core(), self.source, threads)
+        return other
+
+    def forget_source(self) -> None:
+        """Drop the model compiled from, once the thread count is settled."""
+        self.source = None
 
     def _infer(self, args: Sequence[Any]) -> list:
         """The outputs, as torch tensors that own their memory."""
@@ -297,7 +312,7 @@ def load_openvino_model(path: str, threads: int = 0):
     if not openvino_available():
         raise ConfigError("openvino is not installed (pip install openvino): it is needed to "
                           f"run {path}")
-    engine = OpenVINOFileEngine(path, resolve_threads(threads, "openvino"))
+    engine = OpenVINOFileEngine(path, resolve_threads(threads))
     return LoadedModel(engine, path, torch.device("cpu"), "openvino",
                        input_size=engine.input_size())
 
@@ -483,11 +498,13 @@ def choose_for_model(model: Any, engine: str, graph_mode: str, threads: int,
     detections), converted from the TorchScript graph when there is one (twice as fast to
     convert as the module)."""
     if model.source == "openvino":
-        return Choice(model.module, f"engine {model.module.label}: the model file is "
-                      "OpenVINO's")
+        choice = settle_threads(Choice(model.module, f"engine {model.module.label}: the "
+                                       "model file is OpenVINO's"), threads, inputs[0])
+        model.module = choice.engine  # a recompiled engine replaces the first one
+        return choice
     asked = asked_engine(engine, graph_mode)
     graph_mode = parse_graph_mode(graph_mode)
-    reference = TorchEngine(model.module, resolve_threads(threads, "torch"))
+    reference = TorchEngine(model.module, resolve_threads(threads))
     if asked == "torch":
         return Choice(reference, f"engine {reference.label}, as asked")
     mode = torchscript_mode(graph_mode, model.source, model.takes_image_list)
@@ -502,7 +519,7 @@ def choose_for_model(model: Any, engine: str, graph_mode: str, threads: int,
     def build_openvino() -> Engine:
         script = built.get("torchscript")
         source = script.module if script is not None and mode != "script" else model.module
-        return OpenVINOEngine(source, inputs[0], outputs[0], resolve_threads(threads, "openvino"))
+        return OpenVINOEngine(source, inputs[0], outputs[0], resolve_threads(threads))
 
     candidates = []
     if asked == "torchscript" or (asked == "auto" and model.source == "torchvision"):
@@ -524,40 +541,58 @@ def choose_for_model(model: Any, engine: str, graph_mode: str, threads: int,
     with warnings.catch_warnings():  # a scripted detector says so once, on its first call
         warnings.filterwarnings("ignore", message=r".*always returns a \(Losses, Detections\)")
         choice = choose(candidates, reference, outputs, inputs, asked, model.name)
-        if threads == 0:
-            choice = every_core_if_heavy(choice, inputs[0])
-        return choice
+        return settle_threads(choice, threads, inputs[0])
 
 
-HEAVY_MS = 40.0  # a torch forward pass this long gets every core when that is faster
+HEAVY_MS = {"torch": 40.0, "openvino": 6.0}  # a forward pass this long (with the default
+# threads) gets every core when that is faster ...
 WIDER_GAIN = 0.85  # ... by at least this factor (15 %), so noise does not decide
 
 
+def settle_threads(choice: Choice, threads: int, args: Sequence[Any]) -> Choice:
+    """The choice with its final thread count: every core for a slow pass when ``threads`` is
+    0 (the default); an OpenVINO engine then drops the model it was compiled from."""
+    if threads == 0:
+        choice = every_core_if_heavy(choice, args)
+    if isinstance(choice.engine, _Compiled):
+        choice.engine.forget_source()
+    return choice
+
+
 def every_core_if_heavy(choice: Choice, args: Sequence[Any]) -> Choice:
-    """A slow torch forward pass gets all the cores, not one less (the default).
+    """A slow forward pass gets all the cores, not one less (the default).
 
     The pipeline's own work per frame (decode, convert, resize, Python elements: 3-7 ms here)
-    competes with torch's threads; for a small model that costs more than the second core
-    gains (mobilenet_v2, eager: 45-50 fps with 1 thread, 29 with 2), for a model that takes
-    100 ms it costs much less (CenterNet in ``object_detect``: 8.2-8.5 fps with 1 thread,
-    10.7-11.3 with 2, measured with the bench). Timed here, both counts interleaved."""
+    competes with the engine's threads; for a short pass that costs more than the second core
+    gains, for a long one much less. Measured on 2 cores: eager torch, mobilenet_v2 45-50 fps
+    with 1 thread, 29 with 2, CenterNet in ``object_detect`` 8.2-8.5 fps with 1 thread,
+    10.7-11.3 with 2; OpenVINO in ``video_inference``, mobilenet_v3_small (a 2.5-4 ms pass)
+    9.4 ms of CPU a frame and 192 fps with 1 thread, 11.1 ms and 169 fps with 2; mobilenet_v2
+    (a 10 ms pass) as fast with 2 threads as with 1, resnet50 (80 ms) 1.7x. OpenVINO's pool
+    waits less wastefully than torch's, hence the lower bar (:data:`HEAVY_MS`). Timed here,
+    both counts interleaved."""
     engine = choice.engine
     cpus = usable_cpus()
-    if not isinstance(engine, TorchEngine) or engine.threads >= cpus:
+    heavy_ms = HEAVY_MS.get(engine.name) if isinstance(engine, (TorchEngine, _Compiled)) else None
+    if heavy_ms is None or engine.threads >= cpus:
         return choice
     current = choice.timings_ms.get(engine.label)
     if current is None:
         (current,) = time_engines([engine], args, rounds=1, budget_s=0.0, max_rounds=2)
-    if current < HEAVY_MS:
+    if current < heavy_ms:
         return choice
-    wide = TorchEngine(engine.module, cpus, engine.name,
-                       ", ".join(filter(None, [engine.detail, f"{cpus} threads"])))
+    if isinstance(engine, TorchEngine):
+        wide: Engine = TorchEngine(engine.module, cpus, engine.name,
+                                   ", ".join(filter(None, [engine.detail, f"{cpus} threads"])))
+    else:
+        wide = engine.with_threads(cpus)
     narrow_ms, wide_ms = time_engines([engine, wide], args)
     if wide_ms > WIDER_GAIN * narrow_ms:
         return choice
-    note = (f"{choice.note}; {cpus} threads: its {narrow_ms:.0f} ms forward pass with "
-            f"{engine.threads} takes {wide_ms:.0f} ms with every core")
-    return replace(choice, engine=wide, note=note)
+    note = (f"{choice.note}; {cpus} threads: its {narrow_ms:.1f} ms forward pass with "
+            f"{engine.threads} takes {wide_ms:.1f} ms with every core")
+    return replace(choice, engine=wide, note=note,
+                   timings_ms={**choice.timings_ms, wide.label: round(wide_ms, 3)})
 
 
 class _Unwrapped:

@@ -319,20 +319,22 @@ def _resize_crop(image: torch.Tensor, plan: _Plan, mode: str) -> torch.Tensor:
     vertical pass reads (and the columns up to the crop's right edge), then the vertical
     pass on the crop's columns (rows up to its bottom edge). Each output pixel depends only
     on its own window and weights, so it comes out bit for bit as in the whole-frame call.
+    The horizontal pass also computes the few rows above the vertical pass's window: cheaper
+    than a zero-filled copy of the window at the right height.
     """
     import torch
 
     rows, cols = plan.rows, plan.cols
+    top = 0 if rows.resized else rows.lo
     if cols.resized:
-        x = image[:, rows.lo:rows.hi, :cols.end].float()[None]
+        x = image[:, top:rows.end if rows.resized else rows.hi, :cols.end].float()[None]
         x = _resize_axis(x, cols, 3, mode)[..., cols.start:cols.start + cols.count]
     else:
-        x = image[:, rows.lo:rows.hi, cols.start:cols.start + cols.count].float()[None]
+        x = image[:, top:rows.end if rows.resized else rows.hi,
+                  cols.start:cols.start + cols.count].float()[None]
     if rows.resized:
-        full = torch.zeros((1, image.shape[0], rows.end, cols.count), dtype=torch.float32)
-        full[:, :, rows.lo:rows.hi] = x  # rows outside lo..hi only feed outputs cut away
-        x = _resize_axis(full, rows, 2, mode)[:, :, rows.start:rows.start + rows.count]
+        x = _resize_axis(x, rows, 2, mode)[:, :, rows.start:rows.start + rows.count]
     x = x[0, :, :, plan.pick:plan.pick + plan.crop_w]
     if mode == "bicubic":
         x = x.clamp(0, 255)  # as torchvision does before rounding back to uint8
-    return x.round().to(torch.uint8)
+    return x.round_().to(torch.uint8)

@@ -409,8 +409,7 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
                              "or ONNX (.onnx) model file", None),
         "batch-size": uint_prop("Batch size", "Buffers run together in one forward pass", 1,
                                 1024, 1),
-        "threads": uint_prop("Threads", "Threads of the forward pass; 0: every CPU this "
-                             "process may use", 0, 1024, 0),
+        "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
         "model-instance-id": string_prop("Model instance id", INSTANCE_BLURB, None),
         "batch-timeout": uint_prop("Batch timeout", BATCH_TIMEOUT_BLURB, 0, 10_000,
                                    DEFAULT_TIMEOUT_MS),

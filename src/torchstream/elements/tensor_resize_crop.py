@@ -28,7 +28,7 @@ from torchstream.gstlog import DebugCategory
 from torchstream.meta import FrameMapping, read_frame_mapping, write_frame_mapping
 from torchstream.props import parse_float_list
 from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_border, parse_size
-from torchstream.tensors import mapped, to_torch
+from torchstream.tensors import mapped, one_torch_thread, to_torch
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 
@@ -156,6 +156,7 @@ class TensorResizeCrop(FactoryMade, PropertyStore, GstBase.BaseTransform):
 
     @guarded(FLOW_ERROR)
     def do_transform(self, inbuf, outbuf):
+        one_torch_thread()
         # the result may be a view of the input (crop only): copy it out before unmapping
         with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
             image = np.frombuffer(src, np.uint8, count=int(np.prod(self.in_shape)))

@@ -29,7 +29,13 @@ from torchstream.gst import Gst
 from torchstream.gstlog import DebugCategory
 from torchstream.meta import TensorsRecord, attach_tensors_record, read_results, write_roi_batch
 from torchstream.roi import RoiCropper, parse_classes, select_regions
-from torchstream.tensors import COPY_FLAGS, MappedTensors, buffer_from_tensors, to_torch
+from torchstream.tensors import (
+    COPY_FLAGS,
+    MappedTensors,
+    buffer_from_tensors,
+    one_torch_thread,
+    to_torch,
+)
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 _CAPS_TEMPLATE = Gst.Caps.from_string(_CAPS)
@@ -141,6 +147,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
             raise CapsError("buffers arrived before caps were negotiated")
         regions = select_regions(read_results(buf).regions, run.cropper.classes)
         CAT.log(self, lambda: f"{len(regions)} regions cropped")
+        one_torch_thread()
         with MappedTensors(buf, run.in_config) as arrays:
             batch = run.cropper.crop(to_torch(arrays[0], "uint8"), regions)
             out = buffer_from_tensors([batch])  # copies the crops before the frame is unmapped

@@ -44,8 +44,9 @@ ENGINE_BLURB = (
     "cannot run the model falls back to torch with a warning"
 )
 THREADS_BLURB = (
-    "Threads of the forward pass; 0: chosen from the CPUs this process may use (one left to "
-    "the pipeline's other threads, unless the forward pass is slow and faster on all of them)"
+    "Threads of the forward pass; 0: chosen from the CPUs this process may use (for torch one "
+    "left to the pipeline's other threads unless its forward pass is slow and faster on all "
+    "of them; for OpenVINO all of them unless its forward pass is short)"
 )
 RTOL, ATOL = 1e-5, 1e-4  # an engine's outputs against torch's: |a - b| <= ATOL + RTOL * |b|
 
@@ -74,16 +75,16 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def resolve_threads(threads: int) -> int:
-    """``threads`` or, for 0, the default: one core fewer than this process may use. A
-    pipeline decodes, converts and runs its Python elements beside the model, and a short
-    forward pass spread over every core costs more CPU than it saves time (measured on 2
-    cores: eager mobilenet_v2 29 fps in a pipeline with 2 torch threads, 45-50 with 1;
-    OpenVINO mobilenet_v3_small 4.0 ms of CPU a call with 1 thread, 5.5 with 2 for 2.8 ms
-    instead of 4.0). :func:`every_core_if_heavy` gives a slow pass every core."""
+def resolve_threads(threads: int, engine: str) -> int:
+    """``threads`` or, for 0, the default: eager torch with as many threads as cores slows a
+    pipeline down (measured on 2 cores, mobilenet_v2: 29 fps with 2 torch threads, 45-50 fps
+    with 1), because its threads spin while the pipeline's decoder and Python elements want
+    the same cores; OpenVINO's pool yields them and gains from every core, unless its pass is
+    short (:func:`one_core_free_if_light`)."""
     if threads > 0:
         return threads
-    return max(1, usable_cpus() - 1)
+    cpus = usable_cpus()
+    return cpus if engine == "openvino" else max(1, cpus - 1)
 
 
 # -- the engines ------------------------------------------------------------------------------
@@ -312,7 +313,7 @@ def load_openvino_model(path: str, threads: int = 0):
     if not openvino_available():
         raise ConfigError("openvino is not installed (pip install openvino): it is needed to "
                           f"run {path}")
-    engine = OpenVINOFileEngine(path, resolve_threads(threads))
+    engine = OpenVINOFileEngine(path, resolve_threads(threads, "openvino"))
     return LoadedModel(engine, path, torch.device("cpu"), "openvino",
                        input_size=engine.input_size())
 
@@ -504,7 +505,7 @@ def choose_for_model(model: Any, engine: str, graph_mode: str, threads: int,
         return choice
     asked = asked_engine(engine, graph_mode)
     graph_mode = parse_graph_mode(graph_mode)
-    reference = TorchEngine(model.module, resolve_threads(threads))
+    reference = TorchEngine(model.module, resolve_threads(threads, "torch"))
     if asked == "torch":
         return Choice(reference, f"engine {reference.label}, as asked")
     mode = torchscript_mode(graph_mode, model.source, model.takes_image_list)
@@ -519,7 +520,7 @@ def choose_for_model(model: Any, engine: str, graph_mode: str, threads: int,
     def build_openvino() -> Engine:
         script = built.get("torchscript")
         source = script.module if script is not None and mode != "script" else model.module
-        return OpenVINOEngine(source, inputs[0], outputs[0], resolve_threads(threads))
+        return OpenVINOEngine(source, inputs[0], outputs[0], resolve_threads(threads, "openvino"))
 
     candidates = []
     if asked == "torchscript" or (asked == "auto" and model.source == "torchvision"):
@@ -544,55 +545,76 @@ def choose_for_model(model: Any, engine: str, graph_mode: str, threads: int,
         return settle_threads(choice, threads, inputs[0])
 
 
-HEAVY_MS = {"torch": 40.0, "openvino": 6.0}  # a forward pass this long (with the default
-# threads) gets every core when that is faster ...
+HEAVY_MS = 40.0  # a torch forward pass this long gets every core when that is faster ...
 WIDER_GAIN = 0.85  # ... by at least this factor (15 %), so noise does not decide
+LIGHT_MS = 4.5  # an OpenVINO forward pass shorter than this on every core leaves one free
 
 
 def settle_threads(choice: Choice, threads: int, args: Sequence[Any]) -> Choice:
-    """The choice with its final thread count: every core for a slow pass when ``threads`` is
-    0 (the default); an OpenVINO engine then drops the model it was compiled from."""
+    """The choice with its final thread count when ``threads`` is 0 (the default): every
+    core for a slow torch pass, one core free for a short OpenVINO pass. An OpenVINO engine
+    then drops the model it was compiled from."""
     if threads == 0:
-        choice = every_core_if_heavy(choice, args)
+        choice = one_core_free_if_light(every_core_if_heavy(choice, args), args)
     if isinstance(choice.engine, _Compiled):
         choice.engine.forget_source()
     return choice
 
 
-def every_core_if_heavy(choice: Choice, args: Sequence[Any]) -> Choice:
-    """A slow forward pass gets all the cores, not one less (the default).
+def one_core_free_if_light(choice: Choice, args: Sequence[Any]) -> Choice:
+    """A short OpenVINO forward pass runs on all the cores but one (compiled again).
 
-    The pipeline's own work per frame (decode, convert, resize, Python elements: 3-7 ms here)
-    competes with the engine's threads; for a short pass that costs more than the second core
-    gains, for a long one much less. Measured on 2 cores: eager torch, mobilenet_v2 45-50 fps
-    with 1 thread, 29 with 2, CenterNet in ``object_detect`` 8.2-8.5 fps with 1 thread,
-    10.7-11.3 with 2; OpenVINO in ``video_inference``, mobilenet_v3_small (a 2.5-4 ms pass)
-    9.4 ms of CPU a frame and 192 fps with 1 thread, 11.1 ms and 169 fps with 2; mobilenet_v2
-    (a 10 ms pass) as fast with 2 threads as with 1, resnet50 (80 ms) 1.7x. OpenVINO's pool
-    waits less wastefully than torch's, hence the lower bar (:data:`HEAVY_MS`). Timed here,
-    both counts interleaved."""
+    Spread over every core, a short pass costs more CPU than it saves time, and the pipeline's
+    own work per frame (decode, convert, resize, Python elements: 3-7 ms here) is then as
+    large as the model's. Measured on 2 cores in ``video_inference``: mobilenet_v3_small
+    (1.8-3.7 ms on both cores, 2.3-4 ms on one) 7.1-7.6 ms of CPU a frame and 231-253 fps
+    with 1 thread, 8.9-10.0 ms and 190-207 fps with 2. A longer pass keeps every core
+    (mobilenet_v2, 5.5-7.6 ms on both: 1.3-1.8x faster than on one; resnet50 1.85x). The
+    decision reads the one time the choice measured, so timing noise can at worst keep the
+    old all-core count for a small model or free a core for a model near the bar."""
     engine = choice.engine
     cpus = usable_cpus()
-    heavy_ms = HEAVY_MS.get(engine.name) if isinstance(engine, (TorchEngine, _Compiled)) else None
-    if heavy_ms is None or engine.threads >= cpus:
+    if not isinstance(engine, _Compiled) or cpus < 2 or engine.threads != cpus:
         return choice
     current = choice.timings_ms.get(engine.label)
     if current is None:
         (current,) = time_engines([engine], args, rounds=1, budget_s=0.0, max_rounds=2)
-    if current < heavy_ms:
+    if current >= LIGHT_MS:
         return choice
-    if isinstance(engine, TorchEngine):
-        wide: Engine = TorchEngine(engine.module, cpus, engine.name,
-                                   ", ".join(filter(None, [engine.detail, f"{cpus} threads"])))
-    else:
-        wide = engine.with_threads(cpus)
+    narrow = engine.with_threads(cpus - 1)
+    (narrow_ms,) = time_engines([narrow], args)
+    note = (f"{choice.note}; {cpus - 1} thread{'s' if cpus > 2 else ''}: its {current:.1f} ms "
+            f"forward pass on every core is short, one core is left to the pipeline "
+            f"({narrow_ms:.1f} ms)")
+    return replace(choice, engine=narrow, note=note,
+                   timings_ms={**choice.timings_ms, narrow.label: round(narrow_ms, 3)})
+
+
+def every_core_if_heavy(choice: Choice, args: Sequence[Any]) -> Choice:
+    """A slow torch forward pass gets all the cores, not one less (the default).
+
+    The pipeline's own work per frame (decode, convert, resize, Python elements: 3-7 ms here)
+    competes with torch's threads; for a small model that costs more than the second core
+    gains (mobilenet_v2, eager: 45-50 fps with 1 thread, 29 with 2), for a model that takes
+    100 ms it costs much less (CenterNet in ``object_detect``: 8.2-8.5 fps with 1 thread,
+    10.7-11.3 with 2, measured with the bench). Timed here, both counts interleaved."""
+    engine = choice.engine
+    cpus = usable_cpus()
+    if not isinstance(engine, TorchEngine) or engine.threads >= cpus:
+        return choice
+    current = choice.timings_ms.get(engine.label)
+    if current is None:
+        (current,) = time_engines([engine], args, rounds=1, budget_s=0.0, max_rounds=2)
+    if current < HEAVY_MS:
+        return choice
+    wide = TorchEngine(engine.module, cpus, engine.name,
+                       ", ".join(filter(None, [engine.detail, f"{cpus} threads"])))
     narrow_ms, wide_ms = time_engines([engine, wide], args)
     if wide_ms > WIDER_GAIN * narrow_ms:
         return choice
-    note = (f"{choice.note}; {cpus} threads: its {narrow_ms:.1f} ms forward pass with "
-            f"{engine.threads} takes {wide_ms:.1f} ms with every core")
-    return replace(choice, engine=wide, note=note,
-                   timings_ms={**choice.timings_ms, wide.label: round(wide_ms, 3)})
+    note = (f"{choice.note}; {cpus} threads: its {narrow_ms:.0f} ms forward pass with "
+            f"{engine.threads} takes {wide_ms:.0f} ms with every core")
+    return replace(choice, engine=wide, note=note)
 
 
 class _Unwrapped:

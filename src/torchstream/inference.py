@@ -117,7 +117,7 @@ class BatchRunner:
         self.settings = (engine, graph_mode, int(threads))
         # torch until probe() has chosen (a model file OpenVINO runs is its own engine)
         self.engine = model.module if isinstance(model.module, Engine) else TorchEngine(
-            model.module, resolve_threads(int(threads)))
+            model.module, resolve_threads(int(threads), "torch"))
         self.choice: Choice | None = None
         self.choice_reused = False  # the choice came from an earlier runner of the same model
         self.spec: OutputSpec | None = None  # set by probe()

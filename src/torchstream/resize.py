@@ -325,13 +325,13 @@ def _resize_crop(image: torch.Tensor, plan: _Plan, mode: str) -> torch.Tensor:
     import torch
 
     rows, cols = plan.rows, plan.cols
-    top = 0 if rows.resized else rows.lo
+    # the vertical pass takes rows 0 .. end; without one, the crop's rows are all there is
+    top, bottom = (0, rows.end) if rows.resized else (rows.lo, rows.hi)
     if cols.resized:
-        x = image[:, top:rows.end if rows.resized else rows.hi, :cols.end].float()[None]
+        x = image[:, top:bottom, :cols.end].float()[None]
         x = _resize_axis(x, cols, 3, mode)[..., cols.start:cols.start + cols.count]
     else:
-        x = image[:, top:rows.end if rows.resized else rows.hi,
-                  cols.start:cols.start + cols.count].float()[None]
+        x = image[:, top:bottom, cols.start:cols.start + cols.count].float()[None]
     if rows.resized:
         x = _resize_axis(x, rows, 2, mode)[:, :, rows.start:rows.start + rows.count]
     x = x[0, :, :, plan.pick:plan.pick + plan.crop_w]

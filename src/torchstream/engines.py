@@ -550,6 +550,14 @@ WIDER_GAIN = 0.85  # ... by at least this factor (15 %), so noise does not decid
 LIGHT_MS = 4.5  # an OpenVINO forward pass shorter than this on every core leaves one free
 
 
+def _pass_ms(choice: Choice, args: Sequence[Any]) -> float:
+    """The chosen engine's forward pass in ms: as the choice timed it, else timed now."""
+    current = choice.timings_ms.get(choice.engine.label)
+    if current is None:
+        (current,) = time_engines([choice.engine], args, rounds=1, budget_s=0.0, max_rounds=2)
+    return current
+
+
 def settle_threads(choice: Choice, threads: int, args: Sequence[Any]) -> Choice:
     """The choice with its final thread count when ``threads`` is 0 (the default): every
     core for a slow torch pass, one core free for a short OpenVINO pass. An OpenVINO engine
@@ -576,9 +584,7 @@ def one_core_free_if_light(choice: Choice, args: Sequence[Any]) -> Choice:
     cpus = usable_cpus()
     if not isinstance(engine, _Compiled) or cpus < 2 or engine.threads != cpus:
         return choice
-    current = choice.timings_ms.get(engine.label)
-    if current is None:
-        (current,) = time_engines([engine], args, rounds=1, budget_s=0.0, max_rounds=2)
+    current = _pass_ms(choice, args)
     if current >= LIGHT_MS:
         return choice
     narrow = engine.with_threads(cpus - 1)
@@ -602,9 +608,7 @@ def every_core_if_heavy(choice: Choice, args: Sequence[Any]) -> Choice:
     cpus = usable_cpus()
     if not isinstance(engine, TorchEngine) or engine.threads >= cpus:
         return choice
-    current = choice.timings_ms.get(engine.label)
-    if current is None:
-        (current,) = time_engines([engine], args, rounds=1, budget_s=0.0, max_rounds=2)
+    current = _pass_ms(choice, args)
     if current < HEAVY_MS:
         return choice
     wide = TorchEngine(engine.module, cpus, engine.name,

@@ -8,9 +8,10 @@ Every run is its own process: one pipeline of N ``filesrc ! decodebin ! <bin> ! 
 branches over bikes.mp4, prerolled, then a seek that stops every branch after the same
 number of frames. Total fps counts every stream's frames from the end of the warm-up (the
 first 5 frames of each stream) to the last one. Runs are interleaved: for each repeat, each
-stream count, own then shared. CenterNet's graph fixes batch 1, so its shared instance runs
-the streams' frames one forward pass after the other (batch-size 1); mobilenet_v2's batches
-up to one frame of every stream (batch-size N).
+stream count, own then shared. A shared instance on the CPU runs one forward pass per core
+at once (one thread each) while several streams send frames. CenterNet's graph fixes batch 1,
+so its shared instance runs each frame alone (batch-size 1); mobilenet_v2's batches up to
+one frame of every stream (batch-size N), a pass taking its share of the streams.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def run_child(job: dict) -> dict:
     out = clock.summary()
     stats = sharing.finished_stats(job["model"])
     if stats is not None:
-        out.update(calls=stats.calls, mean_batch=stats.mean_batch)
+        out.update(calls=stats.calls, mean_batch=stats.mean_batch,
+                   most_at_once=stats.most_at_once)
     return out
 
 
@@ -110,16 +112,20 @@ def measure(model: str, streams: int, mode: str, frames: int) -> dict:
 def table(results: dict) -> list[str]:
     lines = ["Many streams in one process (bench.streams): total fps, median of the runs",
              f"  {'model':<14}{'streams':>8}{'own fps':>10}{'shared fps':>12}"
-             f"{'shared/own':>12}{'mean batch':>12}{'own MB':>9}{'shared MB':>11}"]
+             f"{'shared/own':>12}{'mean batch':>12}{'at once':>9}{'own MB':>9}"
+             f"{'shared MB':>11}"]
     for (model, streams), runs in results.items():
         med = medians(runs, ("fps", "peak_rss_mb"))
-        if any("error" not in r for r in runs["shared"]):
+        shared_ok = [r for r in runs["shared"] if "error" not in r]
+        if shared_ok:
             med["shared"]["mean_batch"] = statistics.median(
-                r.get("mean_batch", 1) for r in runs["shared"] if "error" not in r)
+                r.get("mean_batch", 1) for r in shared_ok)
+            med["shared"]["most_at_once"] = max(r.get("most_at_once", 1) for r in shared_ok)
         ratio = med["shared"]["fps"] / med["own"]["fps"] if med["own"]["fps"] else float("nan")
         lines.append(f"  {model:<14}{streams:>8}{med['own']['fps']:>10.1f}"
                      f"{med['shared']['fps']:>12.1f}{ratio:>12.2f}"
                      f"{med['shared'].get('mean_batch', float('nan')):>12.2f}"
+                     f"{med['shared'].get('most_at_once', 0):>9}"
                      f"{med['own']['peak_rss_mb']:>9.0f}{med['shared']['peak_rss_mb']:>11.0f}")
         lines += error_line(runs)
     return lines

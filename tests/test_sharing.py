@@ -7,16 +7,19 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import BIKES
 from tests.helpers import Run, on_samples, run_pipeline, tensor_output
 from torchstream import sharing
+from torchstream.engines import usable_cpus
 from torchstream.gst import Gst
 from torchstream.meta import read_results
 from torchstream.pipeline import PipelineResult, run_to_end
 
 MOBILENET = "torchvision.models.mobilenet_v2"
+CPUS = usable_cpus()
 
 
 def top1(buf: Gst.Buffer, caps: Gst.Caps):
@@ -32,18 +35,10 @@ def streams(count: int, extra: str, weights) -> str:
         for i in range(count))
 
 
-def test_streams_sharing_an_instance_get_their_own_results_batched_together(
-        mobilenet_weights):
-    sinks = tuple(f"s{i}" for i in range(3))
-    own = run_pipeline(streams(3, "", mobilenet_weights), sinks=sinks, receive=top1,
-                       timeout=300)
-    shared = run_pipeline(streams(3, "model-instance-id=bikes batch-size=4",
-                                  mobilenet_weights), sinks=sinks, receive=top1, timeout=300)
+def assert_same_results(own: Run, shared: Run, sinks: tuple[str, ...]) -> None:
+    """Every stream of the shared run got its own 250 frames' results, in order, equal to
+    those of its own instance."""
     assert own.result.ok and shared.result.ok, (own.error, shared.error)
-    stats = sharing.finished_stats("bikes")
-    assert stats is not None and stats.buffers == 750
-    # three streams waiting at once go into one pass: far fewer passes than frames
-    assert stats.mean_batch > 1.5 and stats.largest == 3, stats
     for name in sinks:
         mine, theirs = own.per_sink[name], shared.per_sink[name]
         assert len(theirs) == 250
@@ -51,6 +46,39 @@ def test_streams_sharing_an_instance_get_their_own_results_batched_together(
         assert [(pts, label) for pts, label, _ in theirs] == \
             [(pts, label) for pts, label, _ in mine]
         assert np.allclose([c for *_, c in theirs], [c for *_, c in mine], atol=1e-4)
+
+
+def test_streams_sharing_an_instance_get_their_own_results_batched_together(
+        mobilenet_weights):
+    sinks = tuple(f"s{i}" for i in range(3))
+    own = run_pipeline(streams(3, "", mobilenet_weights), sinks=sinks, receive=top1,
+                       timeout=300)
+    # each pass on every core: one pass at a time, so nothing runs beside a batch
+    shared = run_pipeline(streams(3, f"model-instance-id=bikes batch-size=4 threads={CPUS}",
+                                  mobilenet_weights), sinks=sinks, receive=top1, timeout=300)
+    assert_same_results(own, shared, sinks)
+    stats = sharing.finished_stats("bikes")
+    assert stats is not None and stats.buffers == 750
+    # three streams waiting at once go into one pass: far fewer passes than frames
+    assert stats.mean_batch > 1.5 and stats.largest == 3 and stats.most_at_once == 1, stats
+
+
+@pytest.mark.skipif(CPUS < 2, reason="one CPU: one forward pass at a time")
+def test_streams_sharing_an_instance_on_the_cpu_run_passes_side_by_side(mobilenet_weights):
+    """By default a shared instance runs one pass per core at once, one thread each, while
+    several streams send frames; the results stay each stream's own and equal."""
+    sinks = tuple(f"s{i}" for i in range(3))
+    own = run_pipeline(streams(3, "", mobilenet_weights), sinks=sinks, receive=top1,
+                       timeout=300)
+    shared = run_pipeline(streams(3, "model-instance-id=side batch-size=4",
+                                  mobilenet_weights), sinks=sinks, receive=top1, timeout=300)
+    assert_same_results(own, shared, sinks)
+    stats = sharing.finished_stats("side")
+    assert stats is not None and stats.buffers == 750
+    assert stats.most_at_once >= 2, stats
+    notes = [n for n in shared.result.infos if "while several streams share it" in n]
+    assert notes and f"{CPUS} forward passes at once" in notes[0], shared.result.infos
+    assert f"(f32, 1 thread, {CPUS} passes at once)" in notes[0], notes[0]
 
 
 def test_elements_naming_one_instance_must_agree(mobilenet_weights):
@@ -102,8 +130,9 @@ def run_together(descriptions: dict[str, str], receive=tensor_output,
 def test_an_error_in_one_streams_data_stays_in_that_stream(tmp_path):
     model = tmp_path / "white.ts"
     torch.jit.save(torch.jit.script(FailsOnWhite()), model)
+    # one pass at a time (every core each), so the two streams' frames share batches
     infer = (f"pytorch_tensor_inference model={model} engine=torch model-instance-id=white "
-             "batch-size=4 batch-timeout=50")
+             f"batch-size=4 batch-timeout=50 threads={CPUS}")
     caps = "video/x-raw,format=RGB,width=64,height=48,framerate=30/1"
     runs = run_together({
         "white": f"videotestsrc pattern=white num-buffers=30 ! {caps} ! tensor_convert ! "

@@ -97,7 +97,8 @@ class BatchRunner:
     ``choice.note`` says which and why, ``choice.fallback`` why an engine could not be used."""
 
     def __init__(self, model: LoadedModel, input_config: TensorsConfig,
-                 engine: str = "auto", graph_mode: str = "auto", threads: int = 0) -> None:
+                 engine: str = "auto", graph_mode: str = "auto", threads: int = 0,
+                 shared: bool = False) -> None:
         self.region_batch = is_region_batch(input_config)
         if not self.region_batch:
             for info in input_config.tensors:
@@ -115,6 +116,10 @@ class BatchRunner:
         self.input_config = input_config
         self.asked = asked_engine(engine, graph_mode)
         self.settings = (engine, graph_mode, int(threads))
+        # a model instance shared by streams on the CPU also gets an engine for passes side by
+        # side (engines.side_by_side), run while several streams send buffers
+        self.shared = shared and str(model.device).startswith("cpu")
+        self.parallel_engine: Engine | None = None
         # torch until probe() has chosen (a model file OpenVINO runs is its own engine)
         self.engine = model.module if isinstance(model.module, Engine) else TorchEngine(
             model.module, resolve_threads(int(threads), "torch"))
@@ -139,9 +144,13 @@ class BatchRunner:
             args.append(batch.to(device, non_blocking=True))
         return args
 
-    def forward(self, inputs: Sequence[Sequence]):
-        """``inputs[b][j]``: tensor j of buffer b. Returns the model's raw output."""
-        return self.engine(self._args(inputs))
+    def forward(self, inputs: Sequence[Sequence], parallel: bool = False):
+        """``inputs[b][j]``: tensor j of buffer b. Returns the model's raw output;
+        ``parallel``: other forward passes may run at the same time."""
+        return self._engine(parallel)(self._args(inputs))
+
+    def _engine(self, parallel: bool) -> Engine:
+        return self.parallel_engine if parallel and self.parallel_engine else self.engine
 
     def _choose_engine(self, args: list, outputs: list) -> None:
         """Choose the engine, given torch's ``outputs`` on the probe's two ``args``; the same
@@ -150,13 +159,16 @@ class BatchRunner:
         key = None
         if self.model.identity is not None:
             key = (self.model.identity, self.asked, graph_mode, threads, signature(args[0]),
-                   str(self.model.device))
+                   str(self.model.device), self.shared)
         self.choice, self.choice_reused = cached_choice(key, lambda: choose_for_model(
-            self.model, engine, graph_mode, threads, args, outputs), owner=self.model)
+            self.model, engine, graph_mode, threads, args, outputs, self.shared),
+            owner=self.model)
         self.engine = self.choice.engine
+        self.parallel_engine = self.choice.parallel
 
-    def run(self, inputs: Sequence[Sequence]) -> tuple[tuple[str, ...], list[list]]:
-        names, rows, _ = split_outputs(self.forward(inputs), len(inputs))
+    def run(self, inputs: Sequence[Sequence], parallel: bool = False
+            ) -> tuple[tuple[str, ...], list[list]]:
+        names, rows, _ = split_outputs(self.forward(inputs, parallel), len(inputs))
         return names, rows
 
     def probe(self, batch: int = 1) -> OutputSpec:
@@ -214,10 +226,10 @@ class BatchRunner:
             infos.append(TensorInfo(types[i], tuple(shape)))
         return OutputSpec(names, TensorsConfig(tuple(infos)))
 
-    def forward_rows(self, inputs: Sequence[Sequence]):
+    def forward_rows(self, inputs: Sequence[Sequence], parallel: bool = False):
         """``inputs[b][j]``: tensor j of buffer b, ``[R_b, ...]``; the rows of every buffer run
         in one forward pass. Returns the model's raw output."""
-        return self.engine(self._row_args(inputs))
+        return self._engine(parallel)(self._row_args(inputs))
 
     def _row_args(self, inputs: Sequence[Sequence]) -> list:
         import torch
@@ -247,8 +259,8 @@ class BatchRunner:
             tensors = [output]
         return names, tensors
 
-    def run_rows(self, inputs: Sequence[Sequence], counts: Sequence[int]
-                 ) -> tuple[tuple[str, ...], list[list]]:
+    def run_rows(self, inputs: Sequence[Sequence], counts: Sequence[int],
+                 parallel: bool = False) -> tuple[tuple[str, ...], list[list]]:
         """Region batches: buffer b holds ``counts[b]`` rows. Returns the output names and per
         buffer its output tensors of ``counts[b]`` rows; with no row at all the model is not
         called (zero-row outputs shaped by the probe)."""
@@ -261,7 +273,7 @@ class BatchRunner:
             empty = [torch.empty(tuple(info.shape), dtype=_torch_dtype(info.dtype))
                      for info in self.spec.config.tensors]
             return self.spec.names, [list(empty) for _ in counts]
-        names, tensors = self._row_outputs(self.forward_rows(inputs), total)
+        names, tensors = self._row_outputs(self.forward_rows(inputs, parallel), total)
         per_buffer, start = [], 0
         for n in counts:
             per_buffer.append([t[start:start + n] for t in tensors])

@@ -1,14 +1,17 @@
 """Model instances shared by name (``model-instance-id``), GStreamer-free.
 
-Elements of one process that name the same instance run their buffers through one worker
-thread, which puts the buffers of different streams that are waiting at the same moment into
-one forward pass (up to ``batch_size``, waiting at most ``timeout`` for more after the first
-one arrives) and hands each buffer its own outputs. The elements' own threads wait for their
+Elements of one process that name the same instance run their buffers through its workers,
+which put the buffers of different streams that are waiting at the same moment into one
+forward pass (up to ``batch_size``, waiting at most ``timeout`` for more after the first one
+arrives) and hand each buffer its own outputs. The elements' own threads wait for their
 results, so each stream keeps its buffers, timestamps and metadata, and a stream that sends
-nothing for a while costs the others ``timeout`` at most. With ``batch_size`` 1 there is
-nothing to gather: each stream runs its forward pass in its own thread, side by side with the
-others, as with instances of their own (one worker running them one after the other was half
-as fast for CenterNet on 2 streams here: 6.6 against 13.0 fps).
+nothing for a while costs the others ``timeout`` at most.
+
+On the CPU, while two or more streams send buffers, ``passes`` forward passes run at once
+(one per core by default, each on one thread: engines.side_by_side), so a batch of some
+streams' buffers runs beside another's; a lone stream's passes use every core as an element
+of its own would. With ``batch_size`` 1 there is nothing to gather: each stream runs its
+forward pass in its own thread, at most ``passes`` at once.
 
 A batch only holds buffers the same engine runs on the same input signature; when a batch's
 forward pass fails, each of its buffers is run again alone, so that the error reaches only the
@@ -17,6 +20,7 @@ stream whose data caused it.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -25,12 +29,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from torchstream.engines import parallel_passes
 from torchstream.errors import ConfigError
 
 DEFAULT_TIMEOUT_MS = 5
-INSTANCE_BLURB = ("Elements of this process with the same id share one model and engine, and "
+INSTANCE_BLURB = ("Elements of this process with the same id share one model and engine; "
                   "their buffers run together in one forward pass (up to batch-size buffers "
-                  "of different streams); empty: this element's own instance")
+                  "of different streams), and on the CPU one pass per core runs at once "
+                  "while several streams send buffers; empty: this element's own instance")
 BATCH_TIMEOUT_BLURB = ("With model-instance-id: milliseconds the shared instance waits for "
                        "other streams' buffers after the first one of a batch arrives")
 
@@ -38,7 +44,8 @@ BATCH_TIMEOUT_BLURB = ("With model-instance-id: milliseconds the shared instance
 @dataclass
 class _Request:
     group: Hashable
-    run: Callable[[list, list[int] | None], tuple]  # (inputs, row counts) -> (names, rows)
+    # (inputs, row counts, passes may run side by side) -> (names, rows)
+    run: Callable[[list, list[int] | None, bool], tuple]
     inputs: list  # one buffer's tensors
     rows: int | None  # a region batch buffer's row count; None: a whole frame
     future: Future = field(default_factory=Future)
@@ -52,6 +59,7 @@ class BatchStats:
     buffers: int = 0
     largest: int = 0
     retried: int = 0  # batches whose pass failed and whose buffers ran again one by one
+    most_at_once: int = 0  # forward passes that ran at the same time, at most
 
     @property
     def mean_batch(self) -> float:
@@ -59,21 +67,24 @@ class BatchStats:
 
 
 class SharedInstance:
-    """One named instance: its settings, the streams using it and the batching worker."""
+    """One named instance: its settings, the streams using it and the batching workers."""
 
     def __init__(self, name: str, settings: dict[str, Any], batch_size: int,
-                 timeout: float) -> None:
+                 timeout: float, passes: int = 1) -> None:
         self.name = name
         self.settings = dict(settings)
         self.batch_size = max(1, int(batch_size))
         self.timeout = float(timeout)
+        self.passes = max(1, int(passes))  # forward passes at once while streams share it
         self.stats = BatchStats()
         self.build_lock = threading.Lock()  # one engine choice at a time for this instance
         self._cond = threading.Condition()
         self._queue: deque[_Request] = deque()
         self._users: set[int] = set()  # elements attached
         self._active: set[int] = set()  # attached elements that may still send buffers
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._slots = threading.Semaphore(self.passes)  # batch_size 1: passes in callers
+        self._running = 0  # forward passes running now
         self._stopping = False
 
     # -- who uses it ------------------------------------------------------------------------
@@ -82,11 +93,13 @@ class SharedInstance:
         with self._cond:
             self._users.add(user)
             self._active.add(user)
-            if self._thread is None and self.batch_size > 1:
+            if not self._threads and self.batch_size > 1:
                 self._stopping = False
-                self._thread = threading.Thread(target=self._work, daemon=True,
-                                                name=f"instance:{self.name}")
-                self._thread.start()
+                self._threads = [threading.Thread(target=self._work, daemon=True,
+                                                  name=f"instance:{self.name}:{i}")
+                                 for i in range(self.passes)]
+                for thread in self._threads:
+                    thread.start()
 
     def set_active(self, user: int, active: bool) -> None:
         """An element at EOS sends nothing more: the worker stops waiting for it."""
@@ -98,7 +111,7 @@ class SharedInstance:
             self._cond.notify_all()
 
     def detach(self, user: int) -> bool:
-        """-> whether nobody uses the instance any more (its worker has then stopped)."""
+        """-> whether nobody uses the instance any more (its workers have then stopped)."""
         with self._cond:
             self._users.discard(user)
             self._active.discard(user)
@@ -107,23 +120,25 @@ class SharedInstance:
                 return False
             self._stopping = True
             self._cond.notify_all()
-            thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=30)
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=30)
         return True
 
     # -- work -------------------------------------------------------------------------------
 
-    def submit(self, group: Hashable, run: Callable[[list, list[int] | None], tuple],
+    def submit(self, group: Hashable, run: Callable[[list, list[int] | None, bool], tuple],
                inputs: list, rows: int | None = None) -> Future:
         """Queue one buffer; the future gives ``(names, tensors)`` for it, or raises what its
         forward pass raised."""
         request = _Request(group, run, inputs, rows)
         if self.batch_size == 1:  # nothing to wait for: run in the caller's thread
-            self._run([request])
+            with self._slots:
+                self._run([request])
             return request.future
         with self._cond:
-            if self._thread is None:
+            if not self._threads:
                 raise ConfigError(f"model instance '{self.name}' is not running")
             self._queue.append(request)
             self._cond.notify_all()
@@ -131,26 +146,27 @@ class SharedInstance:
 
     def _take_batch(self) -> list[_Request] | None:
         """The next batch: the oldest request and those of its group that arrive before the
-        batch is full, every active stream has sent one, or the timeout has passed."""
+        batch is full, every active stream has sent one (with several workers: its share of
+        the active streams), or the timeout has passed."""
         with self._cond:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            deadline = time.monotonic() + self.timeout
-            group = self._queue[0].group
             while True:
-                same = [r for r in self._queue if r.group == group]
-                if len(same) >= self.batch_size or len(same) >= len(self._active):
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0 or self._stopping:
-                    break
-                self._cond.wait(left)
-            batch = [r for r in self._queue if r.group == group][:self.batch_size]
-            for r in batch:
-                self._queue.remove(r)
-            return batch
+                while not self._queue:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                deadline = time.monotonic() + self.timeout
+                while self._queue:  # another worker may take it meanwhile: then start over
+                    group = self._queue[0].group
+                    same = [r for r in self._queue if r.group == group]
+                    share = math.ceil(len(self._active) / self.passes)
+                    left = deadline - time.monotonic()
+                    if len(same) >= min(self.batch_size, max(1, share)) or left <= 0 \
+                            or self._stopping:
+                        batch = same[:self.batch_size]
+                        for r in batch:
+                            self._queue.remove(r)
+                        return batch
+                    self._cond.wait(left)
 
     def _work(self) -> None:
         while True:
@@ -160,14 +176,14 @@ class SharedInstance:
             self._run(batch)
 
     def _run(self, batch: list[_Request]) -> None:
-        counts = None if batch[0].rows is None else [r.rows for r in batch]
         try:
-            names, per_buffer = batch[0].run([r.inputs for r in batch], counts)
+            names, per_buffer = self._forward(batch)
         except BaseException as exc:  # noqa: BLE001 - handed to the buffers' own streams
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)
                 return
-            self.stats.retried += 1
+            with self._cond:
+                self.stats.retried += 1
             for request in batch:  # find whose data fails: each alone
                 self._run([request])
             return
@@ -177,6 +193,20 @@ class SharedInstance:
             self.stats.largest = max(self.stats.largest, len(batch))
         for request, tensors in zip(batch, per_buffer, strict=True):
             request.future.set_result((names, tensors))
+
+    def _forward(self, batch: list[_Request]) -> tuple:
+        """One forward pass of the batch, side by side with others while several streams
+        are active."""
+        counts = None if batch[0].rows is None else [r.rows for r in batch]
+        with self._cond:
+            side_by_side = self.passes > 1 and len(self._active) > 1
+            self._running += 1
+            self.stats.most_at_once = max(self.stats.most_at_once, self._running)
+        try:
+            return batch[0].run([r.inputs for r in batch], counts, side_by_side)
+        finally:
+            with self._cond:
+                self._running -= 1
 
 
 _instances: dict[str, SharedInstance] = {}
@@ -195,7 +225,8 @@ def join_instance(name: str, settings: dict[str, Any], user: int) -> SharedInsta
         instance = _instances.get(name)
         if instance is None:
             instance = SharedInstance(name, wanted, int(wanted["batch-size"] or 1),
-                                      float(wanted["batch-timeout"] or 0) / 1000.0)
+                                      float(wanted["batch-timeout"] or 0) / 1000.0,
+                                      instance_passes(wanted))
             _instances[name] = instance
         else:
             differing = [key for key in INSTANCE_SETTINGS
@@ -212,6 +243,15 @@ def join_instance(name: str, settings: dict[str, Any], user: int) -> SharedInsta
 
 
 _finished: dict[str, BatchStats] = {}  # the last run of each instance name
+
+
+def instance_passes(settings: dict[str, Any]) -> int:
+    """Forward passes at once for an instance with these settings: several on the CPU, one
+    on an accelerator (which batches instead)."""
+    device = str(settings.get("device") or "cpu").strip().lower()
+    if not device.startswith("cpu"):
+        return 1
+    return parallel_passes(int(settings.get("threads") or 0))[0]
 
 
 def leave_instance(instance: SharedInstance, user: int) -> bool:

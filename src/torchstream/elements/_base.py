@@ -191,7 +191,8 @@ def post_engine_choice(element: Gst.Element, category, what: str, choice) -> Non
     """Say which engine runs the model and why: an INFO message on the bus and the debug log,
     a WARNING when an engine asked for (or tried) could not run it. The message's details
     (a ``torchstream-engine`` structure) name the engine for programs: ``engine`` (its
-    label) and ``fallback`` (why another one could not run the model, or "")."""
+    label), ``fallback`` (why another one could not run the model, or "") and
+    ``side-by-side`` (a shared instance's engine for passes at once, or "")."""
     if choice is None:
         return
     text = f"{what}: {choice.note}"
@@ -199,6 +200,7 @@ def post_engine_choice(element: Gst.Element, category, what: str, choice) -> Non
     details = Gst.Structure.new_empty(ENGINE_DETAILS)
     details.set_value("engine", choice.engine.label)
     details.set_value("fallback", choice.fallback)
+    details.set_value("side-by-side", choice.parallel.label if choice.parallel else "")
     kind = (Gst.Message.new_warning_with_details if choice.fallback
             else Gst.Message.new_info_with_details)
     error = GLib.Error.new_literal(Gst.LibraryError.quark(), text, int(Gst.LibraryError.SETTINGS))

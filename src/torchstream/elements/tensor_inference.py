@@ -117,7 +117,8 @@ class TensorInference:
                     stats = instance.stats
                     CAT.info(self, f"model instance '{instance.name}' closed: {stats.buffers} "
                                    f"buffers in {stats.calls} forward passes (mean "
-                                   f"{stats.mean_batch:.2f}, largest {stats.largest})")
+                                   f"{stats.mean_batch:.2f}, largest {stats.largest}, "
+                                   f"{stats.most_at_once} at once at most)")
         elif transition == Gst.StateChange.READY_TO_NULL:
             self.model = None
         return result
@@ -221,7 +222,8 @@ class TensorInference:
     def _make_runner(self, config) -> tuple[BatchRunner, object]:
         """The runner for ``config`` and its output spec; its engine chosen by the probe."""
         try:
-            runner = BatchRunner(self.model, config, *self._runner_settings())
+            runner = BatchRunner(self.model, config, *self._runner_settings(),
+                                 shared=self.instance is not None and self.instance.passes > 1)
         except TorchstreamError as exc:
             raise CapsError(exc.message) from exc
         try:
@@ -339,10 +341,10 @@ class TensorInference:
 
 def _shared_run(runner: BatchRunner):
     """What the shared worker calls for a batch of this runner's buffers."""
-    def run(inputs: list, counts: list[int] | None):
+    def run(inputs: list, counts: list[int] | None, side_by_side: bool):
         if counts is not None:
-            return runner.run_rows(inputs, counts)
-        return runner.run(inputs)
+            return runner.run_rows(inputs, counts, side_by_side)
+        return runner.run(inputs, side_by_side)
     return run
 
 

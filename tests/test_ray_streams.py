@@ -57,3 +57,21 @@ def test_a_killed_actor_is_restarted_and_its_stream_completes(tmp_path, mobilene
     for recs in outputs:
         assert [r["frame"] for r in recs] == list(range(BIKES_FRAMES))
     assert top1(outputs[0]) == top1(outputs[1]) == top1(outputs[2])
+
+
+def test_each_actor_sizes_its_engines_to_its_share_of_the_cluster():
+    from torchstream.engines import resolve_threads, set_cpu_share, usable_cpus
+    from torchstream.ray_runner import cpus_per_actor
+
+    assert cpus_per_actor(0, 2.0, 3) == 1  # 3 streams on 2 cores: one each, not two
+    assert cpus_per_actor(0, 16.0, 3) == 5
+    assert cpus_per_actor(2, 16.0, 3) == 2  # what it reserves
+    every = usable_cpus()
+    try:
+        set_cpu_share(1)
+        assert usable_cpus() == 1 and resolve_threads(0, "openvino") == 1
+        set_cpu_share(every + 8)  # a share never adds CPUs the process may not use
+        assert usable_cpus() == every
+    finally:
+        set_cpu_share(None)
+    assert usable_cpus() == every

@@ -69,11 +69,23 @@ def openvino_available() -> bool:
     return True
 
 
+_cpu_share: int | None = None  # set_cpu_share(): this process's part of a shared machine
+
+
+def set_cpu_share(cpus: int | None) -> None:
+    """Count only ``cpus`` CPUs in this process (None: every one it may use): a process that
+    runs beside others of its kind on one machine (a Ray actor per stream) then sizes its
+    engines' threads to its share instead of each one claiming every core."""
+    global _cpu_share
+    _cpu_share = None if cpus is None else max(1, int(cpus))
+
+
 def usable_cpus() -> int:
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cpus = max(1, os.cpu_count() or 1)
+    return min(cpus, _cpu_share) if _cpu_share else cpus
 
 
 def resolve_threads(threads: int, engine: str) -> int:

@@ -11,7 +11,7 @@ On the CPU, while two or more streams send buffers, ``passes`` forward passes ru
 (one per core by default, each on one thread: engines.side_by_side), so a batch of some
 streams' buffers runs beside another's; a lone stream's passes use every core as an element
 of its own would. With ``batch_size`` 1 there is nothing to gather: each stream runs its
-forward pass in its own thread, at most ``passes`` at once.
+forward pass in its own thread (at most ``passes`` at once when that is more than one).
 
 A batch only holds buffers the same engine runs on the same input signature; when a batch's
 forward pass fails, each of its buffers is run again alone, so that the error reaches only the
@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +84,9 @@ class SharedInstance:
         self._users: set[int] = set()  # elements attached
         self._active: set[int] = set()  # attached elements that may still send buffers
         self._threads: list[threading.Thread] = []
-        self._slots = threading.Semaphore(self.passes)  # batch_size 1: passes in callers
+        # batch_size 1: the callers' passes at once, at most (unbounded with one pass: an
+        # accelerator's streams, or a CPU instance of every core, keep their own threads)
+        self._slots = threading.Semaphore(self.passes) if self.passes > 1 else nullcontext()
         self._running = 0  # forward passes running now
         self._stopping = False
 

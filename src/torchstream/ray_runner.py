@@ -1,8 +1,9 @@
 """The streams of a streams file as Ray actors (``torchstream run --ray``): one actor per
 stream, each its own worker process (no GStreamer state is forked), restarted by Ray when its
 process dies (``max-restarts``), its ``run`` call retried on the new process, which resumes the
-stream (see :mod:`torchstream.runner`). Actors are spread over the cluster's nodes. The driver
-polls every actor for its status and reports it as a local run does.
+stream (see :mod:`torchstream.runner`). Actors are spread over the cluster's nodes, and each
+sizes its model's threads to its share of the cluster's CPUs (:func:`cpus_per_actor`). The
+driver polls every actor for its status and reports it as a local run does.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 sharing one (``model-instance-id``, frames of different streams batched together).
 
     .venv/bin/python -m bench.streams [--models centernet,mobilenet_v2] [--streams 1,2,4,8]
-                                      [--repeats 3] [--frames N] [--json FILE]
+                                      [--repeats 3] [--frames N] [--device cpu|cuda]
+                                      [--json FILE]
 
 Every run is its own process: one pipeline of N ``filesrc ! decodebin ! <bin> ! fakesink``
 branches over bikes.mp4, prerolled, then a seek that stops every branch after the same
@@ -46,8 +47,10 @@ MODELS = {
 }
 
 
-def description(model: str, streams: int, mode: str) -> str:
+def description(model: str, streams: int, mode: str, device: str = "cpu") -> str:
     element, _, batches = MODELS[model]
+    if device != "cpu":
+        element += f" device={device}"
     if mode == "shared":
         element += f" model-instance-id={model} batch-size={streams if batches else 1}"
     return " ".join(f'filesrc location="{BIKES}" ! decodebin ! {element} ! '
@@ -63,7 +66,8 @@ def run_child(job: dict) -> dict:
 
     register_all()
     streams, frames = job["streams"], job["frames"]
-    pipeline = Gst.parse_launch(description(job["model"], streams, job["mode"]))
+    pipeline = Gst.parse_launch(description(job["model"], streams, job["mode"],
+                                            job.get("device", "cpu")))
     clock = FrameClock(WARMUP_PER_STREAM * streams, frames * streams)
     for i in range(streams):
         pad = pipeline.get_by_name(f"sink{i}").get_static_pad("sink")
@@ -96,8 +100,9 @@ def run_child(job: dict) -> dict:
     return out
 
 
-def measure(model: str, streams: int, mode: str, frames: int) -> dict:
-    job = {"model": model, "streams": streams, "mode": mode, "frames": frames}
+def measure(model: str, streams: int, mode: str, frames: int, device: str = "cpu") -> dict:
+    job = {"model": model, "streams": streams, "mode": mode, "frames": frames,
+           "device": device}
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(REPO / "src"),
                                                       env.get("PYTHONPATH", "")]))
@@ -175,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default="1,2,4,8")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=0, help="frames per stream")
+    parser.add_argument("--device", default="cpu",
+                        help="the bins' device (cuda: batching across streams on a GPU)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             frames = args.frames or MODELS[model][1]
             for n in counts:
                 for mode in MODES:
-                    result = measure(model, n, mode, frames)
+                    result = measure(model, n, mode, frames, args.device)
                     results[(model, n)][mode].append(result)
                     print(f"bench.streams: {model} {n} streams {mode} run {repeat + 1}: "
                           + (result["error"] if "error" in result else

@@ -666,7 +666,7 @@ def one_core_free_if_light(choice: Choice, args: Sequence[Any]) -> Choice:
         return choice
     narrow = engine.with_threads(cpus - 1)
     (narrow_ms,) = time_engines([narrow], args)
-    note = (f"{choice.note}; {cpus - 1} thread{'s' if cpus > 2 else ''}: its {current:.1f} ms "
+    note = (f"{choice.note}; {cpus - 1} thread{_s(cpus - 1)}: its {current:.1f} ms "
             f"forward pass on every core is short, one core is left to the pipeline "
             f"({narrow_ms:.1f} ms)")
     return replace(choice, engine=narrow, note=note,

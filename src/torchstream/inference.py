@@ -119,7 +119,6 @@ class BatchRunner:
         # a model instance shared by streams on the CPU also gets an engine for passes side by
         # side (engines.side_by_side), run while several streams send buffers
         self.shared = shared and str(model.device).startswith("cpu")
-        self.parallel_engine: Engine | None = None
         # torch until probe() has chosen (a model file OpenVINO runs is its own engine)
         self.engine = model.module if isinstance(model.module, Engine) else TorchEngine(
             model.module, resolve_threads(int(threads), "torch"))
@@ -150,7 +149,8 @@ class BatchRunner:
         return self._engine(parallel)(self._args(inputs))
 
     def _engine(self, parallel: bool) -> Engine:
-        return self.parallel_engine if parallel and self.parallel_engine else self.engine
+        side_by_side = self.choice.parallel if parallel and self.choice else None
+        return side_by_side or self.engine
 
     def _choose_engine(self, args: list, outputs: list) -> None:
         """Choose the engine, given torch's ``outputs`` on the probe's two ``args``; the same
@@ -164,7 +164,6 @@ class BatchRunner:
             self.model, engine, graph_mode, threads, args, outputs, self.shared),
             owner=self.model)
         self.engine = self.choice.engine
-        self.parallel_engine = self.choice.parallel
 
     def run(self, inputs: Sequence[Sequence], parallel: bool = False
             ) -> tuple[tuple[str, ...], list[list]]:

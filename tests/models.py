@@ -20,10 +20,11 @@ def frames_to_tensors(frames: list[np.ndarray]) -> list[torch.Tensor]:
 
 
 def seeded_detector(name: str, calibration_frames: list[np.ndarray], background_bias: float,
-                    seed: int = 0) -> torch.nn.Module:
+                    seed: int = 0, **arguments) -> torch.nn.Module:
+    """``arguments`` go to the factory (``num_classes=3`` for a fine-tuned head)."""
     torch.manual_seed(seed)
     builder = getattr(torchvision.models.detection, name)
-    model = builder(weights=None, weights_backbone=None)
+    model = builder(weights=None, weights_backbone=None, **arguments)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # cumulative average over the calibration batch

@@ -14,7 +14,15 @@ Default preprocessing (a model-proc file overrides any of it):
 - a torchvision clip model (``torchvision.models.video.*``): each frame as its weights'
   ``VideoClassification`` does (exact resize, no antialiasing, centre crop, mean/std), then
   ``tensor_sliding_window`` stacks ``clip-length`` frames into one ``[C,T,H,W]`` clip;
-- a model file: the full frame as RGB [0, 1], no resize (give a model-proc for anything else).
+- a timm classifier (``timm.<architecture>``): timm's own evaluation transform for it
+  (``resolve_model_data_config``: shorter side to size / crop_pct, centre crop, its
+  interpolation and mean/std);
+- a model file: the full frame as RGB [0, 1], no resize (give a model-proc for anything else;
+  a model-proc that resizes without a size takes it from the file's fixed input shape).
+
+A classifier is always labelled: by its class names when they are known (published weights,
+the checkpoint, a ``labels.txt`` beside the file), else by class id. A model file's output is
+labelled when it turns out to be class scores, and said to be left raw when it is not.
 
 With ``inference-region=roi-list`` (object_classify's default) the classifier sees each selected
 region cropped from the full-resolution frame (``tensor_roi_crop``), all regions of a frame in
@@ -33,11 +41,16 @@ from torchstream.engines import OPENVINO_MODEL_SUFFIXES
 from torchstream.errors import ConfigError
 from torchstream.model import (
     MODEL_FILE_SUFFIXES,
+    TIMM_PREFIX,
     TORCHVISION_PREFIX,
+    ClassifierPreprocess,
     classifier_preprocess,
+    is_factory_name,
+    is_timm_name,
     is_torchvision_name,
+    model_file_input_size,
+    timm_preprocess,
     torchvision_weights_for,
-    weights_categories,
 )
 from torchstream.modelproc import InputPreproc, ModelProc, OutputPostproc, load_model_proc
 from torchstream.sharing import DEFAULT_TIMEOUT_MS
@@ -103,11 +116,11 @@ def backend_of(model: str | None) -> str:
         raise ConfigError("property 'model' is not set (a torchvision.models.* name or a "
                           "model file)")
     suffix = Path(model).suffix.lower()
-    if is_torchvision_name(model) or suffix in MODEL_FILE_SUFFIXES:
+    if is_factory_name(model) or suffix in MODEL_FILE_SUFFIXES:
         return "pytorch_tensor_inference"
     if suffix in OPENVINO_MODEL_SUFFIXES:
         return "openvino_tensor_inference"
-    kinds = ", ".join((TORCHVISION_PREFIX + "*",) + MODEL_FILE_SUFFIXES)
+    kinds = ", ".join((TORCHVISION_PREFIX + "*", TIMM_PREFIX + "*") + MODEL_FILE_SUFFIXES)
     raise ConfigError(f"property 'model': no inference backend for '{model}'; supported: "
                       f"{kinds} (pytorch_tensor_inference), "
                       f"{', '.join(OPENVINO_MODEL_SUFFIXES)} (openvino_tensor_inference)")
@@ -172,7 +185,11 @@ def plan_chain(kind: str, settings: dict) -> Chain:
         weights = torchvision_weights_for(model, settings.get("model-weights") or None)
     detector = is_detector(model)
     preproc = proc.input_preproc[0] if proc and proc.input_preproc else None
-    pre = list(_preprocess(kind, region, model, weights, detector, preproc, settings))
+    if is_timm_name(model):
+        tv = timm_preprocess(model)
+    else:
+        tv = classifier_preprocess(weights) if weights is not None and not detector else None
+    pre = list(_preprocess(kind, region, model, weights, tv, preproc, settings))
     inference = {"model": model, "batch-size": int(settings.get("batch-size") or 1),
                  "threads": int(settings.get("threads") or 0)}
     if settings.get("model-instance-id"):
@@ -186,8 +203,7 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     else:
         _refuse_pytorch_settings(model, settings)
     process = (Step(backend, inference, "inference"),)
-    labelled = not detector and bool(weights_categories(model, settings.get("model-weights")))
-    post = _postprocess(kind, detector, labelled, proc, settings)
+    post = _postprocess(kind, detector, proc, settings)
     interval = int(settings.get("inference-interval") or 1)
     reclassify = int(settings.get("reclassify-interval") or 1)
     if kind == "object_classify":
@@ -197,8 +213,8 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     return Chain(tuple(pre), process, post, interval, repeat)
 
 
-def _geometry(model: str, weights, detector: bool, preproc: InputPreproc | None) -> Geometry:
-    tv = classifier_preprocess(weights) if weights is not None and not detector else None
+def _geometry(model: str, tv: ClassifierPreprocess | None,
+              preproc: InputPreproc | None) -> Geometry:
     if preproc is None:
         if tv is None:
             return Geometry("none")
@@ -208,6 +224,9 @@ def _geometry(model: str, weights, detector: bool, preproc: InputPreproc | None)
                         tv.interpolation, tv.antialias)
     resize_size = preproc.resize_size or (tv.resize_size if tv else None)
     crop_size = preproc.crop_size or (tv.crop_size if tv else None)
+    if not resize_size and not crop_size and preproc.resize not in (None, "no") \
+            and not is_factory_name(model):
+        resize_size = model_file_input_size(model)  # a file with a fixed input shape
     interpolation = preproc.interpolation or (tv.interpolation if tv else "bilinear")
     where = f"model-proc: input_preproc[0].params.resize={preproc.resize!r}"
     if preproc.padding is not None and (preproc.resize != "aspect-ratio"
@@ -249,7 +268,7 @@ def _geometry(model: str, weights, detector: bool, preproc: InputPreproc | None)
                     padding=f"{padding.stride_x}x{padding.stride_y}", fill=fill)
 
 
-def _preprocess(kind, region, model, weights, detector, preproc, settings):
+def _preprocess(kind, region, model, weights, tv, preproc, settings):
     color = (preproc.color_space if preproc and preproc.color_space else "RGB").upper()
     if color not in COLOR_FORMATS:
         raise ConfigError(f"model-proc: input_preproc[0].params.color_space={color!r}: one of "
@@ -257,7 +276,7 @@ def _preprocess(kind, region, model, weights, detector, preproc, settings):
     yield Step("videoconvert", {}, "convert")
     yield Step("capsfilter", {"caps": f"video/x-raw,format={COLOR_FORMATS[color]}"}, "format")
     yield Step("tensor_convert", {}, "tensor")
-    geometry = _geometry(model, weights, detector, preproc)
+    geometry = _geometry(model, tv, preproc)
     resize = {"size": geometry.size, "crop": geometry.crop, "interpolation":
               geometry.interpolation, "antialias": geometry.antialias}
     if geometry.padding or geometry.fill:
@@ -272,7 +291,6 @@ def _preprocess(kind, region, model, weights, detector, preproc, settings):
                                        or ""}, "roi_crop")
     elif geometry.mode != "none" or geometry.crop:
         yield Step("tensor_resize_crop", resize, "resize")
-    tv = classifier_preprocess(weights) if weights is not None and not detector else None
     value_range = preproc.range if preproc and preproc.range else (0.0, 1.0)
     mean = preproc.mean if preproc and preproc.mean else (tv.mean if tv and not preproc
                                                            else None)
@@ -290,9 +308,10 @@ def _preprocess(kind, region, model, weights, detector, preproc, settings):
             settings.get("clip-stride") or 0)}, "window")
 
 
-def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> tuple[Step, ...]:
-    """``labelled``: a classifier whose published weights name its classes (the label
-    post-processing takes the names from the tensors record)."""
+def _postprocess(kind, detector, proc: ModelProc | None, settings) -> tuple[Step, ...]:
+    """The post-processing stage. A factory classifier is labelled (by name when its class
+    names are known: the label post-processing finds them through the tensors record, else
+    by class id); a model file's output when it is class scores."""
     post: OutputPostproc | None = proc.output_postproc[0] if proc and proc.output_postproc \
         else None
     if proc is not None and len(proc.output_postproc) > 1:
@@ -311,14 +330,17 @@ def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> 
                               "(a class per pixel, no regions); run it in video_inference")
         return (Step("tensor_postproc_segmentation", {"labels": labels,
                                                       "labels-file": labels_file}, "postproc"),)
+    model = settings.get("model") or ""
+    if_scores = False
     if post is not None:
         converter = post.converter
     elif kind == "object_detect" or (kind == "video_inference" and detector):
         converter = "detection"
-    elif kind == "object_classify" or labels or labels_file or labelled:
-        converter = "label"
     else:
-        converter = "raw_data_copy"
+        converter = "label"
+        # a model file may output anything: labelled once its output shows class scores
+        if_scores = kind == "video_inference" and not is_factory_name(model) \
+            and not labels and not labels_file
     if converter == "raw_data_copy":
         return ()
     if converter in ("detection", "yolo"):
@@ -355,6 +377,8 @@ def _postprocess(kind, detector, labelled, proc: ModelProc | None, settings) -> 
         props["layer-name"] = post.layer_name
     if post is not None and post.compound_threshold is not None:
         props["compound-threshold"] = float(post.compound_threshold)
+    if if_scores:
+        props["if-scores"] = True
     if threshold is not None and threshold >= 0:
         props["threshold"] = float(threshold)
     elif post is not None and post.threshold is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -132,13 +133,33 @@ def label_name(labels: Labels | None, label_id: int) -> str:
     return str(label_id) if labels is None else labels.name(label_id)
 
 
-@functools.lru_cache(maxsize=32)
+# Class names a loaded model of one's own brought (from its checkpoint, a labels.txt beside
+# it, ...), by the key its tensors record names them with; filled by torchstream.model.
+_registered: dict[str, Labels] = {}
+_registered_lock = threading.Lock()
+
+
+def register_class_names(source: str, names: Sequence[str]) -> str:
+    """Keep ``names`` for post-processing under the key returned (``source``, which says
+    where they came from)."""
+    with _registered_lock:
+        _registered[source] = Labels(tuple(names), f"the class names of {source}")
+    return source
+
+
 def weights_labels(weights: str) -> Labels | None:
-    """The category names of published torchvision weights (``MobileNet_V2_Weights.
-    IMAGENET1K_V1``), as the labels post-processing uses when it is given none; None when the
-    weights are unknown or carry no categories."""
+    """The class names a tensors record's ``weights`` key names: the category names of
+    published torchvision weights (``MobileNet_V2_Weights.IMAGENET1K_V1``) or the names a
+    loaded model of one's own brought; None when the key is unknown or carries no names."""
     if not weights:
         return None
+    with _registered_lock:
+        registered = _registered.get(weights)
+    return registered if registered is not None else _published_labels(weights)
+
+
+@functools.lru_cache(maxsize=32)
+def _published_labels(weights: str) -> Labels | None:
     import torchvision.models as tvm
 
     try:
@@ -150,27 +171,30 @@ def weights_labels(weights: str) -> Labels | None:
 
 class LabelsFromWeights:
     """Post-processing settings per model: ``params`` as given, or, when they have no labels,
-    with the category names of the model's published torchvision weights (named in its tensors
-    record) as labels, when those name ``classes`` classes (None: any count). Worked out once
-    per weights and class count."""
+    with the class names the model's tensors record names (published weights' categories, or
+    the names a model of one's own brought) as labels, when those name ``classes`` classes
+    (None: any count). Worked out once per weights and class count."""
 
     def __init__(self, params) -> None:
         self.params = params  # a settings dataclass with a ``labels`` field
         self._known: dict[tuple[str, int | None], object] = {}
 
     def __call__(self, weights: str, classes: int | None = None):
-        """(the settings, the labels found now: set the first time only, for the log)."""
+        """(the settings, a line for the log the first time a key is met, else None)."""
         key = (weights, classes)
         if self.params.labels is not None or not weights:
             return self.params, None
         if key in self._known:
             return self._known[key], None
         labels = weights_labels(weights)
+        message = f"labels: {labels!r}" if labels is not None else None
         if labels is not None and classes is not None and classes != len(labels):
+            message = (f"{labels.source} are {len(labels)} but the output has {classes} "
+                       "classes: labelled by class id instead")
             labels = None
         params = self.params if labels is None else replace(self.params, labels=labels)
         self._known[key] = params
-        return params, labels
+        return params, message
 
 
 def check_covers(labels: Labels | Sequence[str], num_classes: int, source: str = "") -> None:

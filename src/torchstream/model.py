@@ -1,4 +1,8 @@
-"""The one model loader: torchvision factories, state dicts and model files, on a device.
+"""The one model loader: torchvision and timm factories, weights files and model files.
+
+A factory name with a weights file of one's own is built with what the file says (the class
+count of a fine-tuned head, auxiliary heads: :mod:`torchstream.checkpoints`); the class names
+come from the published weights, the checkpoint, or a ``labels.txt`` beside the file.
 
 Model files are code: a whole pickled ``nn.Module`` executes code from the file when loaded.
 Such files are refused when the environment variable ``TORCHSTREAM_REFUSE_PICKLE`` is set to
@@ -8,8 +12,10 @@ Such files are refused when the environment variable ``TORCHSTREAM_REFUSE_PICKLE
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
+import math
 import os
 import threading
 import warnings
@@ -20,9 +26,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from torchstream.checkpoints import (
+    Checkpoint,
+    check_file,
+    fit_builder,
+    fit_keys,
+    pickle_names_ultralytics,
+    read_checkpoint,
+    shapes_of,
+    ultralytics_refusal,
+)
 from torchstream.errors import ConfigError, Domain, TorchstreamError, exception_summary
 
 TORCHVISION_PREFIX = "torchvision.models."
+TIMM_PREFIX = "timm."
+LABELS_BESIDE = "labels.txt"  # class names next to a model or weights file, one per line
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".jit", ".torchscript")
 
 
@@ -48,12 +66,17 @@ class LoadedModel:
     source: str  # "torchvision", "torchscript", "export" or "pickle"
     preprocess: ClassifierPreprocess | None = None
     takes_image_list: bool = False
-    categories: tuple[str, ...] = field(default=())  # of published weights only
-    weights: str = ""  # the published torchvision weights, e.g. MobileNet_V2_Weights.IMAGENET1K_V1
+    categories: tuple[str, ...] = field(default=())  # class names by class id, when known
+    # the key post-processing finds the class names by (torchstream.labels.weights_labels):
+    # the published torchvision weights (MobileNet_V2_Weights.IMAGENET1K_V1) or the file the
+    # names came from; "" when the names are unknown
+    weights: str = ""
     # what it was loaded from (names, files with size and mtime, device): equal identities
     # hold equal weights; None for a model made by hand
     identity: tuple | None = None
     input_size: tuple[int, int] | None = None  # (height, width) fixed by the model file
+    # what the load worked out by itself, for the log ("5 classes from the weights")
+    notes: tuple[str, ...] = field(default=())
 
     def preferred_input_size(self) -> tuple[int, int] | None:
         """(height, width) the model file fixes, else the one the weights' preprocessing
@@ -194,37 +217,10 @@ def weights_cache_path(weights) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def check_file(path: str, what: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{what} '{path}' does not exist", )
-    if p.is_dir():
-        raise ConfigError(f"{what} '{path}' is a directory, not a file")
-    if not os.access(p, os.R_OK):
-        raise ConfigError(f"{what} '{path}' is not readable (permissions)")
-    return p
-
-
 def load_state_dict_file(path: str) -> dict:
-    """Read a state dict with ``weights_only=True`` (never runs code from the file)."""
-    import torch
-
-    p = check_file(path, "model-weights file")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(
-            f"model-weights file '{path}' is not a readable weights-only state dict: "
-            f"{exception_summary(exc)}",
-            detail=str(exc),
-        ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise ConfigError(f"model-weights file '{path}' does not hold a state dict of tensors")
-    return state
+    """The state dict of a weights file in any layout :func:`read_checkpoint` reads (never
+    runs code from the file)."""
+    return read_checkpoint(path).state
 
 
 def apply_state_dict(module, state: dict, model: str, path: str, assign: bool = False) -> None:
@@ -278,39 +274,83 @@ def _meta_tensors(module) -> list[str]:
 
 
 def _module_with_state(builder, kwargs: dict, state: dict, model: str, path: str):
-    """The module holding ``state``'s tensors, built without allocating and initialising
-    weights that the file replaces at once (which doubled the peak memory of loading: 200 MB
-    for resnet50); built the usual way when the meta build leaves a tensor unfilled."""
+    """The module ``builder(**kwargs)`` holding ``state``'s tensors, built without allocating
+    and initialising weights that the file replaces at once (which doubled the peak memory of
+    loading: 200 MB for resnet50); built the usual way when the meta build leaves a tensor
+    unfilled."""
     import torch
 
     with torch.device("meta"):
-        module = builder(weights=None, **kwargs)
+        module = builder(**kwargs)
     apply_state_dict(module, state, model, path, assign=True)
     if not _meta_tensors(module):
         return module
-    module = builder(weights=None, **kwargs)
+    module = builder(**kwargs)
     apply_state_dict(module, state, model, path)
     return module
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    """A factory's module holding a weights file's tensors, and what the load worked out."""
+
+    module: Any
+    checkpoint: Checkpoint
+    arguments: dict
+    notes: tuple[str, ...]
+
+
+def _fit_and_build(builder, kwargs: dict, model: str, weights_file: str) -> _Fitted:
+    """Read ``weights_file`` in any usual layout and build ``builder``'s module for it: key
+    prefixes stripped, constructor arguments (class count, auxiliary heads) from the
+    tensors' shapes when the factory's defaults do not fit."""
+    import torch
+
+    checkpoint = read_checkpoint(weights_file)
+    with torch.device("meta"):
+        expected = shapes_of(builder(**kwargs))
+    state, prefix = fit_keys(checkpoint.state, expected)
+    notes = []
+    if checkpoint.layout != "a bare state dict":
+        notes.append(f"weights from {checkpoint.layout}")
+    if prefix:
+        notes.append(f"key prefix '{prefix}' stripped")
+    arguments: dict = {}
+    if {k: tuple(v.shape) for k, v in state.items()} != expected:
+        def build(**extra):
+            with torch.device("meta"):
+                return builder(**kwargs, **extra)
+
+        arguments = fit_builder(build, state)
+        for name, value in arguments.items():
+            if name == "num_classes":
+                notes.append(f"{value} classes from the weights")
+            elif name == "num_keypoints":
+                notes.append(f"{value} keypoints from the weights")
+            elif value:
+                notes.append(f"{name}=True (the weights hold its head)")
+    module = _module_with_state(builder, {**kwargs, **arguments}, state, model, weights_file)
+    return _Fitted(module, checkpoint, arguments, tuple(notes))
+
+
 def _build_torchvision(model: str, weights_file: str | None):
+    """-> (module, weights entry whose preprocessing it runs with, fitted file or None)."""
     builder, name = _torchvision_builder(model)
     params = inspect.signature(builder).parameters
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"weights": None}
     if "weights_backbone" in params:
         kwargs["weights_backbone"] = None
     default = torchvision_default_weights(model)
     if weights_file:
-        state = load_state_dict_file(weights_file)
-        module = _module_with_state(builder, kwargs, state, model, weights_file)
-        return module, torchvision_weights_for(model, weights_file)
+        fitted = _fit_and_build(builder, kwargs, model, weights_file)
+        return fitted.module, torchvision_weights_for(model, weights_file), fitted
     if default is None:
         raise ConfigError(
             f"model '{model}' has no pretrained weights in torchvision; pass model-weights=<file>"
         )
     cached = weights_cache_path(default)
     try:
-        module = builder(weights=default, **kwargs)
+        module = builder(**{**kwargs, "weights": default})
     except Exception as exc:
         raise ConfigError(
             f"the DEFAULT weights of {model} ({default}) could not be obtained "
@@ -320,7 +360,125 @@ def _build_torchvision(model: str, weights_file: str | None):
             "or pass model-weights=<state dict file>",
             detail=str(exc),
         ) from exc
-    return module, default
+    return module, default, None
+
+
+# -- timm --------------------------------------------------------------------------------
+
+
+def is_timm_name(model: str) -> bool:
+    return model.startswith(TIMM_PREFIX)
+
+
+def is_factory_name(model: str) -> bool:
+    """A model built by a library's factory (torchvision or timm) rather than read from a
+    file."""
+    return is_torchvision_name(model) or is_timm_name(model)
+
+
+def _timm(model: str):
+    try:
+        import timm
+    except ImportError as exc:
+        raise ConfigError(
+            f"model '{model}' needs timm, an optional extra of torchstream: "
+            "pip install 'torchstream[timm]' (or pip install timm)") from exc
+    return timm
+
+
+def timm_architecture(model: str) -> str:
+    """The timm architecture ``timm.<name>`` names, checked against timm's list."""
+    timm = _timm(model)
+    name = model[len(TIMM_PREFIX):]
+    if not name or not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"model '{model}': timm {timm.__version__} has no architecture "
+                          f"'{name}'{hint}")
+    return name
+
+
+@functools.lru_cache(maxsize=16)
+def timm_preprocess(model: str) -> ClassifierPreprocess:
+    """The evaluation transform timm's data config gives ``model`` (as
+    ``timm.data.create_transform(**resolve_model_data_config(m))``: shorter side to
+    size / crop_pct, centre crop, the config's interpolation and mean/std)."""
+    import torch
+
+    timm = _timm(model)
+    with torch.device("meta"):
+        module = timm.create_model(timm_architecture(model), pretrained=False)
+    config = timm.data.resolve_model_data_config(module)
+    height, width = (int(v) for v in config["input_size"][1:])
+    crop_pct = float(config.get("crop_pct") or 0.875)
+    scale = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+    mode = config.get("crop_mode") or "center"
+    if mode == "squash":
+        resize: tuple[int, ...] = scale  # the exact size, then the crop
+    elif mode == "center" and scale[0] == scale[1]:
+        resize = (scale[0],)  # the shorter side
+    else:
+        raise ConfigError(f"model '{model}': timm's crop_mode={mode!r} with input size "
+                          f"{height}x{width} is not supported; give a model-proc file with "
+                          "the preprocessing")
+    return ClassifierPreprocess(
+        resize_size=resize, crop_size=(height, width),
+        mean=tuple(float(m) for m in config["mean"]),
+        std=tuple(float(s) for s in config["std"]),
+        interpolation=str(config.get("interpolation") or "bilinear"), antialias=True)
+
+
+def _build_timm(model: str, weights_file: str | None) -> _Fitted:
+    timm = _timm(model)
+    architecture = timm_architecture(model)
+    if not weights_file:
+        raise ConfigError(
+            f"model '{model}': timm's pretrained weights come from the Hugging Face hub, which "
+            "torchstream does not download from; pass model-weights=<file> (a state dict, "
+            f"checkpoint or .safetensors file, e.g. the hub's timm/{architecture} "
+            "model.safetensors)")
+    return _fit_and_build(lambda **kw: timm.create_model(architecture, pretrained=False, **kw),
+                          {}, model, weights_file)
+
+
+def model_file_input_size(path: str) -> tuple[int, int] | None:
+    """(height, width) of a model file's first input when the file fixes it (``.pt2``,
+    OpenVINO ``.xml`` and ``.onnx``; [N, C, H, W] or [N, H, W, C] with C of 1 or 3), else
+    None. Read without compiling; remembered while the file is unchanged."""
+    try:
+        return _input_size_of(path, _file_stamp(path))
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def _input_size_of(path: str, stamp: tuple) -> tuple[int, int] | None:
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix in (".xml", ".onnx"):
+            import openvino
+
+            shape = openvino.Core().read_model(path).inputs[0].get_partial_shape()
+            if shape.rank.is_dynamic:
+                return None
+            dims = [d.get_length() if d.is_static else 0 for d in shape]
+        elif suffix == ".pt2" or "archive_format" in "".join(_zip_names(Path(path))):
+            import torch
+
+            program = torch.export.load(path)
+            first = program.graph_signature.user_inputs[0]
+            node = next(n for n in program.graph.nodes if n.op == "placeholder"
+                        and n.name == first)
+            dims = [d if isinstance(d, int) else 0 for d in node.meta["val"].shape]
+        else:
+            return None  # TorchScript and pickles keep no input shape
+    except Exception:  # noqa: BLE001 - the load itself reports an unreadable file
+        return None
+    if len(dims) != 4:
+        return None
+    height, width = (dims[2], dims[3]) if dims[1] in (1, 3) else (dims[1], dims[2]) \
+        if dims[3] in (1, 3) else (0, 0)
+    return (height, width) if height and width else None
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -359,6 +517,8 @@ def _load_model_file(path: str):
             raise ConfigError(
                 f"{not_model}: {exception_summary(safe_exc)}", detail=str(safe_exc)
             ) from safe_exc
+        if pickle_names_ultralytics(p):
+            raise ultralytics_refusal(path) from safe_exc
         if _refusing_pickle():
             raise _pickle_refused(path) from safe_exc
         try:
@@ -368,7 +528,8 @@ def _load_model_file(path: str):
     if isinstance(obj, dict):
         raise ConfigError(
             f"model file '{path}' holds only a state dict (weights, no architecture): pass it as "
-            "model-weights=<file> together with model=torchvision.models.<name>"
+            "model-weights=<file> together with model=torchvision.models.<name> or "
+            "timm.<name>"
         )
     if not isinstance(obj, torch.nn.Module):
         raise ConfigError(f"model file '{path}' holds a {type(obj).__name__}, not an nn.Module")
@@ -420,8 +581,10 @@ _loaded_lock = threading.Lock()
 def _identity(model: str, weights_file: str | None, device) -> tuple | None:
     """What a load reads: names, and the files with their size and mtime (None when a file
     cannot be read: the load itself says why)."""
-    files = (model,) if not is_torchvision_name(model) else ()
+    files = (model,) if not is_factory_name(model) else ()
     files += (weights_file,) if weights_file else ()
+    files += tuple(str(beside) for f in files[-1:]  # class names beside the file
+                   if (beside := Path(f).with_name(LABELS_BESIDE)).is_file())
     try:
         return (model, tuple(_file_stamp(f) for f in files), str(device))
     except OSError:
@@ -452,24 +615,30 @@ def load_model(model: str, weights_file: str | None = None, device: str = "cpu")
 
 def _load(model: str, weights_file: str | None, dev) -> LoadedModel:
     preprocess = None
-    categories: tuple[str, ...] = ()
-    published = ""
+    names = _ClassNames()
+    fitted: _Fitted | None = None
     if is_torchvision_name(model):
-        module, weights = _build_torchvision(model, weights_file)
+        module, weights, fitted = _build_torchvision(model, weights_file)
         source = "torchvision"
         if weights is not None:
             preprocess = classifier_preprocess(weights)
         entry = published_weights(model, weights_file)
-        if entry is not None:
-            published = str(entry)
-            categories = tuple(entry.meta.get("categories") or ())
+        if entry is not None and entry.meta.get("categories"):
+            names = _ClassNames(tuple(entry.meta["categories"]), str(entry))
+    elif is_timm_name(model):
+        fitted = _build_timm(model, weights_file)
+        module, source, preprocess = fitted.module, "timm", timm_preprocess(model)
     else:
         if weights_file:
             raise ConfigError(
-                "model-weights applies to torchvision factories (model=torchvision.models.<name>);"
-                f" '{model}' is a model file that carries its own weights"
+                "model-weights applies to torchvision and timm factories (model=torchvision."
+                f"models.<name> or timm.<name>); '{model}' is a model file that carries its "
+                "own weights"
             )
         module, source = _load_model_file(model)
+    classes = _class_count(module, fitted)
+    if not names.names:
+        names = _own_class_names(model, weights_file, fitted, classes)
     try:
         module = module.to(dev)
     except Exception as exc:
@@ -478,6 +647,9 @@ def _load(model: str, weights_file: str | None, dev) -> LoadedModel:
         module.eval()
     except Exception:
         pass  # exported programs manage their own mode
+    notes = fitted.notes if fitted is not None else ()
+    if names.source:  # names of one's own (published weights' go without saying)
+        notes += (f"{len(names.names)} class names from {names.source}",)
     return LoadedModel(
         module=module,
         name=model,
@@ -485,6 +657,52 @@ def _load(model: str, weights_file: str | None, dev) -> LoadedModel:
         source=source,
         preprocess=preprocess,
         takes_image_list=_takes_image_list(module),
-        categories=categories,
-        weights=published,
+        categories=names.names,
+        weights=names.key,
+        notes=notes,
     )
+
+
+@dataclass(frozen=True)
+class _ClassNames:
+    names: tuple[str, ...] = ()
+    key: str = ""  # what post-processing finds them by (the record's ``weights``)
+    source: str = ""  # for the log, of names of one's own
+
+
+def _class_count(module, fitted: _Fitted | None) -> int | None:
+    """The classes a factory's module outputs, when the load knows them."""
+    if fitted is not None and "num_classes" in fitted.arguments:
+        return int(fitted.arguments["num_classes"])
+    count = getattr(module, "num_classes", None)  # timm models say
+    return int(count) if isinstance(count, int) else None
+
+
+def _own_class_names(model: str, weights_file: str | None, fitted: _Fitted | None,
+                     classes: int | None) -> _ClassNames:
+    """Class names of a model of one's own: saved in its checkpoint, in a ``labels.txt`` beside
+    the weights or model file, or ImageNet's for a timm head of 1000 classes; registered for
+    post-processing under the file they came from."""
+    from torchstream.environment import LABELS_DIR
+    from torchstream.labels import read_labels_file, register_class_names
+
+    names: tuple[str, ...] = ()
+    source = ""
+    if fitted is not None and fitted.checkpoint.class_names:
+        names = fitted.checkpoint.class_names
+        source = f"the checkpoint '{fitted.checkpoint.path}'"
+    else:
+        owner = weights_file or (model if not is_factory_name(model) else "")
+        beside = Path(owner).with_name(LABELS_BESIDE) if owner else None
+        if beside is not None and beside.is_file():
+            names = read_labels_file(beside)
+            source = f"'{beside}'"
+        elif is_timm_name(model) and classes == 1000:
+            names = read_labels_file(LABELS_DIR / "imagenet_2012.txt")
+            source = "ImageNet-1k (a timm head of 1000 classes)"
+    if not names:
+        return _ClassNames()
+    if classes is not None and len(names) != classes:
+        raise ConfigError(f"{source} names {len(names)} classes but {model} outputs {classes}; "
+                          "every class id needs a name (line index = class id)")
+    return _ClassNames(names, register_class_names(source, names), source)

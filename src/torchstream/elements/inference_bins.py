@@ -33,7 +33,7 @@ from torchstream.errors import ConfigError
 from torchstream.graph import GRAPH_MODE_BLURB
 from torchstream.gst import Gst
 from torchstream.gstlog import DebugCategory
-from torchstream.model import MODEL_FILE_SUFFIXES, check_file, is_torchvision_name
+from torchstream.model import MODEL_FILE_SUFFIXES, check_file, is_factory_name
 from torchstream.sharing import BATCH_TIMEOUT_BLURB, DEFAULT_TIMEOUT_MS, INSTANCE_BLURB
 
 
@@ -41,12 +41,15 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
     return {
         "model": string_prop(
             "Model", "torchvision factory path (torchvision.models.resnet50, "
-            "torchvision.models.detection.ssdlite320_mobilenet_v3_large...) or a model file "
-            "(.pt, .pth, .pt2, .ts)", None),
+            "torchvision.models.detection.ssdlite320_mobilenet_v3_large...), timm architecture "
+            "(timm.<name>, with model-weights) or a model file (.pt, .pth, .pt2, .ts, .xml, "
+            ".onnx)", None),
         "model-weights": string_prop(
-            "Model weights", "State-dict file for a torchvision model (its name picks the "
-            "weights' preprocessing when it is a published torchvision file); default: the "
-            "DEFAULT weights", None),
+            "Model weights", "Weights of a torchvision or timm model: a state dict, a "
+            "checkpoint holding one (Lightning .ckpt, DataParallel prefixes...) or "
+            ".safetensors; the class count comes from the weights, the preprocessing from the "
+            "architecture (a published torchvision file's own); default: the DEFAULT weights",
+            None),
         "model-proc": string_prop(
             "Model-proc", "Model-proc JSON file: preprocessing and post-processing that "
             "override the defaults (docs/model-proc.md)", None),
@@ -131,7 +134,7 @@ class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
         self.check_ranges()
         model = (self.settings["model"] or "").strip()
         if model and Path(model).suffix.lower() in MODEL_FILE_SUFFIXES + OPENVINO_MODEL_SUFFIXES \
-                and not is_torchvision_name(model):
+                and not is_factory_name(model):
             check_file(model, "property 'model': model file")
 
     def _stage_element(self, stage: str, steps) -> Gst.Element | None:

@@ -100,8 +100,9 @@ class TensorInference:
                 self.check_ranges()
                 started = time.perf_counter()
                 self.model = self._load_model()
+                notes = "".join(f"; {note}" for note in self.model.notes)
                 CAT.info(self, f"loaded {self.model.name} on {self.model.device} in "
-                               f"{time.perf_counter() - started:.2f} s")
+                               f"{time.perf_counter() - started:.2f} s{notes}")
                 self._join_instance()
             except Exception as exc:  # noqa: BLE001 - reported on the bus
                 from torchstream.errors import post_error
@@ -361,15 +362,18 @@ class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.El
     PROPERTIES = {
         "model": string_prop(
             "Model",
-            "torchvision factory path (e.g. torchvision.models.resnet50) or a model file: "
-            "TorchScript archive, torch.export .pt2, or a pickled nn.Module .pt/.pth (loading a "
+            "torchvision factory path (e.g. torchvision.models.resnet50), timm architecture "
+            "(timm.<name>, with model-weights) or a model file: TorchScript archive, "
+            "torch.export .pt2, or a pickled nn.Module .pt/.pth (loading a "
             "pickled module runs code from the file; TORCHSTREAM_REFUSE_PICKLE=1 refuses it)",
             None,
         ),
         "model-weights": string_prop(
             "Model weights",
-            "State-dict file loaded (weights_only) into the torchvision model; without it the "
-            "torchvision DEFAULT weights are used",
+            "Weights of a torchvision or timm model, read weights_only: a state dict, a "
+            "checkpoint holding one (state_dict, model_state_dict, model; Lightning .ckpt; "
+            "module. prefixes) or .safetensors; the class count comes from the weights; "
+            "without it the torchvision DEFAULT weights are used",
             None,
         ),
         "device": string_prop("Device", "Where the model runs: cpu, cuda or cuda:N (any case)",

@@ -147,7 +147,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         """The settings, labelled by the model's published weights when given no labels."""
         params, found = self.labelling(record.weights if record is not None else "")
         if found is not None:
-            CAT.info(self, f"labels: {found!r}")
+            CAT.info(self, found)
         return params
 
     @guarded(False)

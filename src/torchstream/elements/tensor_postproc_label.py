@@ -14,6 +14,7 @@ from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
     PropertyStore,
+    bool_prop,
     double_prop,
     gproperties,
     guarded,
@@ -72,6 +73,11 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
         "compound-threshold": double_prop(
             "Compound threshold", "Sigmoid value from which a class joins the label "
             "of method=compound", 0.0, 1.0, 0.5),
+        "if-scores": bool_prop(
+            "If scores", "Label only an output that is one set of class scores per buffer "
+            "(a float [C] or [1, C] tensor, C > 1); any other output passes unlabelled, said "
+            "once in the log (the bins set it for model files whose outputs they cannot "
+            "know)", False),
     }
     __gproperties__ = gproperties(PROPERTIES)
 
@@ -81,9 +87,11 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self.params: LabelParams | None = None
         self.config = None
         self.labelling: LabelsFromWeights | None = None
+        self.not_scores: str | None = None  # why the output is left unlabelled (if-scores)
 
     @guarded(False)
     def do_start(self):
+        self.not_scores = None
         self.check_ranges()
         s = self.settings
         self.params = LabelParams(
@@ -145,11 +153,16 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
     @guarded(FLOW_ERROR)
     def do_transform_ip(self, buf):
         record = read_tensors_record(buf)
-        index, layer = self._select(record)
+        if_scores = self.settings["if-scores"] and not (self.settings["layer-name"] or "").strip()
+        index, layer = (0, "") if if_scores else self._select(record)
         info = self.config.tensors[index]
         ids = read_roi_batch(buf)
         with MappedTensors(buf, self.config) as arrays:
             array = numpy_values(arrays[index], info.dtype)
+            if if_scores:
+                if not self._are_scores(array, ids, record):
+                    return Gst.FlowReturn.OK
+                layer = record.names[0] if record is not None and record.names else ""
             params = self._params_for(record, array.shape)
             if ids is not None:
                 rows = classify_rows(array, params)
@@ -163,12 +176,27 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
             add_classification(buf, result, model)
         return Gst.FlowReturn.OK
 
+    def _are_scores(self, array, ids, record) -> bool:
+        """Whether ``array`` is one set of class scores per buffer (per region of a region
+        batch); the first time it is not, say why in the log."""
+        shape = array.shape[1:] if ids is not None else array.shape
+        scores = (array.dtype.kind == "f" and len(self.config) == 1 and len(shape) >= 1
+                  and shape[-1] > 1 and all(d == 1 for d in shape[:-1]))
+        if not scores and self.not_scores is None:
+            model = record.model if record is not None and record.model else "the model"
+            self.not_scores = (f"the output of {model} ({len(self.config)} tensors, the first "
+                               f"{array.dtype} {list(array.shape)}) is not one set of class "
+                               "scores: no classification, the raw tensors stay on the buffer "
+                               "(a model-proc file says how to decode it)")
+            CAT.warning(self, self.not_scores)
+        return scores
+
     def _params_for(self, record, shape: tuple[int, ...]) -> LabelParams:
         """The settings, labelled by the model's published weights when given no labels."""
         weights = record.weights if record is not None else ""
         params, found = self.labelling(weights, num_classes(shape, self.params.method))
         if found is not None:
-            CAT.info(self, f"labels: {found!r}")
+            CAT.info(self, found)
         return params
 
     @staticmethod

@@ -80,7 +80,7 @@ class TensorPostprocSegmentation(FactoryMade, PropertyStore, GstBase.BaseTransfo
         names = list(record.names) if record is not None else []
         params, found = self.labelling(record.weights if record is not None else "")
         if found is not None:
-            CAT.info(self, f"labels: {found!r}")
+            CAT.info(self, found)
         with MappedTensors(buf, self.config) as arrays:
             arrays = [numpy_values(a, info.dtype)
                       for a, info in zip(arrays, self.config.tensors, strict=True)]

@@ -56,12 +56,16 @@ def test_a_classifier_gets_its_weights_own_transform(mobilenet_weights):
         "method": "softmax", "labels": None, "labels-file": str(IMAGENET)})]
     default = plan_chain("video_inference", settings(model=MOBILENET))
     assert default.preprocess[3].props["size"] == "232"
-    # no labels given: the label element takes the weights' category names (from the
-    # tensors record); weights of one's own name no classes: the raw tensors are attached
+    # no labels given: the label element takes the class names from the tensors record (the
+    # weights' categories), or labels by class id when there are none: always labelled
     assert steps(default.postprocess) == [("tensor_postproc_label", {
         "method": "softmax", "labels": None, "labels-file": None})]
     own = plan_chain("video_inference", settings(model=MOBILENET, model_weights="mine.pth"))
-    assert own.postprocess == ()
+    assert own.postprocess == default.postprocess
+    # a model file's output may be anything: labelled only once it shows class scores
+    assert steps(plan_chain("video_inference", settings(model="mine.ts")).postprocess) == [
+        ("tensor_postproc_label", {"method": "softmax", "labels": None, "labels-file": None,
+                                   "if-scores": True})]
 
 
 def test_a_detector_gets_the_full_frame_in_0_1():
@@ -85,7 +89,7 @@ def test_object_classify_crops_the_regions():
 
 @pytest.mark.parametrize("model, message", [
     ("model.tflite", "no inference backend for 'model.tflite'; supported: torchvision.models.*, "
-                     ".pt, .pth"),
+                     "timm.*, .pt, .pth"),
     ("openvino/model.bin", "no inference backend"),
     ("", "property 'model' is not set"),
 ])

@@ -69,7 +69,8 @@ def read_checkpoint(path: str, what: str = "model-weights file") -> Checkpoint:
     import torch
 
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=_is_zip(p))
+        # not mmap: training code often saves over the file while a pipeline runs
+        obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
         refusal = _refusal_for_pickle(p, path, what)
         if refusal is not None:
@@ -159,10 +160,6 @@ def _is_state(obj: Any) -> bool:
 
     return isinstance(obj, Mapping) and bool(obj) and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
-def _is_zip(p: Path) -> bool:
-    return zipfile.is_zipfile(p)
 
 
 def _some(keys: Iterable, count: int = 8) -> str:

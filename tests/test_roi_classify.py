@@ -18,8 +18,9 @@ from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst
 from torchstream.meta import Region, read_roi_batch, read_tensors_record
+from torchstream.props import parse_class_set
 from torchstream.resize import ResizeSpec
-from torchstream.roi import RoiCropper, crop_box, parse_classes, select_regions
+from torchstream.roi import RoiCropper, crop_box, select_regions
 
 IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 NAMES = IMAGENET.read_text().splitlines()
@@ -126,6 +127,20 @@ def check_labelled(got: Region, sent: Region, answer) -> None:
     label_id, p = answer
     assert c is not None and c.label_id == label_id and c.label == NAMES[label_id]
     assert abs(c.confidence - p) <= 1e-4, (c.confidence, p)
+
+
+@pytest.mark.parametrize("form", [classify_bin, object_classify])
+@pytest.mark.parametrize("classes", ["<cup,cat>", "<cup>"])
+def test_object_class_in_angle_brackets_selects_the_regions(scene, regions, reference,
+                                                           mobilenet_weights, form, classes):
+    """``object-class=<cup,cat>`` (the grammar of every list property) selects as
+    ``cup,cat`` does, in tensor_roi_crop and in the object_classify bin."""
+    frame, _ = scene
+    [out] = run_classify([frame], [[regions["cup"], regions["cat"]]], mobilenet_weights, form,
+                         classes=classes)
+    labelled = {r.label for r in out.results.regions
+                if r.classification("classification") is not None}
+    assert labelled == set(classes.strip("<>").split(","))
 
 
 @pytest.mark.parametrize("form", [classify_bin, object_classify])
@@ -284,8 +299,9 @@ def test_crop_box_is_at_least_one_pixel_and_inside_the_frame():
 
 def test_object_class_parsing_and_selection():
     a, b, c = (Region(0, 0, 1, 1, label, 0, 1.0, i) for i, label in enumerate("abc"))
-    assert parse_classes(" car , person,") == {"car", "person"}
-    assert parse_classes("") == frozenset() and parse_classes(None) == frozenset()
+    for text in (" car , person,", "<car,person>", "[car, person]"):
+        assert parse_class_set(text, "object-class") == {"car", "person"}
+    assert parse_class_set("", "x") == frozenset() and parse_class_set(None, "x") == frozenset()
     assert select_regions([a, b, c], frozenset()) == [a, b, c]
     assert select_regions([a, b, c], frozenset({"c", "a"})) == [a, c]
 

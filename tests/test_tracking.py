@@ -234,6 +234,20 @@ def test_object_track_ids_through_queue_videoconvert_videoscale():
     assert car.x_min > 0.1
 
 
+@pytest.mark.parametrize("classes", ["<car,person>", "car,person", "<car>", "person"])
+def test_object_class_takes_the_list_grammar_of_every_list_property(classes):
+    """``<car,person>`` and ``car,person`` select the same regions (one grammar for lists)."""
+    count = 4
+    run = run_results(f"appsrc name=src ! test_meta_writer name=w ! object_track "
+                      f"object-class={classes} ! appsink name=sink", _frames(count),
+                      writers={"w": _writer(_moving(count))})
+    assert run.result.ok, run.error
+    wanted = set(classes.strip("<>").split(","))
+    for frame in run.per_sink["sink"]:
+        tracked = {r.label for r in frame.results.regions if r.object_id}
+        assert tracked == wanted
+
+
 def test_object_track_json_and_dlstreamer_json():
     tracked = Region(0.1, 0.2, 0.3, 0.4, "car", 3, 0.9, 0, object_id=7)
     results = FrameResults([tracked, Region(0.5, 0.5, 0.6, 0.6, "dog", 18, 0.7, 1)])

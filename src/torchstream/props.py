@@ -29,6 +29,15 @@ def split_list(text: str, prop: str, example: str = "<a,b,c>") -> list[str]:
     return body.split(",")
 
 
+def parse_class_set(text: str | None, prop: str) -> frozenset[str]:
+    """``<car,person>`` (or ``car,person``) -> {"car", "person"}: the regions' labels a
+    property selects; empty or unset -> an empty set (every region). The one grammar of
+    ``object-class`` wherever it is a property."""
+    if not text or not text.strip():
+        return frozenset()
+    return frozenset(part.strip() for part in split_list(text, prop) if part.strip())
+
+
 def parse_float_list(text: str, prop: str) -> tuple[float, ...]:
     """``<a,b,c>`` (or ``[a,b]``, ``a,b``) -> floats; an error names ``prop``."""
     values = []

@@ -53,11 +53,6 @@ def _at_least_one(start: int, end: int, limit: int) -> tuple[int, int]:
     return start, start + 1
 
 
-def parse_classes(text: str | None) -> frozenset[str]:
-    """``"car, person"`` -> {"car", "person"}; empty -> every class (an empty set)."""
-    return frozenset(part.strip() for part in (text or "").split(",") if part.strip())
-
-
 def select_regions(regions: Iterable[Region], classes: frozenset[str]) -> list[Region]:
     """The regions whose label is in ``classes`` (all of them when ``classes`` is empty), in
     the frame's order."""

@@ -75,8 +75,8 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
             "Inference region", "full-frame: the model sees the whole frame; roi-list: each "
             "region on the frame (object_classify)", region),
         "object-class": string_prop(
-            "Object class", "With roi-list: comma list of region labels to run on; empty: all",
-            ""),
+            "Object class", "With roi-list: region labels to run on, <car,person> or "
+            "car,person; empty: all", ""),
         **{f"{stage}-queue-size": queue_prop(stage) for stage in QUEUED},
         "frame-policy": frame_policy_prop(),
         "inference-skipped": skipped_prop(),

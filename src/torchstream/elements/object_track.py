@@ -29,7 +29,7 @@ from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import GLib, Gst, GstBase, GstVideo
 from torchstream.gstlog import DebugCategory
 from torchstream.meta import read_results, write_results
-from torchstream.props import split_list
+from torchstream.props import parse_class_set
 from torchstream.results import Region
 from torchstream.tracking import SHORT_TERM, TRACKING_TYPES, Tracker, TrackerSettings
 
@@ -70,8 +70,8 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
             "passes; 0: one pass)", 0.0, 1.0, 0.0),
         "low-threshold": double_prop("Low threshold", "Detections below it are not tracked",
                                      0.0, 1.0, 0.0),
-        "object-class": string_prop("Object class", "Comma-separated labels to track "
-                                    "(car,person); empty: every region", ""),
+        "object-class": string_prop("Object class", "Labels to track, <car,person> or "
+                                    "car,person; empty: every region", ""),
     }
     __gproperties__ = gproperties(PROPERTIES)
 
@@ -100,9 +100,7 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
             max_age=s["max-age"], max_predicted=s["max-predicted"], n_init=s["n-init"],
             iou_threshold=s["iou-threshold"], per_class=s["tracking-per-class"],
             high_threshold=s["high-threshold"], low_threshold=s["low-threshold"])
-        text = (s["object-class"] or "").strip()
-        self.classes = frozenset(x.strip() for x in split_list(text, "object-class")
-                                 if x.strip()) if text else frozenset()
+        self.classes = parse_class_set(s["object-class"], "object-class")
         self.tracker = Tracker(settings)
         self.label_names = {}
         self.frames = 0

@@ -28,7 +28,8 @@ from torchstream.errors import CapsError
 from torchstream.gst import Gst
 from torchstream.gstlog import DebugCategory
 from torchstream.meta import TensorsRecord, attach_tensors_record, read_results, write_roi_batch
-from torchstream.roi import RoiCropper, parse_classes, select_regions
+from torchstream.props import parse_class_set
+from torchstream.roi import RoiCropper, select_regions
 from torchstream.tensors import (
     COPY_FLAGS,
     MappedTensors,
@@ -69,7 +70,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
         **resize_properties(" (the output size must be fixed: use crop, letterbox or "
                             "no-aspect-ratio)"),
         "object-class": string_prop(
-            "Object class", "Comma-separated region labels to crop (e.g. car,person); empty: "
+            "Object class", "Region labels to crop, <car,person> or car,person; empty: "
             "every region", ""),
     }
     __gproperties__ = gproperties(PROPERTIES)
@@ -82,7 +83,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
 
     def _make_cropper(self) -> RoiCropper:
         return RoiCropper(resize_spec(self.settings),
-                          parse_classes(self.settings["object-class"]))
+                          parse_class_set(self.settings["object-class"], "object-class"))
 
     def do_change_state(self, transition):
         if transition == Gst.StateChange.READY_TO_PAUSED:

@@ -37,7 +37,7 @@ def yolo_output():
 
 
 def measure(calls: int = 300) -> dict:
-    from torchstream.detection import DetectionParams, detect
+    from torchstream.decode.detection import DetectionParams, detect
 
     output = yolo_output()
     params = DetectionParams(threshold=THRESHOLD, iou_threshold=IOU, converter="yolo_v8")
@@ -55,7 +55,7 @@ def measure(calls: int = 300) -> dict:
 def measure_tracker(objects: int = 50, frames: int = 300) -> dict:
     import numpy as np
 
-    from torchstream.tracking import Tracker
+    from torchstream.decode.tracking import Tracker
 
     rng = np.random.default_rng(0)
     start = rng.random((objects, 2)) * 1800
@@ -79,8 +79,8 @@ def overlay_results():
     """Named results as the three kinds of model give them on a 640x272 frame."""
     import numpy as np
 
-    from torchstream.keypoints import point_set
-    from torchstream.results import FrameResults, Keypoints, Mask, Region, Segmentation
+    from torchstream.decode.keypoints import point_set
+    from torchstream.results.data import FrameResults, Keypoints, Mask, Region, Segmentation
 
     rng = np.random.default_rng(0)
     coco = point_set(17)
@@ -108,7 +108,7 @@ def overlay_results():
 def measure_overlays(calls: int = 200) -> list[dict]:
     import numpy as np
 
-    from torchstream.overlay import draw_results
+    from torchstream.results.overlay import draw_results
 
     out = []
     for what, results in overlay_results().items():

@@ -13,7 +13,7 @@ import time
 
 from torchstream.elements._base import ENGINE_DETAILS
 from torchstream.gst import Gst
-from torchstream.pipeline import run_to_end
+from torchstream.gst.pipeline import run_to_end
 
 
 def _bus_error(pipeline: Gst.Pipeline) -> str | None:

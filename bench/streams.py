@@ -60,9 +60,9 @@ def description(model: str, streams: int, mode: str, device: str = "cpu") -> str
 def run_child(job: dict) -> dict:
     """In the child process: play the pipeline, time every stream's frames."""
     from bench.measure import FrameClock
-    from torchstream import sharing
     from torchstream.elements import register_all
     from torchstream.gst import Gst
+    from torchstream.model import sharing
 
     register_all()
     streams, frames = job["streams"], job["frames"]

@@ -88,7 +88,7 @@ def build_model(spec: ModelSpec, weights: str, device: str):
 
     key = (spec.key, weights, device)
     if key not in _BUILT and spec.model_file is not None:
-        from torchstream.model import load_model  # as the pipelines load it (shared object)
+        from torchstream.model.loading import load_model  # as the pipelines load it (shared object)
 
         _BUILT[key] = load_model(str(spec.model_file), device=device).module
     if key not in _BUILT:
@@ -100,16 +100,16 @@ def build_model(spec: ModelSpec, weights: str, device: str):
 
 def best_engine(spec: ModelSpec, model, device: str, shape: tuple, batch: int, job: dict):
     """The engine pytorch_tensor_inference's engine=auto chooses for the model, chosen the
-    same way (torchstream.inference.BatchRunner's probe: checked against eager torch on two
+    same way (torchstream.model.batching.BatchRunner's probe: checked against eager torch on two
     inputs, the fastest kept)."""
     import torch
 
     from torchstream.caps import TensorInfo, TensorsConfig
-    from torchstream.inference import BatchRunner
-    from torchstream.model import LoadedModel
+    from torchstream.model.batching import BatchRunner
+    from torchstream.model.loading import LoadedModel
 
     if spec.model_file is not None:
-        from torchstream.model import load_model
+        from torchstream.model.loading import load_model
 
         loaded = load_model(str(spec.model_file), device=device)
     else:

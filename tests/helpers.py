@@ -12,9 +12,9 @@ import numpy as np
 from torchstream.caps import config_from_fields
 from torchstream.elements import register_all
 from torchstream.gst import Gst
-from torchstream.meta import TensorsRecord, read_tensors_record
-from torchstream.pipeline import PipelineResult, run_to_end
-from torchstream.tensors import MappedTensors
+from torchstream.gst.buffers import MappedTensors
+from torchstream.gst.meta import TensorsRecord, read_tensors_record
+from torchstream.gst.pipeline import PipelineResult, run_to_end
 
 register_all()
 

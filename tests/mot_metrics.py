@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from torchstream.tracking import iou_matrix
+from torchstream.decode.tracking import iou_matrix
 
 THRESHOLD = 0.5  # IoU a match needs
 

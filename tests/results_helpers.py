@@ -11,7 +11,7 @@ import numpy as np
 from tests.helpers import Run, buffer_arrays, run_pipeline
 from torchstream.elements._base import FLOW_ERROR, FactoryMade, guarded
 from torchstream.gst import GLib, Gst, GstBase, GstVideo
-from torchstream.meta import FrameResults, TensorsRecord, read_results, read_tensors_record
+from torchstream.gst.meta import FrameResults, TensorsRecord, read_results, read_tensors_record
 
 ROI_API = GstVideo.VideoRegionOfInterestMeta.get_info().api
 
@@ -120,10 +120,10 @@ def run_results(description: str, frames: list[np.ndarray], fmt: str = "RGB",
 def regions_writer(plan: list[list], frame_size: tuple[int, int] | None = None
                    ) -> Callable[[Gst.Buffer, int], None]:
     """A ``test_meta_writer`` function that puts ``plan[i]`` (a list of
-    :class:`torchstream.meta.Region`) on the i-th frame, as an upstream detector would (frames
+    :class:`torchstream.gst.meta.Region`) on the i-th frame, as an upstream detector would (frames
     beyond the plan, and empty entries, get no region). With ``frame_size`` (width, height)
     the regions are mirrored as ROI metas too."""
-    from torchstream.meta import FrameResults, write_results
+    from torchstream.gst.meta import FrameResults, write_results
 
     def write(buf: Gst.Buffer, index: int) -> None:
         regions = plan[index] if index < len(plan) else []

@@ -15,11 +15,11 @@ from tests.conftest import BIKES, COCKATOO
 from tests.helpers import box_iou, decode_frames, feed_frames, on_samples
 from tests.models import frames_to_tensors, save_state_dict, seeded_detector
 from tests.results_helpers import run_results
-from torchstream.bins import plan_chain
 from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst
-from torchstream.pipeline import run_to_end
+from torchstream.gst.pipeline import run_to_end
+from torchstream.plan.chain import plan_chain
 
 REPO = Path(__file__).resolve().parents[1]
 COCO = LABELS_DIR / "coco_91cl_bkgr.txt"
@@ -210,7 +210,7 @@ def test_video_inference_top1_equals_torchvision_reference(video, start, mobilen
 def run_counting(description: str, frames) -> tuple[list, int, object]:
     """Run with the bin named "bin"; -> (appsink buffers' results, buffers the inference
     element received, result)."""
-    from torchstream.meta import read_results
+    from torchstream.gst.meta import read_results
 
     pipeline = Gst.parse_launch(description)
     assert pipeline.set_state(Gst.State.READY) != Gst.StateChangeReturn.FAILURE

@@ -58,8 +58,8 @@ def test_gst_launch_runs_the_inference_pipeline(mobilenet_weights):
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torchstream.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "torchstream.streams.cli", *args],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_launch_reports_progress_and_succeeds():

@@ -13,9 +13,9 @@ from tests.conftest import BIKES
 from tests.helpers import decode_frames, run_pipeline, tensor_output
 from tests.models import save_state_dict
 from tests.results_helpers import run_results
-from torchstream.bins import launch_text, plan_chain
-from torchstream.clips import ClipWindow, weights_clip_length
 from torchstream.errors import ConfigError
+from torchstream.plan.chain import launch_text, plan_chain
+from torchstream.preprocess.clips import ClipWindow, weights_clip_length
 
 MODEL = "torchvision.models.video.r3d_18"
 WEIGHTS = torchvision.models.video.R3D_18_Weights.DEFAULT

@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import run_pipeline
 from torchstream.caps import parse_caps_string
 from torchstream.gst import GLib, Gst, GstVideo
-from torchstream.video import tensor_to_video_caps, video_to_tensor_caps
+from torchstream.preprocess.video import tensor_to_video_caps, video_to_tensor_caps
 
 FPS = 25
 

@@ -67,7 +67,7 @@ def test_the_threshold_selects_the_levels():
 
 def test_every_category_is_in_the_docs():
     from torchstream.elements import ELEMENTS, element_class
-    from torchstream.gstlog import CATEGORIES
+    from torchstream.gst.log import CATEGORIES
 
     for name in ELEMENTS:
         element_class(name)

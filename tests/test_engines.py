@@ -18,7 +18,10 @@ from tests.conftest import BIKES, COCKATOO, IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import decode_frames, run_pipeline
 from tests.results_helpers import run_results
 from torchstream.caps import TensorInfo, TensorsConfig
-from torchstream.engines import (
+from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
+from torchstream.errors import ConfigError
+from torchstream.model.batching import BatchRunner
+from torchstream.model.engines import (
     ATOL,
     HEAVY_MS,
     LIGHT_MS,
@@ -35,10 +38,7 @@ from torchstream.engines import (
     settle_threads,
     usable_cpus,
 )
-from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
-from torchstream.errors import ConfigError
-from torchstream.inference import BatchRunner
-from torchstream.model import LoadedModel, load_model
+from torchstream.model.loading import LoadedModel, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGENET = LABELS_DIR / "imagenet_2012.txt"
@@ -302,8 +302,8 @@ def test_without_openvino_auto_runs_torch_and_says_so(mobilenet_weights):
 import sys
 sys.modules["openvino"] = None  # import openvino raises ImportError
 from torchstream.caps import TensorInfo, TensorsConfig
-from torchstream.inference import BatchRunner
-from torchstream.model import load_model
+from torchstream.model.batching import BatchRunner
+from torchstream.model.loading import load_model
 model = load_model("{MOBILENET}", "{mobilenet_weights}")
 runner = BatchRunner(model, TensorsConfig((TensorInfo("float32", (3, 96, 96)),)))
 runner.probe()

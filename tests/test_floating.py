@@ -8,7 +8,7 @@ import tests.helpers  # noqa: F401 - initialises GStreamer and registers the ele
 from torchstream.elements import ELEMENTS, element_class
 from torchstream.elements._base import FactoryMade
 from torchstream.gst import Gst
-from torchstream.pipeline import run_to_end
+from torchstream.gst.pipeline import run_to_end
 
 
 def test_every_element_is_factory_made():

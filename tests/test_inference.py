@@ -156,7 +156,7 @@ def test_torchscript_and_export_files_give_the_same_logits(tmp_path, bikes_frame
 
 def test_default_weights_load_from_torch_home_without_network(tmp_path, monkeypatch, bikes_frames,
                                                               mobilenet_weights):
-    from torchstream.model import torchvision_default_weights, weights_cache_path
+    from torchstream.model.loading import torchvision_default_weights, weights_cache_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     expected = weights_cache_path(torchvision_default_weights("torchvision.models.mobilenet_v2"))
@@ -207,7 +207,7 @@ def test_batches_give_the_same_outputs_and_every_frame_comes_out(bikes_frames, m
 @pytest.mark.parametrize("batch", [1, 3])
 def test_input_metadata_survives_inference(bikes_frames, mobilenet_weights, batch):
     from tests.results_helpers import run_results
-    from torchstream.meta import FrameResults, Region, write_results
+    from torchstream.gst.meta import FrameResults, Region, write_results
 
     def write(buf, index):
         region = Region(0.1, 0.2, 0.5, 0.6, "marker", index, 0.5, region_id=index + 1)

@@ -10,7 +10,7 @@ import torchvision
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import run_pipeline
 from torchstream.gst import Gst
-from torchstream.pipeline import run_to_end
+from torchstream.gst.pipeline import run_to_end
 
 STOP_WITHIN_S = 10
 

@@ -15,21 +15,19 @@ from tests.conftest import BIKES
 from tests.helpers import box_iou, decode_frames
 from tests.models import frames_to_tensors, save_state_dict, seeded_detector
 from tests.results_helpers import run_results
-from torchstream.detection import DetectionParams, detect
-from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
-from torchstream.errors import ConfigError, TorchstreamError
-from torchstream.gst import Gst
-from torchstream.keypoints import (
+from torchstream.decode.detection import DetectionParams, detect
+from torchstream.decode.keypoints import (
     COCO_POINTS,
     COCO_SKELETON,
     parse_point_connections,
     parse_point_names,
     point_set,
 )
-from torchstream.overlay import draw_results, region_color
-from torchstream.pipeline import run_to_end
-from torchstream.publish import frame_record
-from torchstream.results import (
+from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
+from torchstream.errors import ConfigError, TorchstreamError
+from torchstream.gst import Gst
+from torchstream.gst.pipeline import run_to_end
+from torchstream.results.data import (
     FrameResults,
     Keypoints,
     Mask,
@@ -37,6 +35,8 @@ from torchstream.results import (
     decode_results,
     encode_results,
 )
+from torchstream.results.overlay import draw_results, region_color
+from torchstream.results.publish import frame_record
 
 COCO = LABELS_DIR / "coco_91cl_bkgr.txt"
 KEYPOINT_MODEL = "torchvision.models.detection.keypointrcnn_resnet50_fpn"
@@ -92,7 +92,7 @@ def test_a_poses_tensor_gives_one_region_per_person_around_its_sure_points():
 
 
 def test_points_follow_the_frame_mapping_of_a_letterbox():
-    from torchstream.results import FrameMapping
+    from torchstream.results.data import FrameMapping
 
     arrays = keypoint_arrays(1)
     mapping = FrameMapping(sx=2.0, ox=-0.5, sy=1.0, oy=0.0)

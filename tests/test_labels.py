@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torchvision
 
-from torchstream.environment import LABELS_DIR
-from torchstream.errors import ConfigError
-from torchstream.labels import (
+from torchstream.decode.labels import (
     Labels,
     check_covers,
     load_labels,
     parse_labels,
     read_labels_file,
 )
+from torchstream.environment import LABELS_DIR
+from torchstream.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGENET = LABELS_DIR / "imagenet_2012.txt"

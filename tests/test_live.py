@@ -13,8 +13,8 @@ import torchvision
 
 from tests.helpers import on_samples, resident_mb
 from torchstream.gst import Gst
-from torchstream.meta import read_tensor_data
-from torchstream.pipeline import run_to_end
+from torchstream.gst.meta import read_tensor_data
+from torchstream.gst.pipeline import run_to_end
 
 FRAMES = 150  # 5 s at 30 fps
 

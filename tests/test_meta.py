@@ -12,7 +12,7 @@ from tests.helpers import steady_growth_mb
 from tests.results_helpers import ROI_API, read_rois, run_results
 from torchstream.errors import TorchstreamError
 from torchstream.gst import Gst, GstVideo
-from torchstream.meta import (
+from torchstream.gst.meta import (
     RESULTS_META,
     TENSORS_META,
     Classification,

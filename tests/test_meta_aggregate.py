@@ -11,10 +11,10 @@ import pytest
 
 from tests.helpers import _padded_rows, on_samples, resident_mb
 from tests.results_helpers import run_results
-from torchstream.aggregate import ResultsMatcher, merge_results
 from torchstream.caps import config_from_fields
 from torchstream.gst import Gst, GstVideo
-from torchstream.meta import (
+from torchstream.gst.buffers import MappedTensors
+from torchstream.gst.meta import (
     Classification,
     FrameResults,
     ModelRecord,
@@ -26,8 +26,8 @@ from torchstream.meta import (
     read_tensors_record,
     write_results,
 )
-from torchstream.pipeline import run_to_end
-from torchstream.tensors import MappedTensors
+from torchstream.gst.pipeline import run_to_end
+from torchstream.results.aggregate import ResultsMatcher, merge_results
 
 SINK = "appsink name=sink"
 FRAMES_QUEUE = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=0"

@@ -12,8 +12,8 @@ import pytest
 from tests.conftest import BIKES
 from tests.results_helpers import run_results
 from torchstream.gst import GLib, Gst, GstVideo
-from torchstream.meta import Classification, FrameResults, Region, write_results
-from torchstream.overlay import (
+from torchstream.gst.meta import Classification, FrameResults, Region, write_results
+from torchstream.results.overlay import (
     _yuv,
     auto_style,
     color_for,

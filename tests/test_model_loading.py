@@ -1,4 +1,5 @@
-"""torchstream.model.load_model: weights loaded without a second copy, and shared while loaded."""
+"""torchstream.model.loading.load_model: weights loaded without a second copy, and shared
+while loaded."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from torchstream.model import _meta_tensors, _module_with_state, load_model
+from torchstream.model.loading import _meta_tensors, _module_with_state, load_model
 
 MOBILENET = "torchvision.models.mobilenet_v2"
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ PEAK_SCRIPT = textwrap.dedent("""
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet50().state_dict(), sys.argv[1])
     from bench.measure import current_rss_mb, peak_rss_mb, start_memory_window
-    from torchstream.model import load_model
+    from torchstream.model.loading import load_model
     start_memory_window()
     before = current_rss_mb()
     model = load_model("torchvision.models.resnet50", sys.argv[1])
@@ -116,7 +117,7 @@ def test_loading_a_torchscript_file_prints_no_deprecation_notice(tmp_path):
 
     import torch
 
-    from torchstream.model import load_model
+    from torchstream.model.loading import load_model
 
     path = tmp_path / "tiny.ts"
     with warnings.catch_warnings():

@@ -14,7 +14,7 @@ import pytest
 
 from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
-from torchstream.modelproc import (
+from torchstream.plan.modelproc import (
     MODEL_PROC_SCHEMA,
     InputPreproc,
     ModelProc,
@@ -390,7 +390,7 @@ def test_no_other_exception_escapes():
 
 def test_importing_the_module_does_not_import_jsonschema():
     """Element registration imports every module; jsonschema is loaded on first parse only."""
-    code = ("import sys, torchstream.modelproc; "
+    code = ("import sys, torchstream.plan.modelproc; "
             "assert 'jsonschema' not in sys.modules, 'imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import MOBILENET_V2_WEIGHTS
 from torchstream.gst import Gst
-from torchstream.pipeline import run_to_end
+from torchstream.gst.pipeline import run_to_end
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 TOPIC = "torchstream/test"

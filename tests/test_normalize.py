@@ -10,7 +10,7 @@ from tests.helpers import run_pipeline
 from torchstream.caps import parse_caps_string
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst
-from torchstream.normalize import NormalizeParams, Normalizer
+from torchstream.preprocess.normalize import NormalizeParams, Normalizer
 from torchstream.props import parse_float_list
 
 MEAN = (0.485, 0.456, 0.406)

@@ -16,10 +16,10 @@ import torchvision
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import run_pipeline
 from tests.results_helpers import run_results
-from torchstream.bins import plan_chain
-from torchstream.engines import ATOL, RTOL
 from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
+from torchstream.model.engines import ATOL, RTOL
+from torchstream.plan.chain import plan_chain
 
 IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 MOBILENET = "torchvision.models.mobilenet_v2"

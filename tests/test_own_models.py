@@ -25,10 +25,10 @@ from tests.conftest import BIKES, COCKATOO
 from tests.helpers import decode_frames
 from tests.models import seeded_detector
 from tests.results_helpers import run_results
-from torchstream.bins import launch_text, plan_chain
-from torchstream.checkpoints import fit_keys, read_checkpoint
 from torchstream.errors import ConfigError
-from torchstream.model import load_model, model_file_input_size
+from torchstream.model.checkpoints import fit_keys, read_checkpoint
+from torchstream.model.loading import load_model, model_file_input_size
+from torchstream.plan.chain import launch_text, plan_chain
 
 MOBILENET = "torchvision.models.mobilenet_v2"
 TRANSFORM = torchvision.models.MobileNet_V2_Weights.DEFAULT.transforms()  # own files: DEFAULT's
@@ -198,7 +198,7 @@ def test_a_model_file_whose_output_is_not_class_scores_says_so_once(frames, tmp_
                for o in run.per_sink["sink"])  # the bin's output is the frame, unlabelled
     env = dict(os.environ, GST_DEBUG="torchstream-postproc-label:2")
     launched = subprocess.run(
-        [sys.executable, "-m", "torchstream.cli", "launch",
+        [sys.executable, "-m", "torchstream.streams.cli", "launch",
          f"videotestsrc num-buffers=5 ! video/x-raw,width=320,height=240 ! video_inference "
          f"model={path} "
          "! fakesink"], env=env, capture_output=True, text=True, timeout=120)
@@ -457,8 +457,8 @@ def test_timm_models_by_name_equal_timm_itself(architecture, tmp_path):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    from torchstream.decode.labels import read_labels_file
     from torchstream.environment import LABELS_DIR
-    from torchstream.labels import read_labels_file
 
     imagenet = read_labels_file(LABELS_DIR / "imagenet_2012.txt")
     for video, start in ((BIKES, 150), (COCKATOO, 200)):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.results_helpers import run_results
-from torchstream.detection import (
+from torchstream.decode.detection import (
     Detection,
     DetectionParams,
     decode,
@@ -19,11 +19,11 @@ from torchstream.detection import (
     input_size,
     resolve_layout,
 )
+from torchstream.decode.labels import Labels
 from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst
-from torchstream.labels import Labels
-from torchstream.meta import ModelRecord
+from torchstream.gst.meta import ModelRecord
 
 REPO = Path(__file__).resolve().parents[1]
 COCO = LABELS_DIR / "coco_91cl_bkgr.txt"
@@ -322,7 +322,7 @@ def test_gst_inspect_documents_the_element_from_the_plugin_loader():
 
 
 def test_frame_mapping_moves_boxes_clips_and_drops_what_is_only_padding():
-    from torchstream.meta import FrameMapping
+    from torchstream.gst.meta import FrameMapping
 
     # a 640x272 frame letterboxed into 320x320: picture rows 92..228, none of the columns cut
     letterbox = FrameMapping(sx=1.0, ox=0.0, sy=320 / 136, oy=-92 / 136)
@@ -350,7 +350,7 @@ LETTERBOX_THRESHOLD = 0.016
 def test_regions_of_a_letterboxed_frame_are_the_frames(bikes_frames, ssdlite):
     """The seeded detector on letterboxed bikes frames: the regions are torchvision's boxes on
     the letterboxed tensor, mapped through the letterbox onto the 640x272 frame."""
-    from torchstream.resize import ResizeSpec
+    from torchstream.preprocess.resize import ResizeSpec
 
     model, weights = ssdlite
     frames = bikes_frames[:4]

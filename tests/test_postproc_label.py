@@ -12,10 +12,10 @@ import torchvision
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import steady_growth_mb
 from tests.results_helpers import run_results
+from torchstream.decode.classify import LabelParams, classify
 from torchstream.environment import LABELS_DIR
 from torchstream.gst import Gst
-from torchstream.meta import Classification, ModelRecord
-from torchstream.postproc import LabelParams, classify
+from torchstream.gst.meta import Classification, ModelRecord
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGENET = LABELS_DIR / "imagenet_2012.txt"
@@ -288,7 +288,7 @@ def test_classify_core_on_plain_arrays():
 
 def test_no_memory_growth_over_thousands_of_buffers():
     """Buffers made writable after a tee, metadata written through the C API: nothing kept."""
-    from torchstream.pipeline import run_to_end
+    from torchstream.gst.pipeline import run_to_end
 
     def run(n: int) -> None:
         pipeline = Gst.parse_launch(

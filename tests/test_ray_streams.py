@@ -60,8 +60,8 @@ def test_a_killed_actor_is_restarted_and_its_stream_completes(tmp_path, mobilene
 
 
 def test_each_actor_sizes_its_engines_to_its_share_of_the_cluster():
-    from torchstream.engines import resolve_threads, set_cpu_share, usable_cpus
-    from torchstream.ray_runner import cpus_per_actor
+    from torchstream.model.engines import resolve_threads, set_cpu_share, usable_cpus
+    from torchstream.streams.ray_actors import cpus_per_actor
 
     assert cpus_per_actor(0, 2.0, 3) == 1  # 3 streams on 2 cores: one each, not two
     assert cpus_per_actor(0, 16.0, 3) == 5

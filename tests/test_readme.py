@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import BIKES, MOBILENET_V2_WEIGHTS
 from tests.helpers import decode_frames, feed_frames
 from torchstream.gst import Gst
-from torchstream.pipeline import run_to_end
+from torchstream.gst.pipeline import run_to_end
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_FRAMES = 12

@@ -22,7 +22,7 @@ from torchstream.caps import (
 )
 from torchstream.errors import CapsError, ConfigError, TorchstreamError
 from torchstream.gst import Gst
-from torchstream.meta import (
+from torchstream.gst.meta import (
     Classification,
     FrameResults,
     ModelRecord,
@@ -32,7 +32,7 @@ from torchstream.meta import (
     read_results,
     write_results,
 )
-from torchstream.modelproc import ModelProc, parse_model_proc
+from torchstream.plan.modelproc import ModelProc, parse_model_proc
 
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -20,8 +20,8 @@ from torchvision.models.detection.ssd import SSD, SSDHead
 import tests.helpers  # noqa: F401 - initialises GStreamer and registers the elements
 from tests.helpers import on_samples
 from torchstream.gst import Gst
-from torchstream.meta import read_results
-from torchstream.pipeline import run_to_end
+from torchstream.gst.meta import read_results
+from torchstream.gst.pipeline import run_to_end
 
 WIDTH, HEIGHT = 160, 120
 WARM_UP = 2_000

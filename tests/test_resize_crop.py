@@ -11,7 +11,7 @@ from torchvision.transforms import functional as F
 from tests.conftest import COCKATOO, IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import decode_frames, run_pipeline
 from torchstream.errors import ConfigError
-from torchstream.resize import ResizeSpec, parse_size
+from torchstream.preprocess.resize import ResizeSpec, parse_size
 
 
 def resize_pipeline(props: str) -> str:
@@ -95,7 +95,7 @@ def test_chain_equals_the_weights_reference_transform(mobilenet_weights):
 def recorded_mappings(props: str, frames) -> list:
     """The frame mapping on each buffer leaving ``tensor_resize_crop props``."""
     from tests.results_helpers import run_results
-    from torchstream.meta import read_frame_mapping
+    from torchstream.gst.meta import read_frame_mapping
 
     seen: list = []
     run = run_results(

@@ -17,10 +17,10 @@ from tests.results_helpers import regions_writer, run_results
 from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst
-from torchstream.meta import Region, read_roi_batch, read_tensors_record
+from torchstream.gst.meta import Region, read_roi_batch, read_tensors_record
+from torchstream.preprocess.resize import ResizeSpec
+from torchstream.preprocess.roi import RoiCropper, crop_box, select_regions
 from torchstream.props import parse_class_set
-from torchstream.resize import ResizeSpec
-from torchstream.roi import RoiCropper, crop_box, select_regions
 
 IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 NAMES = IMAGENET.read_text().splitlines()
@@ -364,8 +364,8 @@ class PerImage(torch.nn.Module):
 
 def engine_for(module: torch.nn.Module):
     from torchstream.caps import TensorInfo, TensorsConfig
-    from torchstream.inference import BatchRunner
-    from torchstream.model import LoadedModel
+    from torchstream.model.batching import BatchRunner
+    from torchstream.model.loading import LoadedModel
 
     loaded = LoadedModel(module.eval(), "test", torch.device("cpu"), "pickle")
     return BatchRunner(loaded, TensorsConfig((TensorInfo("float32", (0, 2, 3)),)))

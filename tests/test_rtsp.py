@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import BIKES
 from torchstream.environment import MODEL_PROC_DIR
 from torchstream.gst import Gst
-from torchstream.pipeline import run_to_end
+from torchstream.gst.pipeline import run_to_end
 
 REPO = Path(__file__).resolve().parents[1]
 BIKES_FRAMES = 250

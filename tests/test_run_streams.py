@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import BIKES
 from torchstream.gst import GLib, Gst
-from torchstream.runner import StreamRunner, supervise
-from torchstream.streams import parse
+from torchstream.streams.config import parse
+from torchstream.streams.runner import StreamRunner, supervise
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHSTREAM = REPO / ".venv" / "bin" / "torchstream"

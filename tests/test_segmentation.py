@@ -15,19 +15,19 @@ from tests.conftest import BIKES
 from tests.helpers import decode_frames
 from tests.models import save_state_dict
 from tests.results_helpers import run_results
-from torchstream.bins import plan_chain
+from torchstream.decode.labels import Labels
+from torchstream.decode.segmentation import segment
 from torchstream.errors import ConfigError
-from torchstream.labels import Labels
-from torchstream.overlay import color_for, draw_results
-from torchstream.publish import frame_record
-from torchstream.results import (
+from torchstream.plan.chain import plan_chain
+from torchstream.results.data import (
     FrameMapping,
     FrameResults,
     Segmentation,
     decode_results,
     encode_results,
 )
-from torchstream.segmentation import segment
+from torchstream.results.overlay import color_for, draw_results
+from torchstream.results.publish import frame_record
 
 MODEL = "torchvision.models.segmentation.lraspp_mobilenet_v3_large"
 WEIGHTS = torchvision.models.segmentation.LRASPP_MobileNet_V3_Large_Weights.DEFAULT

@@ -12,11 +12,11 @@ import torch
 
 from tests.conftest import BIKES
 from tests.helpers import Run, on_samples, run_pipeline, tensor_output
-from torchstream import sharing
-from torchstream.engines import usable_cpus
 from torchstream.gst import Gst
-from torchstream.meta import read_results
-from torchstream.pipeline import PipelineResult, run_to_end
+from torchstream.gst.meta import read_results
+from torchstream.gst.pipeline import PipelineResult, run_to_end
+from torchstream.model import sharing
+from torchstream.model.engines import usable_cpus
 
 MOBILENET = "torchvision.models.mobilenet_v2"
 CPUS = usable_cpus()

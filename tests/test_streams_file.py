@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import BIKES
 from torchstream.errors import ConfigError
-from torchstream.streams import ResumePoint, load, parse, resume_point, source_description
+from torchstream.streams.config import ResumePoint, load, parse, resume_point, source_description
 
 CENTERNET = {"model": "models/centernet/centernet.ts", "model-proc": "centernet_coco.json"}
 

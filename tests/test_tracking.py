@@ -19,12 +19,12 @@ from tests.conftest import BIKES
 from tests.helpers import box_iou, decode_frames, region_pixels
 from tests.mot_metrics import Frames, evaluate, load_mot
 from tests.results_helpers import run_results
+from torchstream.decode.tracking import Tracker, TrackerSettings
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst
-from torchstream.pipeline import run_to_end
-from torchstream.publish import dlstreamer_record, frame_record
-from torchstream.results import FrameResults, ModelRecord, Region
-from torchstream.tracking import Tracker, TrackerSettings
+from torchstream.gst.pipeline import run_to_end
+from torchstream.results.data import FrameResults, ModelRecord, Region
+from torchstream.results.publish import dlstreamer_record, frame_record
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "models" / "cache"
@@ -207,7 +207,7 @@ def _moving(count: int, inferred_every: int = 1):
 
 def _writer(plan):
     """Writes each frame's planned regions and, on detection frames, the detector's record."""
-    from torchstream.meta import write_results
+    from torchstream.gst.meta import write_results
 
     def write(buf, index):
         if index < len(plan) and plan[index]:
@@ -331,7 +331,7 @@ def test_cars_keep_their_ids_through_centernet_every_third_frame(centernet):
 
 
 def test_overlay_labels_and_colours_follow_the_id():
-    from torchstream.overlay import color_for, region_color, region_lines
+    from torchstream.results.overlay import color_for, region_color, region_lines
 
     tracked = Region(0.1, 0.1, 0.2, 0.2, "car", 3, 0.91, 0, object_id=7)
     assert region_lines(tracked)[0] == "id:7 car 0.91"
@@ -343,8 +343,8 @@ def test_overlay_labels_and_colours_follow_the_id():
 def test_a_repeated_region_classification_follows_the_object_id():
     """object_classify reclassify-interval: the label goes to the region of the same object,
     not to another car that now overlaps the old box more."""
-    from torchstream.aggregate import Contribution, repeat_contribution
-    from torchstream.results import Classification
+    from torchstream.results.aggregate import Contribution, repeat_contribution
+    from torchstream.results.data import Classification
 
     red = Classification("color", "red", 1, 0.8)
     old = Region(0.10, 0.1, 0.30, 0.3, "car", 3, 0.9, 0, classifications=[red], object_id=5)
@@ -358,7 +358,7 @@ def test_a_repeated_region_classification_follows_the_object_id():
 def test_repeated_regions_are_tracked_not_doubled():
     """object_detect repeat-metadata=true: the skipped frames carry the last regions again
     (without the detector's record); they keep their ids and get no predicted twins."""
-    from torchstream.meta import write_results
+    from torchstream.gst.meta import write_results
 
     plan = _moving(6)
 

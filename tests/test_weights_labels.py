@@ -16,9 +16,9 @@ import torchvision
 from tests.conftest import COCKATOO, IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import decode_frames
 from tests.results_helpers import run_results
+from torchstream.decode.labels import weights_labels
 from torchstream.environment import LABELS_DIR
-from torchstream.labels import weights_labels
-from torchstream.model import published_weights, weights_categories
+from torchstream.model.loading import published_weights, weights_categories
 
 MOBILENET = "torchvision.models.mobilenet_v2"
 V1 = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1

@@ -19,11 +19,11 @@ from torch import nn
 from tests.conftest import BIKES
 from tests.helpers import decode_frames
 from tests.results_helpers import run_results
-from torchstream.bins import plan_chain
-from torchstream.detection import DetectionParams, detect
+from torchstream.decode.detection import DetectionParams, detect
 from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
 from torchstream.errors import ConfigError
-from torchstream.modelproc import load_model_proc, parse_model_proc
+from torchstream.plan.chain import plan_chain
+from torchstream.plan.modelproc import load_model_proc, parse_model_proc
 
 CLASSES = 80
 COCO_80 = LABELS_DIR / "coco_80.txt"
@@ -465,7 +465,7 @@ def test_color_format_is_dl_streamers_spelling_of_color_space():
 
 def test_letterbox_padding_border_and_fill():
     from torchstream.elements.tensor_resize_crop import resize_spec
-    from torchstream.resize import ResizeSpec
+    from torchstream.preprocess.resize import ResizeSpec
 
     frame = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 272, 640), np.uint8))
     spec = ResizeSpec(size=(320,), mode="letterbox", border=(10, 20), fill=(114, 0, 7))

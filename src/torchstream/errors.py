@@ -1,14 +1,14 @@
 """The one error type of torchstream and the one way elements report it.
 
 Core modules raise :class:`TorchstreamError` (or let plain exceptions escape); element shells
-catch everything at the vfunc boundary and hand it to :func:`post_error`, so no traceback is
+catch everything at the vfunc boundary and hand it to
+:func:`torchstream.gst.bus.post_error`, so no traceback is
 ever swallowed while buffers keep flowing (PyGObject turns an escaped exception into FLOW_OK).
 """
 
 from __future__ import annotations
 
 import enum
-import traceback
 
 
 class Domain(enum.Enum):
@@ -42,36 +42,6 @@ class CapsError(TorchstreamError):
 
     def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message, Domain.STREAM, detail)
-
-
-def _gst_error(domain: Domain):
-    from gi.repository import Gst
-
-    if domain is Domain.RESOURCE:
-        return Gst.ResourceError.quark(), int(Gst.ResourceError.SETTINGS)
-    if domain is Domain.STREAM:
-        return Gst.StreamError.quark(), int(Gst.StreamError.FORMAT)
-    if domain is Domain.CORE:
-        return Gst.CoreError.quark(), int(Gst.CoreError.FAILED)
-    return Gst.LibraryError.quark(), int(Gst.LibraryError.SETTINGS)
-
-
-def post_error(element, exc: BaseException, context: str = "") -> None:
-    """Post ``exc`` as an ERROR message from ``element`` (text for users, traceback as debug)."""
-    from gi.repository import GLib, Gst
-
-    if isinstance(exc, TorchstreamError):
-        text, domain, detail = exc.message, exc.domain, exc.detail
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-        domain, detail = Domain.LIBRARY, ""
-    if context:
-        text = f"{context}: {text}"
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    debug = f"{detail}\n{tb}" if detail else tb
-    quark, code = _gst_error(domain)
-    gerror = GLib.Error.new_literal(quark, text, code)
-    element.post_message(Gst.Message.new_error(element, gerror, debug))
 
 
 def exception_summary(exc: BaseException) -> str:

@@ -1,7 +1,9 @@
-"""GStreamer element shells over the torchstream core.
+"""GStreamer element shells over the torchstream core: one module per element (two for the
+inference elements, three for the bins), ``_base`` for what they share.
 
 ``ELEMENTS`` maps each element name to ``module:Class``; the plugin loader files and in-process
-registration both read it, so an element is declared once.
+registration both read it, so an element is declared once. May import gi (through ``gst``) and
+every core package; the core never imports the elements.
 """
 
 from __future__ import annotations

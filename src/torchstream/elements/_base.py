@@ -7,8 +7,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from torchstream.errors import ConfigError, post_error
+from torchstream.errors import ConfigError
 from torchstream.gst import GLib, GObject, Gst
+from torchstream.gst.bus import post_error
 
 READWRITE = GObject.ParamFlags.READWRITE
 

@@ -17,7 +17,7 @@ from torchstream.elements._base import (
     uint_prop,
 )
 from torchstream.gst import GObject, Gst, GstBase
-from torchstream.gstlog import DebugCategory
+from torchstream.gst.log import DebugCategory
 
 _READ = GObject.ParamFlags.READABLE
 _DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED

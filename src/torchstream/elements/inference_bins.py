@@ -1,6 +1,6 @@
 """video_inference, object_detect, object_classify: processbins that build their own stages.
 
-The chain for the model comes from :func:`torchstream.bins.plan_chain`; this shell makes the
+The chain for the model comes from :func:`torchstream.plan.chain.plan_chain`; this shell makes the
 elements, sets their properties and lets processbin's assembly wire them (tee, queues,
 meta_aggregate). Everything is decided when the bin goes from NULL to READY, so a bad property
 fails that state change with an error naming it.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchstream.bins import Chain, Step, launch_text, plan_chain
 from torchstream.elements._base import (
     FactoryMade,
     PropertyStore,
@@ -28,13 +27,14 @@ from torchstream.elements.processbin import (
     queue_prop,
     skipped_prop,
 )
-from torchstream.engines import ENGINE_BLURB, OPENVINO_MODEL_SUFFIXES, THREADS_BLURB
 from torchstream.errors import ConfigError
-from torchstream.graph import GRAPH_MODE_BLURB
 from torchstream.gst import Gst
-from torchstream.gstlog import DebugCategory
-from torchstream.model import MODEL_FILE_SUFFIXES, check_file, is_factory_name
-from torchstream.sharing import BATCH_TIMEOUT_BLURB, DEFAULT_TIMEOUT_MS, INSTANCE_BLURB
+from torchstream.gst.log import DebugCategory
+from torchstream.model.engines import ENGINE_BLURB, OPENVINO_MODEL_SUFFIXES, THREADS_BLURB
+from torchstream.model.graph import GRAPH_MODE_BLURB
+from torchstream.model.loading import MODEL_FILE_SUFFIXES, check_file, is_factory_name
+from torchstream.model.sharing import BATCH_TIMEOUT_BLURB, DEFAULT_TIMEOUT_MS, INSTANCE_BLURB
+from torchstream.plan.chain import Chain, Step, launch_text, plan_chain
 
 
 def _common_properties(threshold_blurb: str, region: str) -> dict:

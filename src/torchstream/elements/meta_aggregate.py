@@ -2,12 +2,13 @@
 
 A GstAggregator: the always ``sink`` pad takes the original frames, request ``tensor_%u`` pads
 take the inference branches' buffers (tensors carrying results metadata). Buffers are matched
-by running time (:class:`torchstream.aggregate.ResultsMatcher`); each frame leaves once every
-tensor pad has shown what it holds for that frame, with the results merged onto it
-(:func:`torchstream.aggregate.merge_results`). The frame is made writable by a shallow copy
+by running time (:class:`torchstream.results.aggregate.ResultsMatcher`); each frame leaves
+once every tensor pad has shown what it holds for that frame, with the results merged onto it
+(:func:`torchstream.results.aggregate.merge_results`). The frame is made writable by a
+shallow copy
 (memory shared) only when it is shared; output caps are the ``sink`` pad's caps. With
 ``attach-tensor-data`` the matched tensor buffers themselves are kept on the frame too
-(:func:`torchstream.meta.attach_tensor_data`).
+(:func:`torchstream.gst.meta.attach_tensor_data`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,6 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 
-from torchstream.aggregate import (
-    Contribution,
-    ResultsMatcher,
-    contribution,
-    merge_results,
-    repeat_contribution,
-)
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
@@ -32,13 +26,20 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import TorchstreamError
 from torchstream.gst import GObject, Gst, GstBase
-from torchstream.gstlog import DebugCategory
-from torchstream.meta import (
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import (
     FrameResults,
     attach_tensor_data,
     is_writable,
     read_results,
     write_results,
+)
+from torchstream.results.aggregate import (
+    Contribution,
+    ResultsMatcher,
+    contribution,
+    merge_results,
+    repeat_contribution,
 )
 
 _PAD = GstBase.AggregatorPad.__gtype__
@@ -118,7 +119,7 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
         "attach-tensor-data": bool_prop(
             "Attach tensor data",
             "Also keep the matched inference buffers (the raw output tensors, not copied) on "
-            "each frame, readable with torchstream.meta.read_tensor_data", True),
+            "each frame, readable with torchstream.gst.meta.read_tensor_data", True),
         "repeat-metadata": bool_prop(
             "Repeat metadata",
             "On a frame a tensor pad has no result for (the inference branch skipped it), "

@@ -2,7 +2,7 @@
 
 An in-place transform that draws straight into the frame in the format it arrives in (packed
 RGB family, planar, semi-planar and packed 4:2:2 YUV, 10-bit I420/P010, GRAY8; see
-:mod:`torchstream.overlay`): no
+:mod:`torchstream.results.overlay`): no
 colour conversion, so the output format is the input format, a frame without results leaves
 untouched, and the results metadata stays on the buffer.
 """
@@ -21,9 +21,9 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import TorchstreamError
 from torchstream.gst import Gst, GstBase, GstVideo
-from torchstream.gstlog import DebugCategory
-from torchstream.meta import read_results
-from torchstream.overlay import (
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import read_results
+from torchstream.results.overlay import (
     OVERLAY_FORMATS,
     auto_style,
     draw_on_planes,

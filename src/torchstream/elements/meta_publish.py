@@ -2,9 +2,9 @@
 messages (method=mqtt); video untouched.
 
 A passthrough transform: buffers go downstream as they came (never mapped, never made
-writable); each one's results (``torchstream.meta.read_results``) become a record written by
-:class:`torchstream.publish.JsonLinesWriter` or published by
-:class:`torchstream.mqtt.MqttPublisher`.
+writable); each one's results (``torchstream.gst.meta.read_results``) become a record written by
+:class:`torchstream.results.publish.JsonLinesWriter` or published by
+:class:`torchstream.results.mqtt.MqttPublisher`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst, GstBase
-from torchstream.gstlog import DebugCategory
-from torchstream.meta import read_results
-from torchstream.mqtt import MqttPublisher, MqttSettings
-from torchstream.publish import FORMATS, JsonLinesWriter, dlstreamer_record, frame_record
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import read_results
+from torchstream.results.mqtt import MqttPublisher, MqttSettings
+from torchstream.results.publish import FORMATS, JsonLinesWriter, dlstreamer_record, frame_record
 
 METHODS = ("file", "mqtt")
 

@@ -1,5 +1,5 @@
 """object_track: gives every region of a detector an ``object_id`` that follows the object
-from frame to frame (:mod:`torchstream.tracking`), placed after ``object_detect``.
+from frame to frame (:mod:`torchstream.decode.tracking`), placed after ``object_detect``.
 
 A frame the detector ran on (its results name a model), or one carrying regions anyway
 (``repeat-metadata``), updates the tracks with its regions; a frame it skipped
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from torchstream.decode.tracking import SHORT_TERM, TRACKING_TYPES, Tracker, TrackerSettings
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
@@ -27,11 +28,10 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import GLib, Gst, GstBase, GstVideo
-from torchstream.gstlog import DebugCategory
-from torchstream.meta import read_results, write_results
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import read_results, write_results
 from torchstream.props import parse_class_set
-from torchstream.results import Region
-from torchstream.tracking import SHORT_TERM, TRACKING_TYPES, Tracker, TrackerSettings
+from torchstream.results.data import Region
 
 CAT = DebugCategory("torchstream-track", "object_track: tracks started, ended, predicted")
 FRAMES_TO_SEE_A_DETECTOR = 30  # frames without any detector's results: not after a detector

@@ -26,9 +26,10 @@ from torchstream.elements._base import (
     int_prop,
     pad_templates,
 )
-from torchstream.errors import ConfigError, post_error
+from torchstream.errors import ConfigError
 from torchstream.gst import GLib, Gst
-from torchstream.gstlog import DebugCategory
+from torchstream.gst.bus import post_error
+from torchstream.gst.log import DebugCategory
 
 STAGES = ("preprocess", "process", "postprocess", "aggregate", "postaggregate")
 QUEUED = ("preprocess", "process", "postprocess", "aggregate")

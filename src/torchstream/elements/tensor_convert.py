@@ -14,9 +14,9 @@ from torchstream.elements._base import (
     restrict,
 )
 from torchstream.gst import Gst, GstBase, GstVideo
-from torchstream.gstlog import DebugCategory
-from torchstream.tensors import COPY_FLAGS, mapped
-from torchstream.video import (
+from torchstream.gst.buffers import COPY_FLAGS, mapped
+from torchstream.gst.log import DebugCategory
+from torchstream.preprocess.video import (
     VIDEO_FORMATS,
     frame_layout,
     tensor_to_video_caps,

@@ -29,22 +29,22 @@ from torchstream.elements._base import (
     string_prop,
     uint_prop,
 )
-from torchstream.engines import ENGINE_BLURB, THREADS_BLURB, asked_engine, load_openvino_model
 from torchstream.errors import CapsError, TorchstreamError, exception_summary
-from torchstream.graph import GRAPH_MODE_BLURB
 from torchstream.gst import Gst
-from torchstream.gstlog import DebugCategory
-from torchstream.inference import BatchRunner
-from torchstream.meta import TensorsRecord, attach_tensors_record
-from torchstream.model import (
+from torchstream.gst.buffers import COPY_FLAGS, MappedTensors, buffer_from_tensors, to_torch
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import TensorsRecord, attach_tensors_record
+from torchstream.model.batching import BatchRunner
+from torchstream.model.engines import ENGINE_BLURB, THREADS_BLURB, asked_engine, load_openvino_model
+from torchstream.model.graph import GRAPH_MODE_BLURB
+from torchstream.model.loading import (
     classifier_preprocess,
     is_torchvision_name,
     load_model,
     preferred_input_size,
     torchvision_default_weights,
 )
-from torchstream.roi import is_region_batch
-from torchstream.sharing import (
+from torchstream.model.sharing import (
     BATCH_TIMEOUT_BLURB,
     DEFAULT_TIMEOUT_MS,
     INSTANCE_BLURB,
@@ -52,7 +52,7 @@ from torchstream.sharing import (
     join_instance,
     leave_instance,
 )
-from torchstream.tensors import COPY_FLAGS, MappedTensors, buffer_from_tensors, to_torch
+from torchstream.preprocess.roi import is_region_batch
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
 CAT = DebugCategory("torchstream-inference", "pytorch_tensor_inference and "
@@ -105,7 +105,7 @@ class TensorInference:
                                f"{time.perf_counter() - started:.2f} s{notes}")
                 self._join_instance()
             except Exception as exc:  # noqa: BLE001 - reported on the bus
-                from torchstream.errors import post_error
+                from torchstream.gst.bus import post_error
 
                 post_error(self, exc)
                 return Gst.StateChangeReturn.FAILURE

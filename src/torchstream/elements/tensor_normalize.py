@@ -19,12 +19,12 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import CapsError
 from torchstream.gst import Gst, GstBase
-from torchstream.gstlog import DebugCategory
-from torchstream.meta import attach_tensors_record, read_tensors_record
-from torchstream.normalize import BatchNormalizer, NormalizeParams, Normalizer
+from torchstream.gst.buffers import buffer_shapes, mapped
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import attach_tensors_record, read_tensors_record
+from torchstream.preprocess.normalize import BatchNormalizer, NormalizeParams, Normalizer
+from torchstream.preprocess.roi import is_region_batch
 from torchstream.props import parse_float_list
-from torchstream.roi import is_region_batch
-from torchstream.tensors import buffer_shapes, mapped
 
 
 def _retype(structure, new_type: str, expect: str):
@@ -150,7 +150,7 @@ class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
         return Gst.FlowReturn.OK
 
     def _transform_multi(self, inbuf, outbuf):
-        from torchstream.tensors import MappedTensors, buffer_from_tensors
+        from torchstream.gst.buffers import MappedTensors, buffer_from_tensors
 
         with MappedTensors(inbuf, self.in_config) as arrays:
             outs = []

@@ -2,23 +2,25 @@
 
 The tensors pass through untouched (in place: the buffer is made writable for its metadata,
 which copies no tensor memory); each buffer gains one region per detection in its results
-metadata (``torchstream.meta.read_results``), boxes normalised to [0, 1] of the original frame:
+metadata (``torchstream.gst.meta.read_results``), boxes normalised to [0, 1] of the original frame:
 when preprocessing cropped or letterboxed the frame (tensor_resize_crop), the buffer carries a
-frame mapping (``torchstream.meta.read_frame_mapping``) that puts the model-input boxes back on
+frame mapping (``torchstream.gst.meta.read_frame_mapping``) that puts the model-input boxes back on
 the frame; without one the model input is the frame, resized or not. The layouts are defined
-in :mod:`torchstream.detection`.
+in :mod:`torchstream.decode.detection`.
 """
 
 from __future__ import annotations
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields
-from torchstream.detection import (
+from torchstream.decode.detection import (
     AUTO,
     DEFAULT_MAX_DETECTIONS,
     DetectionParams,
     detect,
     input_size,
 )
+from torchstream.decode.keypoints import parse_point_connections, parse_point_names
+from torchstream.decode.labels import LabelsFromWeights, load_labels
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
@@ -34,10 +36,9 @@ from torchstream.elements._base import (
     uint_prop,
 )
 from torchstream.gst import GLib, Gst, GstBase
-from torchstream.gstlog import DebugCategory
-from torchstream.keypoints import parse_point_connections, parse_point_names
-from torchstream.labels import LabelsFromWeights, load_labels
-from torchstream.meta import (
+from torchstream.gst.buffers import MappedTensors, numpy_values
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import (
     ModelRecord,
     Region,
     read_frame_mapping,
@@ -45,7 +46,6 @@ from torchstream.meta import (
     read_tensors_record,
     write_results,
 )
-from torchstream.tensors import MappedTensors, numpy_values
 
 
 def index_prop(nick: str, blurb: str) -> Prop:

@@ -2,14 +2,16 @@
 
 The tensors pass through untouched (in place: the buffer is made writable for its metadata,
 which copies no tensor memory); each buffer gains a frame-level classification in its results
-metadata (``torchstream.meta.read_results``). A region batch (a buffer with a region batch
+metadata (``torchstream.gst.meta.read_results``). A region batch (a buffer with a region batch
 record, from tensor_roi_crop) instead gets row i's classification on region ids[i]. The methods
-are defined in :mod:`torchstream.postproc`.
+are defined in :mod:`torchstream.decode.classify`.
 """
 
 from __future__ import annotations
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields
+from torchstream.decode.classify import LabelParams, classify, classify_rows, num_classes
+from torchstream.decode.labels import LabelsFromWeights, check_covers, load_labels
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
@@ -23,9 +25,9 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst, GstBase
-from torchstream.gstlog import DebugCategory
-from torchstream.labels import LabelsFromWeights, check_covers, load_labels
-from torchstream.meta import (
+from torchstream.gst.buffers import MappedTensors, numpy_values
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import (
     ModelRecord,
     add_classification,
     read_results,
@@ -33,8 +35,6 @@ from torchstream.meta import (
     read_tensors_record,
     write_results,
 )
-from torchstream.postproc import LabelParams, classify, classify_rows, num_classes
-from torchstream.tensors import MappedTensors, numpy_values
 
 CAT = DebugCategory("torchstream-postproc-label",
                     "tensor_postproc_label: labels and classifications")

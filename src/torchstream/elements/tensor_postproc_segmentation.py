@@ -2,13 +2,15 @@
 
 The tensors pass through untouched; each buffer gains a class map (``FrameResults.
 segmentation``: a class id per cell at the model's output resolution, with the frame mapping
-that puts it on the frame) in its results metadata. :mod:`torchstream.segmentation` holds the
+that puts it on the frame) in its results metadata. :mod:`torchstream.decode.segmentation` holds the
 decoding.
 """
 
 from __future__ import annotations
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields
+from torchstream.decode.labels import LabelsFromWeights, load_labels
+from torchstream.decode.segmentation import SegmentationParams, segment
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
@@ -19,17 +21,15 @@ from torchstream.elements._base import (
     string_prop,
 )
 from torchstream.gst import Gst, GstBase
-from torchstream.gstlog import DebugCategory
-from torchstream.labels import LabelsFromWeights, load_labels
-from torchstream.meta import (
+from torchstream.gst.buffers import MappedTensors, numpy_values
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import (
     ModelRecord,
     read_frame_mapping,
     read_results,
     read_tensors_record,
     write_results,
 )
-from torchstream.segmentation import SegmentationParams, segment
-from torchstream.tensors import MappedTensors, numpy_values
 
 CAT = DebugCategory("torchstream-postproc-segmentation",
                     "tensor_postproc_segmentation: class maps")

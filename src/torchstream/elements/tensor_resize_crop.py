@@ -1,7 +1,7 @@
 """tensor_resize_crop: resize and centre-crop uint8 [C,H,W] tensors as torchvision does.
 
 A crop or a letterbox moves the picture inside the tensor; each output buffer then carries a
-frame mapping (``torchstream.meta.FrameMapping``: the mapping already on the input buffer,
+frame mapping (``torchstream.gst.meta.FrameMapping``: the mapping already on the input buffer,
 composed with this element's own), so post-processing can put boxes back on the frame. A plain
 resize changes no normalised coordinate and adds nothing.
 """
@@ -24,11 +24,17 @@ from torchstream.elements._base import (
 )
 from torchstream.errors import CapsError, ConfigError
 from torchstream.gst import Gst, GstBase
-from torchstream.gstlog import DebugCategory
-from torchstream.meta import FrameMapping, read_frame_mapping, write_frame_mapping
+from torchstream.gst.buffers import mapped, one_torch_thread, to_torch
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import FrameMapping, read_frame_mapping, write_frame_mapping
+from torchstream.preprocess.resize import (
+    INTERPOLATIONS,
+    MODES,
+    ResizeSpec,
+    parse_border,
+    parse_size,
+)
 from torchstream.props import parse_float_list
-from torchstream.resize import INTERPOLATIONS, MODES, ResizeSpec, parse_border, parse_size
-from torchstream.tensors import mapped, one_torch_thread, to_torch
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 

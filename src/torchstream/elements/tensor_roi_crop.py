@@ -3,7 +3,7 @@
 A plain element with a chain function: the output's size changes with the number of regions of
 each frame, which BaseTransform's size negotiation does not model. Output caps hold ``0`` for
 the region count; each buffer's real shape travels in its tensors record, and the ids of its
-rows in a region batch record (:func:`torchstream.meta.write_roi_batch`).
+rows in a region batch record (:func:`torchstream.gst.meta.write_roi_batch`).
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ from torchstream.elements._base import (
 from torchstream.elements.tensor_resize_crop import resize_properties, resize_spec
 from torchstream.errors import CapsError
 from torchstream.gst import Gst
-from torchstream.gstlog import DebugCategory
-from torchstream.meta import TensorsRecord, attach_tensors_record, read_results, write_roi_batch
-from torchstream.props import parse_class_set
-from torchstream.roi import RoiCropper, select_regions
-from torchstream.tensors import (
+from torchstream.gst.buffers import (
     COPY_FLAGS,
     MappedTensors,
     buffer_from_tensors,
     one_torch_thread,
     to_torch,
 )
+from torchstream.gst.log import DebugCategory
+from torchstream.gst.meta import TensorsRecord, attach_tensors_record, read_results, write_roi_batch
+from torchstream.preprocess.roi import RoiCropper, select_regions
+from torchstream.props import parse_class_set
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 _CAPS_TEMPLATE = Gst.Caps.from_string(_CAPS)
@@ -90,7 +90,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
             try:
                 self.run = _Run(self._make_cropper())
             except Exception as exc:  # noqa: BLE001 - reported on the bus
-                from torchstream.errors import post_error
+                from torchstream.gst.bus import post_error
 
                 post_error(self, exc)
                 return Gst.StateChangeReturn.FAILURE

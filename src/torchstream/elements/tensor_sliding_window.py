@@ -12,7 +12,6 @@ not fit BaseTransform.
 from __future__ import annotations
 
 from torchstream.caps import MEDIA_TYPE, TensorInfo, TensorsConfig, config_from_fields
-from torchstream.clips import ClipWindow, clip_shape
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
@@ -26,10 +25,12 @@ from torchstream.elements._base import (
     restrict,
     uint_prop,
 )
-from torchstream.errors import CapsError, Domain, TorchstreamError, post_error
+from torchstream.errors import CapsError, Domain, TorchstreamError
 from torchstream.gst import Gst
-from torchstream.gstlog import DebugCategory
-from torchstream.tensors import COPY_FLAGS, MappedTensors, buffer_from_tensors
+from torchstream.gst.buffers import COPY_FLAGS, MappedTensors, buffer_from_tensors
+from torchstream.gst.bus import post_error
+from torchstream.gst.log import DebugCategory
+from torchstream.preprocess.clips import ClipWindow, clip_shape
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
 CAT = DebugCategory("torchstream-window", "tensor_sliding_window: clips of frames")

@@ -29,11 +29,12 @@ from torchstream.model.engines import (
     Choice,
     OpenVINOEngine,
     TorchEngine,
-    asked_engine,
     every_core_if_heavy,
     fastest,
     openvino_available,
     outputs_equal,
+    parse_engine,
+    refuse_graph_mode,
     resolve_threads,
     settle_threads,
     usable_cpus,
@@ -74,17 +75,16 @@ class _Histogram(torch.nn.Module):
 # --- the settings ----------------------------------------------------------------------------
 
 
-def test_engine_names_graph_mode_alias_and_threads():
-    assert asked_engine("auto", "auto") == "auto"
-    assert asked_engine(" OpenVINO ", "auto") == "openvino"
-    assert asked_engine("auto", "eager") == "torch"
-    for mode in ("trace", "script", "freeze"):
-        assert asked_engine("auto", mode) == "torchscript"
-    assert asked_engine("torch", "trace") == "torch"  # an explicit engine wins
+def test_engine_names_the_removed_graph_mode_and_threads():
+    assert parse_engine("auto") == "auto"
+    assert parse_engine(" OpenVINO ") == "openvino"
     with pytest.raises(ConfigError, match="'engine'"):
-        asked_engine("tensorrt", "auto")
-    with pytest.raises(ConfigError, match="'graph-mode'"):
-        asked_engine("auto", "jit")
+        parse_engine("tensorrt")
+    refuse_graph_mode(None)
+    for mode, instead in (("eager", "engine=torch"), ("trace", "engine=torchscript"),
+                          ("jit", "engine=auto")):
+        with pytest.raises(ConfigError, match=f"'graph-mode' was removed; use {instead}"):
+            refuse_graph_mode(mode)
     cpus = usable_cpus()
     assert resolve_threads(0, "openvino") == cpus
     assert resolve_threads(0, "torch") == max(1, cpus - 1)
@@ -241,18 +241,17 @@ def test_auto_measures_every_engine_and_keeps_one_that_passed(mobilenet_model, b
     assert outputs_equal(rows[0][0][None], _eager(mobilenet_model.module, x[0][0][None]))
 
 
-def test_freeze_is_close_and_script_is_exact(bikes_frames):
+def test_the_torchscript_engine_traces_a_classifier_exactly(bikes_frames):
     torch.manual_seed(0)
     module = torchvision.models.mobilenet_v3_small().eval()
     model = LoadedModel(module, "mobilenet_v3_small", torch.device("cpu"), "torchvision")
     x = [[_frame_tensor(bikes_frames[0])]]
     expected = _eager(module, x[0][0][None])
-    for mode, tolerance in (("freeze", 1e-3), ("script", 0.0)):
-        runner = BatchRunner(model, IMAGE, graph_mode=mode)  # the older spelling
-        runner.probe()
-        assert runner.choice.engine.label == f"torchscript ({mode})", runner.choice.note
-        _, rows = runner.run(x)
-        assert (rows[0][0] - expected[0]).abs().max() <= tolerance * expected.abs().max()
+    runner = BatchRunner(model, IMAGE, engine="torchscript")
+    runner.probe()
+    assert runner.choice.engine.label == "torchscript (trace)", runner.choice.note
+    _, rows = runner.run(x)
+    assert torch.equal(rows[0][0], expected[0])
 
 
 # --- falling back ----------------------------------------------------------------------------

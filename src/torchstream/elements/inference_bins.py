@@ -27,14 +27,17 @@ from torchstream.elements.processbin import (
     queue_prop,
     skipped_prop,
 )
+from torchstream.elements.tensor_inference import PytorchTensorInference
+from torchstream.elements.tensor_postproc_label import TensorPostprocLabel
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst
 from torchstream.gst.log import DebugCategory
-from torchstream.model.engines import ENGINE_BLURB, OPENVINO_MODEL_SUFFIXES, THREADS_BLURB
-from torchstream.model.graph import GRAPH_MODE_BLURB
+from torchstream.model.engines import OPENVINO_MODEL_SUFFIXES
 from torchstream.model.loading import MODEL_FILE_SUFFIXES, check_file, is_factory_name
-from torchstream.model.sharing import BATCH_TIMEOUT_BLURB, DEFAULT_TIMEOUT_MS, INSTANCE_BLURB
 from torchstream.plan.chain import Chain, Step, launch_text, plan_chain
+
+# the inference element's declarations: a bin passes these properties on to it as they are
+INFERENCE = PytorchTensorInference.PROPERTIES
 
 
 def _common_properties(threshold_blurb: str, region: str) -> dict:
@@ -44,27 +47,14 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
             "torchvision.models.detection.ssdlite320_mobilenet_v3_large...), timm architecture "
             "(timm.<name>, with model-weights) or a model file (.pt, .pth, .pt2, .ts, .xml, "
             ".onnx)", None),
-        "model-weights": string_prop(
-            "Model weights", "Weights of a torchvision or timm model: a state dict, a "
-            "checkpoint holding one (Lightning .ckpt, DataParallel prefixes...) or "
-            ".safetensors; the class count comes from the weights, the preprocessing from the "
-            "architecture (a published torchvision file's own); default: the DEFAULT weights",
-            None),
+        "model-weights": INFERENCE["model-weights"],
         "model-proc": string_prop(
             "Model-proc", "Model-proc JSON file: preprocessing and post-processing that "
             "override the defaults (docs/model-proc.md)", None),
-        "device": string_prop("Device", "Where the model runs: cpu, cuda or cuda:N", "cpu"),
-        "batch-size": uint_prop("Batch size", "Frames run together in one forward pass", 1,
-                                1024, 1),
-        "engine": string_prop("Engine", ENGINE_BLURB, "auto"),
-        "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
-        "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
-        "model-instance-id": string_prop("Model instance id", INSTANCE_BLURB, None),
-        "batch-timeout": uint_prop("Batch timeout", BATCH_TIMEOUT_BLURB, 0, 10_000,
-                                   DEFAULT_TIMEOUT_MS),
-        "labels": string_prop("Labels", "Label names by class id, <a,b,c>", None),
-        "labels-file": string_prop("Labels file", "Text file, one label per line, line index "
-                                   "= class id", None),
+        **{name: INFERENCE[name] for name in ("device", "batch-size", "engine", "threads",
+                                              "graph-mode", "model-instance-id",
+                                              "batch-timeout")},
+        **{name: TensorPostprocLabel.PROPERTIES[name] for name in ("labels", "labels-file")},
         "threshold": double_prop("Threshold", threshold_blurb, 0.0, 1.0, -1.0, also=(-1.0,)),
         "inference-interval": uint_prop(
             "Inference interval", "Run the model on one frame in N; the frames in between "

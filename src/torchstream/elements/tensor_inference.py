@@ -35,8 +35,13 @@ from torchstream.gst.buffers import COPY_FLAGS, MappedTensors, buffer_from_tenso
 from torchstream.gst.log import DebugCategory
 from torchstream.gst.meta import TensorsRecord, attach_tensors_record
 from torchstream.model.batching import BatchRunner
-from torchstream.model.engines import ENGINE_BLURB, THREADS_BLURB, asked_engine, load_openvino_model
-from torchstream.model.graph import GRAPH_MODE_BLURB
+from torchstream.model.engines import (
+    ENGINE_BLURB,
+    THREADS_BLURB,
+    load_openvino_model,
+    parse_engine,
+    refuse_graph_mode,
+)
 from torchstream.model.loading import (
     classifier_preprocess,
     is_torchvision_name,
@@ -55,6 +60,15 @@ from torchstream.model.sharing import (
 from torchstream.preprocess.roi import is_region_batch
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
+GRAPH_MODE_REMOVED = ("Removed: setting it is an error that names its replacement, engine "
+                      "(graph-mode=eager is engine=torch; trace, script and freeze are "
+                      "engine=torchscript)")
+
+
+def instance_properties(properties: dict) -> tuple[str, ...]:
+    """The properties that make a shared model instance: every one an inference element
+    declares but the instance's name (elements naming one must agree on all of them)."""
+    return tuple(name for name in properties if name not in ("model-instance-id", "graph-mode"))
 CAT = DebugCategory("torchstream-inference", "pytorch_tensor_inference and "
                     "openvino_tensor_inference: model loading, negotiation, engine, batches")
 
@@ -79,8 +93,8 @@ class TensorInference:
     def _load_model(self):
         raise NotImplementedError
 
-    def _runner_settings(self) -> tuple[str, str, int]:
-        """(engine, graph-mode, threads) for BatchRunner."""
+    def _runner_settings(self) -> tuple[str, int]:
+        """(engine, threads) for BatchRunner."""
         raise NotImplementedError
 
     def __init__(self) -> None:
@@ -128,7 +142,8 @@ class TensorInference:
         name = (self.settings.get("model-instance-id") or "").strip()
         if not name:
             return
-        self.instance = join_instance(name, self.settings, id(self))
+        self.instance = join_instance(name, {key: self.settings[key] for key in
+                                             instance_properties(self.PROPERTIES)}, id(self))
         CAT.info(self, f"model instance '{name}': batches of up to "
                        f"{self.instance.batch_size} buffers across the elements sharing it, "
                        f"{self.instance.timeout * 1000:.0f} ms wait for more")
@@ -382,7 +397,7 @@ class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.El
                                 1024, 1),
         "engine": string_prop("Engine", ENGINE_BLURB, "auto"),
         "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
-        "graph-mode": string_prop("Graph mode", GRAPH_MODE_BLURB, "auto"),
+        "graph-mode": string_prop("Graph mode", GRAPH_MODE_REMOVED, None),
         "model-instance-id": string_prop("Model instance id", INSTANCE_BLURB, None),
         "batch-timeout": uint_prop("Batch timeout", BATCH_TIMEOUT_BLURB, 0, 10_000,
                                    DEFAULT_TIMEOUT_MS),
@@ -391,13 +406,13 @@ class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.El
     do_change_state = TensorInference.do_change_state
 
     def _load_model(self):
-        asked_engine(self.settings["engine"], self.settings["graph-mode"])
+        refuse_graph_mode(self.settings["graph-mode"])
+        parse_engine(self.settings["engine"])
         return load_model(self.settings["model"], self.settings["model-weights"],
                           self.settings["device"])
 
-    def _runner_settings(self) -> tuple[str, str, int]:
-        return (self.settings["engine"], self.settings["graph-mode"],
-                int(self.settings["threads"]))
+    def _runner_settings(self) -> tuple[str, int]:
+        return (self.settings["engine"], int(self.settings["threads"]))
 
 
 class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.Element):
@@ -426,8 +441,8 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
     def _load_model(self):
         return load_openvino_model(self.settings["model"], int(self.settings["threads"]))
 
-    def _runner_settings(self) -> tuple[str, str, int]:
-        return ("auto", "auto", int(self.settings["threads"]))
+    def _runner_settings(self) -> tuple[str, int]:
+        return ("auto", int(self.settings["threads"]))
 
 
 def _pts(buf: Gst.Buffer) -> str:

@@ -21,9 +21,9 @@ from torchstream.model.engines import (
     Choice,
     Engine,
     TorchEngine,
-    asked_engine,
     cached_choice,
     choose_for_model,
+    parse_engine,
     resolve_threads,
     signature,
 )
@@ -93,11 +93,11 @@ class BatchRunner:
     """Runs ``model`` on batches whose per-buffer inputs match ``input_config``.
 
     :meth:`probe` runs torch on two random inputs, which gives the output caps, and chooses
-    the engine (torchstream.model.engines) from ``engine``, ``graph_mode`` and ``threads``;
+    the engine (torchstream.model.engines) from ``engine`` and ``threads``;
     ``choice.note`` says which and why, ``choice.fallback`` why an engine could not be used."""
 
     def __init__(self, model: LoadedModel, input_config: TensorsConfig,
-                 engine: str = "auto", graph_mode: str = "auto", threads: int = 0,
+                 engine: str = "auto", threads: int = 0,
                  shared: bool = False) -> None:
         self.region_batch = is_region_batch(input_config)
         if not self.region_batch:
@@ -114,8 +114,8 @@ class BatchRunner:
             )
         self.model = model
         self.input_config = input_config
-        self.asked = asked_engine(engine, graph_mode)
-        self.settings = (engine, graph_mode, int(threads))
+        self.asked = parse_engine(engine)
+        self.settings = (engine, int(threads))
         # a model instance shared by streams on the CPU also gets an engine for passes side by
         # side (engines.side_by_side), run while several streams send buffers
         self.shared = shared and str(model.device).startswith("cpu")
@@ -155,13 +155,13 @@ class BatchRunner:
     def _choose_engine(self, args: list, outputs: list) -> None:
         """Choose the engine, given torch's ``outputs`` on the probe's two ``args``; the same
         model, input signature, device and settings reuse the choice made before."""
-        engine, graph_mode, threads = self.settings
+        engine, threads = self.settings
         key = None
         if self.model.identity is not None:
-            key = (self.model.identity, self.asked, graph_mode, threads, signature(args[0]),
+            key = (self.model.identity, self.asked, threads, signature(args[0]),
                    str(self.model.device), self.shared)
         self.choice, self.choice_reused = cached_choice(key, lambda: choose_for_model(
-            self.model, engine, graph_mode, threads, args, outputs, self.shared),
+            self.model, engine, threads, args, outputs, self.shared),
             owner=self.model)
         self.engine = self.choice.engine
 

@@ -34,14 +34,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torchstream.errors import ConfigError, TorchstreamError, exception_summary
-from torchstream.model.graph import build_graph, parse_graph_mode, unwrap_scripted
+from torchstream.model.graph import build_graph, unwrap_scripted
 
 ENGINES = ("auto", "torch", "torchscript", "openvino")
 ENGINE_BLURB = (
     "How the forward pass runs: auto (build torch, torchscript and openvino, keep the fastest "
     "whose outputs equal torch's on two inputs), torch (eager PyTorch, the module as loaded), "
-    "torchscript (a TorchScript graph: trace for torchvision classifiers, script for detectors; "
-    "graph-mode chooses), openvino (converted by OpenVINO, f32 on the CPU). An engine that "
+    "torchscript (a TorchScript graph: trace for torchvision classifiers, script for "
+    "detectors), openvino (converted by OpenVINO, f32 on the CPU). An engine that "
     "cannot run the model falls back to torch with a warning"
 )
 THREADS_BLURB = (
@@ -512,24 +512,26 @@ def signature(args: Sequence[Any]) -> tuple:
     return tuple(out)
 
 
-def torchscript_mode(graph_mode: str, source: str, takes_image_list: bool) -> str:
-    """How the torchscript engine makes its graph: graph-mode when it names one, else trace
-    (script for detectors, whose post-processing branches on the data)."""
-    if graph_mode in ("trace", "script", "freeze"):
-        return graph_mode
+def refuse_graph_mode(value: str | None) -> None:
+    """``graph-mode``, the older spelling of ``engine``, is gone: setting it says what to set
+    instead rather than being ignored."""
+    if value is None or not value.strip():
+        return
+    mode = value.strip().lower()
+    instead = ("engine=torch" if mode == "eager" else "engine=torchscript"
+               if mode in ("trace", "script", "freeze") else "engine=auto|torch|torchscript|"
+               "openvino")
+    raise ConfigError(f"property 'graph-mode' was removed; use {instead} (got "
+                      f"graph-mode={value!r})")
+
+
+def torchscript_mode(takes_image_list: bool) -> str:
+    """How the torchscript engine makes its graph: trace, or script for detectors (whose
+    post-processing branches on the data)."""
     return "script" if takes_image_list else "trace"
 
 
-def asked_engine(engine: str, graph_mode: str) -> str:
-    """The engine asked for: ``engine``, or with engine=auto the older graph-mode's alias
-    (eager: torch; trace, script, freeze: torchscript)."""
-    engine, graph_mode = parse_engine(engine), parse_graph_mode(graph_mode)
-    if engine == "auto" and graph_mode != "auto":
-        return "torch" if graph_mode == "eager" else "torchscript"
-    return engine
-
-
-def choose_for_model(model: Any, engine: str, graph_mode: str, threads: int,
+def choose_for_model(model: Any, engine: str, threads: int,
                      inputs: Sequence[Sequence[Any]], outputs: Sequence[Any],
                      shared: bool = False) -> Choice:
     """The engine ``model`` (a LoadedModel) runs with, given torch's ``outputs`` on the two
@@ -545,13 +547,12 @@ def choose_for_model(model: Any, engine: str, graph_mode: str, threads: int,
                                        "model file is OpenVINO's"), threads, inputs[0], shared)
         model.module = choice.engine  # a recompiled engine replaces the first one
         return choice
-    asked = asked_engine(engine, graph_mode)
-    graph_mode = parse_graph_mode(graph_mode)
+    asked = parse_engine(engine)
     reference = TorchEngine(model.module, resolve_threads(threads, "torch"))
     if asked == "torch":
         choice = Choice(reference, f"engine {reference.label}, as asked")
         return side_by_side(choice, threads, inputs[0]) if shared else choice
-    mode = torchscript_mode(graph_mode, model.source, model.takes_image_list)
+    mode = torchscript_mode(model.takes_image_list)
     built: dict[str, Engine] = {}
 
     def build_torchscript() -> Engine:

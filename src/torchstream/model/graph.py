@@ -11,8 +11,8 @@ pipeline against 6.9 fps eager (bare: 9.5 and 7.2).
 A traced or scripted graph runs the same ops as the eager module (the tests find its outputs
 bit-identical); it is the ``torchscript`` engine (torchstream.model.engines), checked against the
 eager module on two inputs before it is used: a graph that baked in a shape or a branch
-differs there. ``freeze`` also folds batch norms into convolutions: faster, but its outputs
-differ from the eager ones by float rounding.
+differs there. Torchvision classifiers are traced; detectors, whose post-processing branches on
+the data, are scripted.
 """
 
 from __future__ import annotations
@@ -21,27 +21,12 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from torchstream.errors import ConfigError, TorchstreamError
-
-GRAPH_MODES = ("auto", "eager", "trace", "script", "freeze")
-GRAPH_MODE_BLURB = (
-    "How the torchscript engine makes its graph: auto (trace; script for detectors), trace, "
-    "script, freeze (trace + fold batch norms). With engine=auto, another value than auto "
-    "also picks the engine (the older spelling): eager is engine=torch, trace, script and "
-    "freeze are engine=torchscript"
-)
-
-
-def parse_graph_mode(text: str | None) -> str:
-    mode = (text or "auto").strip().lower()
-    if mode not in GRAPH_MODES:
-        raise ConfigError(f"property 'graph-mode' must be one of {', '.join(GRAPH_MODES)}, "
-                          f"got {text!r}")
-    return mode
+from torchstream.errors import TorchstreamError
 
 
 def build_graph(module: Any, mode: str, example: Sequence[Any]) -> Any:
-    """The TorchScript graph of ``module`` (``example``: the forward's arguments)."""
+    """The TorchScript graph of ``module`` (``mode``: trace or script; ``example``: the
+    forward's arguments)."""
     import torch
 
     with warnings.catch_warnings(), torch.no_grad():
@@ -49,12 +34,11 @@ def build_graph(module: Any, mode: str, example: Sequence[Any]) -> Any:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         if mode == "script":
             return torch.jit.script(module)
-        if mode in ("trace", "freeze"):
+        if mode == "trace":
             if any(not isinstance(a, torch.Tensor) for a in example):
                 raise TorchstreamError("the model takes a list of images (a detector): "
-                                       "trace it with graph-mode=script instead")
-            graph = torch.jit.trace(module, tuple(example), check_trace=False, strict=False)
-            return torch.jit.freeze(graph.eval()) if mode == "freeze" else graph
+                                       "it is scripted, not traced")
+            return torch.jit.trace(module, tuple(example), check_trace=False, strict=False)
     raise ValueError(mode)
 
 

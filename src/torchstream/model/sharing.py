@@ -215,15 +215,11 @@ class SharedInstance:
 _instances: dict[str, SharedInstance] = {}
 _instances_lock = threading.Lock()
 
-# the properties that make an instance: elements naming one must agree on all of them
-INSTANCE_SETTINGS = ("model", "model-weights", "device", "engine", "graph-mode", "threads",
-                     "batch-size", "batch-timeout")
-
-
 def join_instance(name: str, settings: dict[str, Any], user: int) -> SharedInstance:
-    """Attach ``user`` to the instance called ``name``, made with ``settings`` if it is new;
-    an element naming an instance with other settings gets an error that says which."""
-    wanted = {key: settings.get(key) for key in INSTANCE_SETTINGS}
+    """Attach ``user`` to the instance called ``name``, made with ``settings`` (the property
+    values that make an instance: the element says which) if it is new; an element naming an
+    instance with other settings gets an error that says which."""
+    wanted = dict(settings)
     with _instances_lock:
         instance = _instances.get(name)
         if instance is None:
@@ -232,15 +228,15 @@ def join_instance(name: str, settings: dict[str, Any], user: int) -> SharedInsta
                                       instance_passes(wanted))
             _instances[name] = instance
         else:
-            differing = [key for key in INSTANCE_SETTINGS
-                         if _normal(instance.settings[key]) != _normal(wanted[key])]
+            differing = [key for key in sorted(instance.settings.keys() | wanted.keys())
+                         if _normal(instance.settings.get(key)) != _normal(wanted.get(key))]
             if differing:
                 key = differing[0]
                 raise ConfigError(
                     f"model-instance-id '{name}' is already used with {key}="
-                    f"{instance.settings[key]!r}; this element has {key}={wanted[key]!r} "
-                    "(elements sharing an instance must set the same "
-                    f"{', '.join(INSTANCE_SETTINGS)})")
+                    f"{instance.settings.get(key)!r}; this element has {key}="
+                    f"{wanted.get(key)!r} (elements sharing an instance must set the same "
+                    f"{', '.join(instance.settings)})")
         instance.attach(user)
         return instance
 

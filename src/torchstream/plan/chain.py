@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchstream.errors import ConfigError
-from torchstream.model.engines import OPENVINO_MODEL_SUFFIXES
+from torchstream.model.engines import OPENVINO_MODEL_SUFFIXES, refuse_graph_mode
 from torchstream.model.loading import (
     MODEL_FILE_SUFFIXES,
     TIMM_PREFIX,
@@ -134,10 +134,9 @@ def _refuse_pytorch_settings(model: str, settings: dict) -> None:
     if (settings.get("device") or "cpu").strip().lower() != "cpu":
         raise ConfigError(f"property 'device': OpenVINO model files run on the CPU here, "
                           f"got {settings['device']!r}")
-    for name in ("engine", "graph-mode"):
-        if (settings.get(name) or "auto").strip().lower() != "auto":
-            raise ConfigError(f"property '{name}' applies to PyTorch models; '{model}' runs "
-                              "in OpenVINO (openvino_tensor_inference)")
+    if (settings.get("engine") or "auto").strip().lower() != "auto":
+        raise ConfigError(f"property 'engine' applies to PyTorch models; '{model}' runs "
+                          "in OpenVINO (openvino_tensor_inference)")
 
 
 def is_detector(model: str) -> bool:
@@ -165,6 +164,7 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     if kind not in KINDS:
         raise ValueError(kind)
     model = settings.get("model")
+    refuse_graph_mode(settings.get("graph-mode"))
     backend = backend_of(model)
     region = settings.get("inference-region") or "full-frame"
     if region not in REGIONS:
@@ -198,8 +198,7 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     if backend == "pytorch_tensor_inference":
         inference.update({"model-weights": settings.get("model-weights") or None,
                           "device": settings.get("device") or "cpu",
-                          "engine": settings.get("engine") or "auto",
-                          "graph-mode": settings.get("graph-mode") or "auto"})
+                          "engine": settings.get("engine") or "auto"})
     else:
         _refuse_pytorch_settings(model, settings)
     process = (Step(backend, inference, "inference"),)

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from torchstream.elements.tensor_inference import PytorchTensorInference, instance_properties
 from torchstream.errors import ConfigError
-from torchstream.model.sharing import INSTANCE_SETTINGS
 
 RESTART_POLICIES = ("never", "on-failure", "always")
 RECORD_FORMATS = ("torchstream", "dlstreamer")
@@ -254,7 +254,8 @@ def share_instances(streams: list[StreamSpec]) -> list[StreamSpec]:
     for i, spec in enumerate(streams):
         if spec.pipeline or "model-instance-id" in spec.properties:
             continue
-        key = (spec.element, *(str(spec.properties.get(k)) for k in INSTANCE_SETTINGS))
+        key = (spec.element, *(str(spec.properties.get(k)) for k in
+                               instance_properties(PytorchTensorInference.PROPERTIES)))
         groups.setdefault(key, []).append(i)
     out = list(streams)
     for number, members in enumerate(g for g in groups.values() if len(g) > 1):

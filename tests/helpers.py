@@ -13,8 +13,9 @@ from torchstream.caps import config_from_fields
 from torchstream.elements import register_all
 from torchstream.gst import Gst
 from torchstream.gst.buffers import MappedTensors
-from torchstream.gst.meta import TensorsRecord, read_tensors_record
+from torchstream.gst.meta import read_tensors_record
 from torchstream.gst.pipeline import PipelineResult, run_to_end
+from torchstream.results.data import TensorsRecord
 
 register_all()
 

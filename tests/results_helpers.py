@@ -11,7 +11,8 @@ import numpy as np
 from tests.helpers import Run, buffer_arrays, run_pipeline
 from torchstream.elements._base import FLOW_ERROR, FactoryMade, guarded
 from torchstream.gst import GLib, Gst, GstBase, GstVideo
-from torchstream.gst.meta import FrameResults, TensorsRecord, read_results, read_tensors_record
+from torchstream.gst.meta import read_results, read_tensors_record
+from torchstream.results.data import FrameResults, TensorsRecord
 
 ROI_API = GstVideo.VideoRegionOfInterestMeta.get_info().api
 
@@ -123,7 +124,8 @@ def regions_writer(plan: list[list], frame_size: tuple[int, int] | None = None
     :class:`torchstream.gst.meta.Region`) on the i-th frame, as an upstream detector would (frames
     beyond the plan, and empty entries, get no region). With ``frame_size`` (width, height)
     the regions are mirrored as ROI metas too."""
-    from torchstream.gst.meta import FrameResults, write_results
+    from torchstream.gst.meta import write_results
+    from torchstream.results.data import FrameResults
 
     def write(buf: Gst.Buffer, index: int) -> None:
         regions = plan[index] if index < len(plan) else []

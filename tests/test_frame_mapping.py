@@ -19,8 +19,9 @@ import torch
 from tests.results_helpers import run_results
 from torchstream.errors import TorchstreamError
 from torchstream.gst import Gst
-from torchstream.gst.meta import FrameMapping, read_frame_mapping, write_frame_mapping
+from torchstream.gst.meta import read_frame_mapping, write_frame_mapping
 from torchstream.preprocess.resize import ResizeSpec, parse_size
+from torchstream.results.data import FrameMapping
 
 GREEN = (0, 255, 0)
 BLOB = (225, 150, 330, 230)  # x1, y1, x2, y2 (exclusive) in coffee's 600x400 pixels

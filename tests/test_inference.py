@@ -207,7 +207,8 @@ def test_batches_give_the_same_outputs_and_every_frame_comes_out(bikes_frames, m
 @pytest.mark.parametrize("batch", [1, 3])
 def test_input_metadata_survives_inference(bikes_frames, mobilenet_weights, batch):
     from tests.results_helpers import run_results
-    from torchstream.gst.meta import FrameResults, Region, write_results
+    from torchstream.gst.meta import write_results
+    from torchstream.results.data import FrameResults, Region
 
     def write(buf, index):
         region = Region(0.1, 0.2, 0.5, 0.6, "marker", index, 0.5, region_id=index + 1)

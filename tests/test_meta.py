@@ -15,11 +15,6 @@ from torchstream.gst import Gst, GstVideo
 from torchstream.gst.meta import (
     RESULTS_META,
     TENSORS_META,
-    Classification,
-    FrameResults,
-    ModelRecord,
-    Region,
-    TensorsRecord,
     add_classification,
     add_region,
     attach_tensors_record,
@@ -28,6 +23,13 @@ from torchstream.gst.meta import (
     read_results,
     read_tensors_record,
     write_results,
+)
+from torchstream.results.data import (
+    Classification,
+    FrameResults,
+    ModelRecord,
+    Region,
+    TensorsRecord,
 )
 
 W, H = 640, 272  # bikes.mp4

@@ -15,10 +15,6 @@ from torchstream.caps import config_from_fields
 from torchstream.gst import Gst, GstVideo
 from torchstream.gst.buffers import MappedTensors
 from torchstream.gst.meta import (
-    Classification,
-    FrameResults,
-    ModelRecord,
-    Region,
     add_classification,
     add_region,
     read_results,
@@ -28,6 +24,7 @@ from torchstream.gst.meta import (
 )
 from torchstream.gst.pipeline import run_to_end
 from torchstream.results.aggregate import ResultsMatcher, merge_results
+from torchstream.results.data import Classification, FrameResults, ModelRecord, Region
 
 SINK = "appsink name=sink"
 FRAMES_QUEUE = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=0"

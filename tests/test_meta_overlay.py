@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import BIKES
 from tests.results_helpers import run_results
 from torchstream.gst import GLib, Gst, GstVideo
-from torchstream.gst.meta import Classification, FrameResults, Region, write_results
+from torchstream.gst.meta import write_results
+from torchstream.results.data import Classification, FrameResults, Region
 from torchstream.results.overlay import (
     _yuv,
     auto_style,

@@ -13,7 +13,8 @@ from tests.conftest import BIKES
 from tests.results_helpers import run_results
 from tests.test_meta import results_for
 from torchstream.gst import Gst
-from torchstream.gst.meta import FrameResults, write_results
+from torchstream.gst.meta import write_results
+from torchstream.results.data import FrameResults
 from torchstream.results.publish import CLOCK_TIME_NONE, frame_record
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,6 @@ import torch
 
 from tests.results_helpers import run_results
 from torchstream.decode.detection import (
-    Detection,
     DetectionParams,
     decode,
     detect,
@@ -23,7 +22,7 @@ from torchstream.decode.labels import Labels
 from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst
-from torchstream.gst.meta import ModelRecord
+from torchstream.results.data import ModelRecord, Region
 
 REPO = Path(__file__).resolve().parents[1]
 COCO = LABELS_DIR / "coco_91cl_bkgr.txt"
@@ -41,7 +40,7 @@ def tv_arrays(rows: list[tuple[float, float, float, float, int, float]]):
     return [boxes, labels, scores]
 
 
-def boxes_of(detections: list[Detection]) -> np.ndarray:
+def boxes_of(detections: list[Region]) -> np.ndarray:
     return np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in detections]).reshape(-1, 4)
 
 
@@ -322,7 +321,7 @@ def test_gst_inspect_documents_the_element_from_the_plugin_loader():
 
 
 def test_frame_mapping_moves_boxes_clips_and_drops_what_is_only_padding():
-    from torchstream.gst.meta import FrameMapping
+    from torchstream.results.data import FrameMapping
 
     # a 640x272 frame letterboxed into 320x320: picture rows 92..228, none of the columns cut
     letterbox = FrameMapping(sx=1.0, ox=0.0, sy=320 / 136, oy=-92 / 136)

@@ -15,7 +15,7 @@ from tests.results_helpers import run_results
 from torchstream.decode.classify import LabelParams, classify
 from torchstream.environment import LABELS_DIR
 from torchstream.gst import Gst
-from torchstream.gst.meta import Classification, ModelRecord
+from torchstream.results.data import Classification, ModelRecord
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGENET = LABELS_DIR / "imagenet_2012.txt"

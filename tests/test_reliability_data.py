@@ -30,8 +30,9 @@ from torchstream.caps import TensorInfo, TensorsConfig, config_from_fields
 from torchstream.environment import LABELS_DIR
 from torchstream.gst import Gst
 from torchstream.gst.buffers import MappedTensors, buffer_from_tensors
-from torchstream.gst.meta import FrameResults, read_results, read_tensor_data
+from torchstream.gst.meta import read_results, read_tensor_data
 from torchstream.gst.pipeline import PipelineResult, run_to_end
+from torchstream.results.data import FrameResults
 
 IMAGENET_LABELS = LABELS_DIR / "imagenet_2012.txt"
 LABELS10 = "<" + ",".join(f"c{i}" for i in range(10)) + ">"

@@ -22,17 +22,16 @@ from torchstream.caps import (
 )
 from torchstream.errors import CapsError, ConfigError, TorchstreamError
 from torchstream.gst import Gst
-from torchstream.gst.meta import (
+from torchstream.gst.meta import read_results, write_results
+from torchstream.plan.modelproc import ModelProc, parse_model_proc
+from torchstream.results.data import (
     Classification,
     FrameResults,
     ModelRecord,
     Region,
     decode_results,
     encode_results,
-    read_results,
-    write_results,
 )
-from torchstream.plan.modelproc import ModelProc, parse_model_proc
 
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from torchstream.gst.meta import Classification, FrameResults, Region
 from torchstream.results.aggregate import contribution, iou, repeat_contribution
+from torchstream.results.data import Classification, FrameResults, Region
 
 CAR = Classification("color", "red", 3, 0.9)
 

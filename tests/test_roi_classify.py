@@ -17,10 +17,11 @@ from tests.results_helpers import regions_writer, run_results
 from torchstream.environment import LABELS_DIR
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst
-from torchstream.gst.meta import Region, read_roi_batch, read_tensors_record
+from torchstream.gst.meta import read_roi_batch, read_tensors_record
 from torchstream.preprocess.resize import ResizeSpec
 from torchstream.preprocess.roi import RoiCropper, crop_box, select_regions
 from torchstream.props import parse_class_set
+from torchstream.results.data import Region
 
 IMAGENET = LABELS_DIR / "imagenet_2012.txt"
 NAMES = IMAGENET.read_text().splitlines()

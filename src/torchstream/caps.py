@@ -15,19 +15,35 @@ from torchstream.errors import CapsError, TorchstreamError
 
 MEDIA_TYPE = "other/tensors"
 
-# caps type name -> numpy dtype name (bfloat16 has no numpy dtype: it travels as raw 2 bytes)
-TYPE_ITEMSIZE = {
-    "uint8": 1,
-    "int8": 1,
-    "int32": 4,
-    "int64": 8,
-    "float16": 2,
-    "bfloat16": 2,
-    "float32": 4,
-    "float64": 8,
-    "bool": 1,
+# caps type name -> (bytes per element, the numpy dtype that holds it); the torch dtype has
+# the caps name. numpy has no bfloat16: such tensors travel as uint16, reinterpreted by torch
+TENSOR_TYPES = {
+    "uint8": (1, "uint8"),
+    "int8": (1, "int8"),
+    "int32": (4, "int32"),
+    "int64": (8, "int64"),
+    "float16": (2, "float16"),
+    "bfloat16": (2, "uint16"),
+    "float32": (4, "float32"),
+    "float64": (8, "float64"),
+    "bool": (1, "bool"),
 }
-TYPE_NAMES = tuple(TYPE_ITEMSIZE)
+TYPE_ITEMSIZE = {name: size for name, (size, _) in TENSOR_TYPES.items()}
+TYPE_NAMES = tuple(TENSOR_TYPES)
+
+
+def numpy_dtype(type_name: str):
+    """The numpy dtype that holds a caps type's elements."""
+    import numpy as np
+
+    return np.dtype(TENSOR_TYPES[type_name][1])
+
+
+def torch_dtype(type_name: str):
+    """The torch dtype of a caps type."""
+    import torch
+
+    return getattr(torch, type_name)
 
 
 def type_name_of(dtype) -> str:

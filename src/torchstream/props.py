@@ -1,4 +1,5 @@
-"""Parsing of property strings that gst-launch hands over literally (``range=<0,1>``)."""
+"""The grammar of property values: parsing the strings gst-launch hands over literally
+(``range=<0,1>``), and writing values back as gst-launch text."""
 
 from __future__ import annotations
 
@@ -7,9 +8,27 @@ import re
 
 from torchstream.errors import ConfigError
 
+# a value gst-launch reads as it is written; anything else is double-quoted
+_PLAIN_VALUE = re.compile(r"[\w./:@+=-]+")
 _BRACKETS = {"<": ">", "[": "]", "(": ")", "{": "}"}
 # a plain decimal number; float() alone would also take Python-only forms such as "1_0"
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.I)
+
+
+def launch_value(value: object) -> str:
+    """A property value as gst-launch-1.0 text that reads back as the same value: booleans in
+    lower case, values with commas, brackets, spaces or quotes double-quoted (backslashes and
+    quotes escaped)."""
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    if _PLAIN_VALUE.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def launch_element(factory: str, properties: dict) -> str:
+    """``factory key=value ...`` as gst-launch-1.0 text; properties set to None are left out."""
+    return " ".join([factory, *(f"{key}={launch_value(value)}"
+                                for key, value in properties.items() if value is not None)])
 
 
 def split_list(text: str, prop: str, example: str = "<a,b,c>") -> list[str]:

@@ -1,8 +1,9 @@
 """Detection outputs to boxes (numpy only, no GStreamer): the core of tensor_postproc_detection.
 
 One buffer's output tensors (their real shapes: only the N rows a buffer holds are read) become
-a list of :class:`Detection`, each a box normalised to [0, 1] of the original frame, a label id
-and a confidence. The layouts recognised without settings ("auto"):
+the frame's regions (:class:`torchstream.results.data.Region`, ids from 1), each a box
+normalised to [0, 1] of the original frame, a label id and a confidence. The layouts recognised
+without settings ("auto"):
 
 - torchvision detection dicts: outputs named ``boxes`` ``[N,4]`` (x1,y1,x2,y2 in model-input
   pixels), ``labels`` ``[N]`` (int) and ``scores`` ``[N]`` (float); with ``keypoints``
@@ -70,29 +71,13 @@ from torchstream.decode.labels import Labels, label_name
 from torchstream.decode.yolo import CONVERTERS as YOLO_CONVERTERS
 from torchstream.decode.yolo import YoloLayout, candidates, looks_like_yolo, resolve_yolo_layout
 from torchstream.errors import ConfigError, TorchstreamError
-from torchstream.results.data import FrameMapping, Keypoints, Mask
+from torchstream.results.data import FrameMapping, Keypoints, Mask, Region
 
 AUTO = -1
 BOX_COLUMNS = 4
 CONVERTERS = ("auto", *YOLO_CONVERTERS)  # the converter setting's values
 DEFAULT_MAX_DETECTIONS = 0  # no limit
 MASK_THRESHOLD = 0.5  # a mask cell is set above it (torchvision's own convention)
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detection: a box normalised to [0, 1] of the frame (of the model input when no frame
-    mapping was given), its label id, label and confidence."""
-
-    x_min: float
-    y_min: float
-    x_max: float
-    y_max: float
-    label_id: int
-    label: str
-    confidence: float
-    keypoints: Keypoints | None = None
-    mask: Mask | None = None
 
 
 @dataclass(frozen=True)
@@ -429,7 +414,7 @@ def _label_ids(values: np.ndarray) -> np.ndarray:
 
 def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams,
            size: tuple[int, int] | None,
-           mapping: FrameMapping | None = None) -> list[Detection]:
+           mapping: FrameMapping | None = None) -> list[Region]:
     """The detections of one buffer's ``arrays`` (real shapes) in ``layout``, above
     ``params.threshold``; ``size`` = (width, height) of the model input, needed for pixel
     boxes; ``mapping`` carries boxes from the model input to the frame (None: they are the
@@ -503,11 +488,11 @@ def decode(arrays: Sequence[np.ndarray], layout: Layout, params: DetectionParams
         confidence = float(conf[i])
         if not math.isfinite(confidence):
             raise TorchstreamError(f"detection confidence {confidence!r} is not finite")
-        detections.append(Detection(float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]),
-                                    label_id, label_name(params.labels, label_id), confidence,
-                                    keypoints[i] if keypoints else None,
-                                    _mask_window(*masks[i], layout, size, mapping)
-                                    if masks else None))
+        detections.append(Region(
+            float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]),
+            label_name(params.labels, label_id), label_id, confidence,
+            region_id=len(detections) + 1, keypoints=keypoints[i] if keypoints else None,
+            mask=_mask_window(*masks[i], layout, size, mapping) if masks else None))
     return detections
 
 
@@ -586,7 +571,7 @@ def _keypoints(arrays, layout: Layout, params: DetectionParams, rows: np.ndarray
 
 def detect(arrays: Sequence[np.ndarray], names: Sequence[str], params: DetectionParams,
            size: tuple[int, int] | None,
-           mapping: FrameMapping | None = None) -> tuple[list[Detection], Layout]:
+           mapping: FrameMapping | None = None) -> tuple[list[Region], Layout]:
     """Resolve the layout of ``arrays`` and decode them (see :func:`decode`)."""
     layout = resolve_layout([a.shape for a in arrays], names,
                             [a.dtype.kind in "iub" for a in arrays], params)

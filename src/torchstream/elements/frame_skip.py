@@ -16,10 +16,9 @@ from torchstream.elements._base import (
     pad_templates,
     uint_prop,
 )
-from torchstream.gst import GObject, Gst, GstBase
+from torchstream.gst import Gst, GstBase
 from torchstream.gst.log import DebugCategory
 
-_READ = GObject.ParamFlags.READABLE
 _DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
 
 

@@ -27,13 +27,7 @@ from torchstream.elements._base import (
 from torchstream.errors import TorchstreamError
 from torchstream.gst import GObject, Gst, GstBase
 from torchstream.gst.log import DebugCategory
-from torchstream.gst.meta import (
-    FrameResults,
-    attach_tensor_data,
-    is_writable,
-    read_results,
-    write_results,
-)
+from torchstream.gst.meta import attach_tensor_data, is_writable, read_results, write_results
 from torchstream.results.aggregate import (
     Contribution,
     ResultsMatcher,
@@ -41,6 +35,7 @@ from torchstream.results.aggregate import (
     merge_results,
     repeat_contribution,
 )
+from torchstream.results.data import FrameResults
 
 _PAD = GstBase.AggregatorPad.__gtype__
 

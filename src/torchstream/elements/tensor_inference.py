@@ -33,7 +33,7 @@ from torchstream.errors import CapsError, TorchstreamError, exception_summary
 from torchstream.gst import Gst
 from torchstream.gst.buffers import COPY_FLAGS, MappedTensors, buffer_from_tensors, to_torch
 from torchstream.gst.log import DebugCategory
-from torchstream.gst.meta import TensorsRecord, attach_tensors_record
+from torchstream.gst.meta import attach_tensors_record
 from torchstream.model.batching import BatchRunner
 from torchstream.model.engines import (
     ENGINE_BLURB,
@@ -58,6 +58,7 @@ from torchstream.model.sharing import (
     leave_instance,
 )
 from torchstream.preprocess.roi import is_region_batch
+from torchstream.results.data import TensorsRecord
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
 GRAPH_MODE_REMOVED = ("Removed: setting it is an error that names its replacement, engine "

@@ -39,13 +39,12 @@ from torchstream.gst import GLib, Gst, GstBase
 from torchstream.gst.buffers import MappedTensors, numpy_values
 from torchstream.gst.log import DebugCategory
 from torchstream.gst.meta import (
-    ModelRecord,
-    Region,
     read_frame_mapping,
     read_results,
     read_tensors_record,
     write_results,
 )
+from torchstream.results.data import ModelRecord
 
 
 def index_prop(nick: str, blurb: str) -> Prop:
@@ -172,11 +171,7 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         CAT.log(self, lambda: f"{len(detections)} detections at threshold "
                               f"{self.params.threshold}")
         results = read_results(buf)
-        results.regions = [
-            Region(d.x_min, d.y_min, d.x_max, d.y_max, d.label, d.label_id, d.confidence, i,
-                   keypoints=d.keypoints, mask=d.mask)
-            for i, d in enumerate(detections, start=1)
-        ]
+        results.regions = detections
         if record is not None:
             layers = tuple(names[i] for i in layout.tensors() if i < len(names))
             results.add_model(ModelRecord(record.model, layers))

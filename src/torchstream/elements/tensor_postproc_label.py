@@ -28,13 +28,13 @@ from torchstream.gst import Gst, GstBase
 from torchstream.gst.buffers import MappedTensors, numpy_values
 from torchstream.gst.log import DebugCategory
 from torchstream.gst.meta import (
-    ModelRecord,
     add_classification,
     read_results,
     read_roi_batch,
     read_tensors_record,
     write_results,
 )
+from torchstream.results.data import ModelRecord
 
 CAT = DebugCategory("torchstream-postproc-label",
                     "tensor_postproc_label: labels and classifications")

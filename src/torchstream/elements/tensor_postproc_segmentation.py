@@ -24,12 +24,12 @@ from torchstream.gst import Gst, GstBase
 from torchstream.gst.buffers import MappedTensors, numpy_values
 from torchstream.gst.log import DebugCategory
 from torchstream.gst.meta import (
-    ModelRecord,
     read_frame_mapping,
     read_results,
     read_tensors_record,
     write_results,
 )
+from torchstream.results.data import ModelRecord
 
 CAT = DebugCategory("torchstream-postproc-segmentation",
                     "tensor_postproc_segmentation: class maps")

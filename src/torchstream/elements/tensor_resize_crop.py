@@ -26,7 +26,7 @@ from torchstream.errors import CapsError, ConfigError
 from torchstream.gst import Gst, GstBase
 from torchstream.gst.buffers import mapped, one_torch_thread, to_torch
 from torchstream.gst.log import DebugCategory
-from torchstream.gst.meta import FrameMapping, read_frame_mapping, write_frame_mapping
+from torchstream.gst.meta import read_frame_mapping, write_frame_mapping
 from torchstream.preprocess.resize import (
     INTERPOLATIONS,
     MODES,
@@ -35,6 +35,7 @@ from torchstream.preprocess.resize import (
     parse_size,
 )
 from torchstream.props import parse_float_list
+from torchstream.results.data import FrameMapping
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 

@@ -34,9 +34,10 @@ from torchstream.gst.buffers import (
     to_torch,
 )
 from torchstream.gst.log import DebugCategory
-from torchstream.gst.meta import TensorsRecord, attach_tensors_record, read_results, write_roi_batch
+from torchstream.gst.meta import attach_tensors_record, read_results, write_roi_batch
 from torchstream.preprocess.roi import RoiCropper, select_regions
 from torchstream.props import parse_class_set
+from torchstream.results.data import TensorsRecord
 
 _CAPS = f"{MEDIA_TYPE},num_tensors=(uint)1,types=uint8"
 _CAPS_TEMPLATE = Gst.Caps.from_string(_CAPS)

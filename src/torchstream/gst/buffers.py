@@ -13,23 +13,16 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from torchstream.caps import TensorInfo, TensorsConfig, parse_dimensions, type_name_of
+from torchstream.caps import (
+    TensorInfo,
+    TensorsConfig,
+    numpy_dtype,
+    parse_dimensions,
+    type_name_of,
+)
 from torchstream.errors import TorchstreamError
 from torchstream.gst import Gst
 from torchstream.gst.meta import read_tensors_record
-
-# numpy has no bfloat16: such tensors are viewed as uint16 and reinterpreted by torch
-NUMPY_DTYPES = {
-    "uint8": np.uint8,
-    "int8": np.int8,
-    "int32": np.int32,
-    "int64": np.int64,
-    "float16": np.float16,
-    "bfloat16": np.uint16,
-    "float32": np.float32,
-    "float64": np.float64,
-    "bool": np.bool_,
-}
 
 # What an element's output buffer takes from its input buffer (its memory aside)
 COPY_FLAGS = Gst.BufferCopyFlags.FLAGS | Gst.BufferCopyFlags.TIMESTAMPS | Gst.BufferCopyFlags.META
@@ -124,7 +117,7 @@ class MappedTensors:
         memory_index = 0
         for i, (info, shape) in enumerate(zip(self.config.tensors, self.shapes, strict=True)):
             if compact and needs[i] == 0:
-                arrays.append(np.empty(tuple(shape), dtype=NUMPY_DTYPES[info.dtype]))
+                arrays.append(np.empty(tuple(shape), dtype=numpy_dtype(info.dtype)))
                 continue
             owner = self.buf if single else self.buf.peek_memory(memory_index if compact else i)
             memory_index += 1
@@ -139,7 +132,7 @@ class MappedTensors:
                     f"but its memory holds {mapinfo.size}"
                 )
             count = need // info.itemsize
-            array = np.frombuffer(mapinfo.data, dtype=NUMPY_DTYPES[info.dtype], count=count)
+            array = np.frombuffer(mapinfo.data, dtype=numpy_dtype(info.dtype), count=count)
             arrays.append(array.reshape(shape))
         return arrays
 
@@ -207,7 +200,7 @@ def buffer_from_tensors(tensors: Sequence) -> Gst.Buffer:
             if not ok:
                 raise TorchstreamError("could not map a new memory for writing")
             try:
-                raw = np.frombuffer(mapinfo.data, dtype=NUMPY_DTYPES[name], count=tensor.numel())
+                raw = np.frombuffer(mapinfo.data, dtype=numpy_dtype(name), count=tensor.numel())
                 to_torch(raw, name).view(tensor.shape).copy_(tensor)
             finally:
                 memory.unmap(mapinfo)

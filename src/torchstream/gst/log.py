@@ -10,21 +10,10 @@ per-buffer ``log()`` costs one C call.
 
 from __future__ import annotations
 
-import ctypes
 import sys
 from collections.abc import Callable
 
-from torchstream.gst import Gst
-
-_gst = ctypes.CDLL("libgstreamer-1.0.so.0")
-_gst._gst_debug_category_new.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_char_p]
-_gst._gst_debug_category_new.restype = ctypes.c_void_p
-_gst.gst_debug_category_get_threshold.argtypes = [ctypes.c_void_p]
-_gst.gst_debug_category_get_threshold.restype = ctypes.c_int
-_gst.gst_debug_log_literal.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p,
-                                       ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p,
-                                       ctypes.c_char_p]
-_gst.gst_debug_log_literal.restype = None
+from torchstream.gst import Gst, clib
 
 ERROR = int(Gst.DebugLevel.ERROR)
 WARNING = int(Gst.DebugLevel.WARNING)
@@ -43,11 +32,11 @@ class DebugCategory:
 
     def __init__(self, name: str, description: str) -> None:
         self.name = name
-        self._category = _gst._gst_debug_category_new(name.encode(), 0, description.encode())
+        self._category = clib.gst._gst_debug_category_new(name.encode(), 0, description.encode())
         CATEGORIES[name] = description
 
     def enabled(self, level: int) -> bool:
-        return _gst.gst_debug_category_get_threshold(self._category) >= level
+        return clib.gst.gst_debug_category_get_threshold(self._category) >= level
 
     def write(self, level: int, element, message: Message) -> None:
         if not self.enabled(level):
@@ -56,7 +45,7 @@ class DebugCategory:
         caller = sys._getframe(2)
         code = caller.f_code
         address = hash(element) if element is not None else None
-        _gst.gst_debug_log_literal(self._category, level, code.co_filename.encode(),
+        clib.gst.gst_debug_log_literal(self._category, level, code.co_filename.encode(),
                                    code.co_name.encode(), caller.f_lineno, address,
                                    text.encode(errors="replace"))
 

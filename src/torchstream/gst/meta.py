@@ -24,18 +24,15 @@ import re
 from dataclasses import dataclass
 
 from torchstream.errors import TorchstreamError
-from torchstream.gst import Gst
-from torchstream.results.data import (  # the data model, re-exported for the buffer API's users
+from torchstream.gst import Gst, clib
+from torchstream.results.data import (
     DETECTION_PARAM,
     MAPPING_FIELDS,
     Classification,
     FrameMapping,
     FrameResults,
-    Keypoints,  # noqa: F401 - re-exported for region readers
-    Mask,  # noqa: F401
     ModelRecord,
     Region,
-    Segmentation,  # noqa: F401
     TensorsRecord,
     decode_results,
     encode_results,
@@ -45,18 +42,6 @@ TENSORS_META = "TorchstreamTensorsMeta"
 
 _G_TYPE_STRING = 16 << 2  # fundamental GType ids are fixed by GLib's ABI
 
-_lib = ctypes.CDLL("libgstreamer-1.0.so.0")
-_lib.gst_buffer_get_custom_meta.restype = ctypes.c_void_p
-_lib.gst_buffer_get_custom_meta.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-_lib.gst_buffer_add_custom_meta.restype = ctypes.c_void_p
-_lib.gst_buffer_add_custom_meta.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-_lib.gst_buffer_remove_meta.restype = ctypes.c_int
-_lib.gst_buffer_remove_meta.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-_lib.gst_custom_meta_get_structure.restype = ctypes.c_void_p
-_lib.gst_custom_meta_get_structure.argtypes = [ctypes.c_void_p]
-_lib.gst_structure_set.restype = None
-_lib.gst_mini_object_is_writable.restype = ctypes.c_int
-_lib.gst_mini_object_is_writable.argtypes = [ctypes.c_void_p]
 
 _registered: set[str] = set()
 
@@ -77,15 +62,15 @@ def write_custom_meta(buf: Gst.Buffer, name: str, fields: dict[str, str]) -> Non
     _register(name)
     ptr = hash(buf)  # PyGObject hashes a boxed GstBuffer by its C pointer
     key = name.encode()
-    old = _lib.gst_buffer_get_custom_meta(ptr, key)
+    old = clib.gst.gst_buffer_get_custom_meta(ptr, key)
     if old:
-        _lib.gst_buffer_remove_meta(ptr, old)
-    meta = _lib.gst_buffer_add_custom_meta(ptr, key)
+        clib.gst.gst_buffer_remove_meta(ptr, old)
+    meta = clib.gst.gst_buffer_add_custom_meta(ptr, key)
     if not meta:
         raise RuntimeError(f"could not add custom meta {name} (buffer not writable?)")
-    structure = ctypes.c_void_p(_lib.gst_custom_meta_get_structure(meta))
+    structure = ctypes.c_void_p(clib.gst.gst_custom_meta_get_structure(meta))
     for key, value in fields.items():
-        _lib.gst_structure_set(
+        clib.gst.gst_structure_set(
             structure,
             ctypes.c_char_p(key.encode()),
             ctypes.c_size_t(_G_TYPE_STRING),
@@ -223,12 +208,6 @@ class _RoiMetaC(ctypes.Structure):
     ]
 
 
-_lib.gst_buffer_iterate_meta_filtered.restype = ctypes.c_void_p
-_lib.gst_buffer_iterate_meta_filtered.argtypes = [
-    ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
-_glib = ctypes.CDLL("libglib-2.0.so.0")
-_glib.g_quark_to_string.restype = ctypes.c_char_p
-_glib.g_quark_to_string.argtypes = [ctypes.c_uint32]
 
 
 _video = ctypes.CDLL("libgstvideo-1.0.so.0")
@@ -244,15 +223,15 @@ def _remove_roi_mirrors(buf: Gst.Buffer, mirrors: set[tuple[int, str]]) -> None:
     state = ctypes.c_void_p(None)
     doomed = []
     while True:
-        meta = _lib.gst_buffer_iterate_meta_filtered(ptr, ctypes.byref(state), api)
+        meta = clib.gst.gst_buffer_iterate_meta_filtered(ptr, ctypes.byref(state), api)
         if not meta:
             break
         roi = _RoiMetaC.from_address(meta)
-        roi_type = (_glib.g_quark_to_string(roi.roi_type) or b"").decode("utf-8", "replace")
+        roi_type = (clib.glib.g_quark_to_string(roi.roi_type) or b"").decode("utf-8", "replace")
         if (roi.id, roi_type) in mirrors:
             doomed.append(meta)
     for meta in doomed:
-        _lib.gst_buffer_remove_meta(ptr, meta)
+        clib.gst.gst_buffer_remove_meta(ptr, meta)
 
 
 def _add_roi_mirror(buf: Gst.Buffer, r: Region, width: int, height: int) -> None:
@@ -283,7 +262,7 @@ def _add_roi_mirror(buf: Gst.Buffer, r: Region, width: int, height: int) -> None
 def is_writable(buf: Gst.Buffer) -> bool:
     """Whether metadata may be added to ``buf`` (PyGObject cannot tell: it has no
     ``is_writable``, and its refcounts mislead)."""
-    return bool(_lib.gst_mini_object_is_writable(hash(buf)))
+    return bool(clib.gst.gst_mini_object_is_writable(hash(buf)))
 
 
 def _check_writable(buf: Gst.Buffer) -> None:
@@ -396,9 +375,9 @@ def clear_results(buf: Gst.Buffer) -> None:
     except TorchstreamError:
         pass
     ptr = hash(buf)
-    meta = _lib.gst_buffer_get_custom_meta(ptr, RESULTS_META.encode())
+    meta = clib.gst.gst_buffer_get_custom_meta(ptr, RESULTS_META.encode())
     if meta:
-        _lib.gst_buffer_remove_meta(ptr, meta)
+        clib.gst.gst_buffer_remove_meta(ptr, meta)
 
 
 # -- raw tensors kept on a frame ------------------------------------------------------------
@@ -413,7 +392,6 @@ def clear_results(buf: Gst.Buffer) -> None:
 TENSOR_DATA_META = "TorchstreamTensorDataMeta"
 _CAPS_SUFFIX = "-caps"
 
-_lib.gst_buffer_get_type.restype = ctypes.c_size_t
 
 
 @dataclass
@@ -431,18 +409,18 @@ def attach_tensor_data(frame: Gst.Buffer, items: list[tuple[str, str, Gst.Buffer
     _register(TENSOR_DATA_META)
     ptr = hash(frame)
     key = TENSOR_DATA_META.encode()
-    old = _lib.gst_buffer_get_custom_meta(ptr, key)
+    old = clib.gst.gst_buffer_get_custom_meta(ptr, key)
     if old:
-        _lib.gst_buffer_remove_meta(ptr, old)
+        clib.gst.gst_buffer_remove_meta(ptr, old)
     if not items:
         return
-    meta = _lib.gst_buffer_add_custom_meta(ptr, key)
+    meta = clib.gst.gst_buffer_add_custom_meta(ptr, key)
     if not meta:
         raise TorchstreamError("could not add the tensor data meta (frame not writable?)")
-    structure = ctypes.c_void_p(_lib.gst_custom_meta_get_structure(meta))
-    buffer_type = ctypes.c_size_t(_lib.gst_buffer_get_type())
+    structure = ctypes.c_void_p(clib.gst.gst_custom_meta_get_structure(meta))
+    buffer_type = ctypes.c_size_t(clib.gst.gst_buffer_get_type())
     for source, caps, buf in items:
-        _lib.gst_structure_set(  # copies the string, takes a reference to the buffer
+        clib.gst.gst_structure_set(  # copies the string, takes a reference to the buffer
             structure,
             ctypes.c_char_p(source.encode()), buffer_type, ctypes.c_void_p(hash(buf)),
             ctypes.c_char_p((source + _CAPS_SUFFIX).encode()), ctypes.c_size_t(_G_TYPE_STRING),

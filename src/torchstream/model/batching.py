@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torchstream.caps import TensorInfo, TensorsConfig, type_name_of
+from torchstream.caps import TensorInfo, TensorsConfig, torch_dtype, type_name_of
 from torchstream.errors import TorchstreamError
 from torchstream.model.engines import (
     Choice,
@@ -269,7 +269,7 @@ class BatchRunner:
             raise TorchstreamError("run_rows before probe: the output spec is unknown")
         total = sum(counts)
         if total == 0:
-            empty = [torch.empty(tuple(info.shape), dtype=_torch_dtype(info.dtype))
+            empty = [torch.empty(tuple(info.shape), dtype=torch_dtype(info.dtype))
                      for info in self.spec.config.tensors]
             return self.spec.names, [list(empty) for _ in counts]
         names, tensors = self._row_outputs(self.forward_rows(inputs, parallel), total)
@@ -290,11 +290,3 @@ class BatchRunner:
             return torch.randint(0, 2, info.shape, generator=generator).bool()
         dtype = getattr(torch, info.dtype)  # uint8, int8, int32, int64
         return torch.randint(0, 100, info.shape, generator=generator).to(dtype)
-
-
-def _torch_dtype(type_name: str):
-    import torch
-
-    if type_name == "bool":
-        return torch.bool
-    return getattr(torch, type_name)

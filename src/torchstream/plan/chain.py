@@ -31,7 +31,6 @@ one batch.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +51,18 @@ from torchstream.model.loading import (
     torchvision_weights_for,
 )
 from torchstream.model.sharing import DEFAULT_TIMEOUT_MS
-from torchstream.plan.modelproc import InputPreproc, ModelProc, OutputPostproc, load_model_proc
+from torchstream.plan.modelproc import (
+    COLOR_FORMATS,
+    InputPreproc,
+    ModelProc,
+    OutputPostproc,
+    load_model_proc,
+)
 from torchstream.preprocess.clips import DEFAULT_CLIP_LENGTH, is_clip_model, weights_clip_length
+from torchstream.props import launch_element
 
 KINDS = ("video_inference", "object_detect", "object_classify")
 REGIONS = ("full-frame", "roi-list")
-COLOR_FORMATS = {"RGB": "RGBP", "BGR": "BGRP", "GRAYSCALE": "GRAY8"}
 
 
 @dataclass(frozen=True)
@@ -93,19 +98,10 @@ class Geometry:
     fill: str = ""
 
 
-_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:<>+-]*")
-
-
 def launch_text(steps: Sequence[Step]) -> str:
-    """Steps as gst-launch-1.0 text that runs as it reads (booleans lower case, values with
-    commas, slashes or spaces quoted); "none" for no steps."""
-    def value(v) -> str:
-        text = str(v).lower() if isinstance(v, bool) else str(v)
-        return text if _PLAIN_VALUE.fullmatch(text) else '"' + text.replace('"', '\\"') + '"'
-
-    return " ! ".join(" ".join([step.factory] + [f"{k}={value(v)}" for k, v in
-                                                step.props.items() if v is not None])
-                      for step in steps) or "none"
+    """Steps as gst-launch-1.0 text that runs as it reads (:func:`props.launch_element`);
+    "none" for no steps."""
+    return " ! ".join(launch_element(step.factory, step.props) for step in steps) or "none"
 
 
 def backend_of(model: str | None) -> str:

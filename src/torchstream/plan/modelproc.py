@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchstream.decode.classify import LABEL_METHODS
 from torchstream.decode.labels import read_labels_file
+from torchstream.decode.yolo import CONVERTERS as YOLO_CONVERTERS
 from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR, shipped_or_given
 from torchstream.errors import ConfigError
 from torchstream.preprocess.resize import INTERPOLATIONS
@@ -50,7 +51,7 @@ SCHEMA_VERSIONS = ("1.0.0", "2.2.0")
 CONVERTER_FAMILIES: dict[str, tuple[str, ...]] = {
     "label": ("label", "tensor_to_label"),
     "detection": ("detection", "detection_output", "boxes_labels", "boxes", "tensor_to_bbox_ssd"),
-    "yolo": ("yolo_v8", "yolo_v11", "yolo_v5", "yolo_v7", "yolo_v10"),
+    "yolo": tuple(name for name in YOLO_CONVERTERS if name != "yolo"),  # decode.yolo's
     "raw_data_copy": ("raw_data_copy",),
 }
 SUPPORTED_CONVERTERS: tuple[str, ...] = tuple(n for f in CONVERTER_FAMILIES.values() for n in f)
@@ -70,7 +71,9 @@ _YOLO = re.compile(r"(tensor_to_bbox_)?yolo.*", re.IGNORECASE)
 INPUT_FORMATS = ("image",)
 UNSUPPORTED_INPUT_FORMATS = ("image_info", "sequence_index")
 
-COLOR_SPACES = ("RGB", "BGR", "GRAYSCALE")
+# a model-proc colour space -> the raw video format the bins convert frames to for it
+COLOR_FORMATS = {"RGB": "RGBP", "BGR": "BGRP", "GRAYSCALE": "GRAY8"}
+COLOR_SPACES = tuple(COLOR_FORMATS)
 RESIZE_MODES = ("no", "no-aspect-ratio", "aspect-ratio")
 CROP_MODES = ("central", "top_left", "top_right", "bottom_left", "bottom_right")
 PRECISIONS = ("FP32", "FP16", "U8")

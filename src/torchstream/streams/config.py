@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlparse
 
 from torchstream.elements.tensor_inference import PytorchTensorInference, instance_properties
 from torchstream.errors import ConfigError
+from torchstream.props import launch_element
 
 RESTART_POLICIES = ("never", "on-failure", "always")
 RECORD_FORMATS = ("torchstream", "dlstreamer")
@@ -288,23 +289,6 @@ def source_description(source: str) -> str:
     if parsed.scheme == "v4l2":
         return f"{launch_element('v4l2src', {'device': parsed.path or '/dev/video0'})} ! decodebin"
     return launch_element("uridecodebin", {"uri": source})
-
-
-_PLAIN = re.compile(r"[\w./:@+,=-]+")
-
-
-def launch_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    if _PLAIN.fullmatch(text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def launch_element(factory: str, properties: dict[str, Any]) -> str:
-    return " ".join([factory, *(f"{key}={launch_value(value)}"
-                                for key, value in properties.items())])
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,6 @@ from torchstream.streams.config import (
     resume_point,
 )
 
-STATES = ("starting", "running", "restarting", "finished", "failed", "stopped")
-ENDED = ("finished", "failed", "stopped")
-
 
 @dataclass
 class StreamStatus:

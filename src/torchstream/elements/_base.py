@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,17 @@ class PropertyStore:
         """A ConfigError naming the first property out of its declared range."""
         for name, prop in self.PROPERTIES.items():
             prop.check(name, self.settings[name])
+
+
+def attempt(element: Gst.Element, step: Callable[[], object]) -> bool:
+    """The error boundary of a state change: run ``step`` (building, loading, checking the
+    settings); on an exception post it as an element error and say the change failed."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - this is the error boundary
+        post_error(element, exc)
+        return False
+    return True
 
 
 def guarded(failure):

@@ -22,13 +22,13 @@ from torchstream.elements._base import (
     FactoryMade,
     Prop,
     PropertyStore,
+    attempt,
     gproperties,
     int_prop,
     pad_templates,
 )
 from torchstream.errors import ConfigError
 from torchstream.gst import GLib, Gst
-from torchstream.gst.bus import post_error
 from torchstream.gst.log import DebugCategory
 
 STAGES = ("preprocess", "process", "postprocess", "aggregate", "postaggregate")
@@ -190,15 +190,15 @@ class StagedBin:
         self.inference_queue.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER,
                                                               first_frame)
 
+    def _build_once(self) -> None:
+        self._build()
+        self._check_policy()
+        self.built = True
+
     def _change_state(self, transition):
         """Build on the first NULL -> READY; a configuration error fails that change."""
         if transition == Gst.StateChange.NULL_TO_READY and not self.built:
-            try:
-                self._build()
-                self._check_policy()
-                self.built = True
-            except Exception as exc:  # noqa: BLE001 - the error boundary of this vfunc
-                post_error(self, exc)
+            if not attempt(self, self._build_once):
                 return Gst.StateChangeReturn.FAILURE
         if transition == Gst.StateChange.READY_TO_PAUSED:
             self.passage.entered = self.passage.left = 0

@@ -21,6 +21,7 @@ from torchstream.elements._base import (
     PropertyStore,
     add_chain_pads,
     answer_src_caps_query,
+    attempt,
     gproperties,
     guarded,
     pad_templates,
@@ -109,21 +110,18 @@ class TensorInference:
 
     # -- state ------------------------------------------------------------------------------
 
-    def do_change_state(self, transition):
-        if transition == Gst.StateChange.READY_TO_PAUSED:
-            try:
-                self.check_ranges()
-                started = time.perf_counter()
-                self.model = self._load_model()
-                notes = "".join(f"; {note}" for note in self.model.notes)
-                CAT.info(self, f"loaded {self.model.name} on {self.model.device} in "
-                               f"{time.perf_counter() - started:.2f} s{notes}")
-                self._join_instance()
-            except Exception as exc:  # noqa: BLE001 - reported on the bus
-                from torchstream.gst.bus import post_error
+    def _start(self) -> None:
+        self.check_ranges()
+        started = time.perf_counter()
+        self.model = self._load_model()
+        notes = "".join(f"; {note}" for note in self.model.notes)
+        CAT.info(self, f"loaded {self.model.name} on {self.model.device} in "
+                       f"{time.perf_counter() - started:.2f} s{notes}")
+        self._join_instance()
 
-                post_error(self, exc)
-                return Gst.StateChangeReturn.FAILURE
+    def do_change_state(self, transition):
+        if transition == Gst.StateChange.READY_TO_PAUSED and not attempt(self, self._start):
+            return Gst.StateChangeReturn.FAILURE
         result = Gst.Element.do_change_state(self, transition)
         if transition == Gst.StateChange.PAUSED_TO_READY:
             self.stream = None
@@ -429,12 +427,8 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
     PROPERTIES = {
         "model": string_prop("Model", "OpenVINO IR (.xml, its weights in the .bin beside it) "
                              "or ONNX (.onnx) model file", None),
-        "batch-size": uint_prop("Batch size", "Buffers run together in one forward pass", 1,
-                                1024, 1),
-        "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
-        "model-instance-id": string_prop("Model instance id", INSTANCE_BLURB, None),
-        "batch-timeout": uint_prop("Batch timeout", BATCH_TIMEOUT_BLURB, 0, 10_000,
-                                   DEFAULT_TIMEOUT_MS),
+        **{name: PytorchTensorInference.PROPERTIES[name] for name in (
+            "batch-size", "threads", "model-instance-id", "batch-timeout")},
     }
     __gproperties__ = gproperties(PROPERTIES)
     do_change_state = TensorInference.do_change_state

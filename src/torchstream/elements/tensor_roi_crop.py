@@ -17,6 +17,7 @@ from torchstream.elements._base import (
     PropertyStore,
     add_chain_pads,
     answer_src_caps_query,
+    attempt,
     gproperties,
     guarded,
     pad_templates,
@@ -86,15 +87,12 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
         return RoiCropper(resize_spec(self.settings),
                           parse_class_set(self.settings["object-class"], "object-class"))
 
-    def do_change_state(self, transition):
-        if transition == Gst.StateChange.READY_TO_PAUSED:
-            try:
-                self.run = _Run(self._make_cropper())
-            except Exception as exc:  # noqa: BLE001 - reported on the bus
-                from torchstream.gst.bus import post_error
+    def _start(self) -> None:
+        self.run = _Run(self._make_cropper())
 
-                post_error(self, exc)
-                return Gst.StateChangeReturn.FAILURE
+    def do_change_state(self, transition):
+        if transition == Gst.StateChange.READY_TO_PAUSED and not attempt(self, self._start):
+            return Gst.StateChangeReturn.FAILURE
         result = Gst.Element.do_change_state(self, transition)
         if transition == Gst.StateChange.PAUSED_TO_READY:
             self.run = None

@@ -19,6 +19,7 @@ from torchstream.elements._base import (
     PropertyStore,
     add_chain_pads,
     answer_src_caps_query,
+    attempt,
     gproperties,
     guarded,
     pad_templates,
@@ -28,7 +29,6 @@ from torchstream.elements._base import (
 from torchstream.errors import CapsError, Domain, TorchstreamError
 from torchstream.gst import Gst
 from torchstream.gst.buffers import COPY_FLAGS, MappedTensors, buffer_from_tensors
-from torchstream.gst.bus import post_error
 from torchstream.gst.log import DebugCategory
 from torchstream.preprocess.clips import ClipWindow, clip_shape
 
@@ -66,10 +66,7 @@ class TensorSlidingWindow(FactoryMade, PropertyStore, Gst.Element):
 
     def do_change_state(self, transition):
         if transition == Gst.StateChange.READY_TO_PAUSED:
-            try:
-                self.check_ranges()
-            except TorchstreamError as exc:
-                post_error(self, exc)
+            if not attempt(self, self.check_ranges):
                 return Gst.StateChangeReturn.FAILURE
             self.settings["clips"] = 0
             self.window = None

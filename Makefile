@@ -2,13 +2,20 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test test-fast lint demo clean
 
 setup:
 	@bash scripts/setup.sh
 
+# Everything: the unit tests first (a failure there stops before the long runs), then the
+# end-to-end runs and the soak (-m "e2e or soak"). The 30 slowest tests close each part.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not e2e and not soak"
+	$(PY) -m pytest -q -m "e2e or soak"
+
+# The inner loop: the unit tests only.
+test-fast: setup
+	$(PY) -m pytest -q -m "not e2e and not soak"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts bench

@@ -12,6 +12,8 @@ import pytest
 from torchstream.elements import ELEMENTS
 from torchstream.environment import gst_environment
 
+pytestmark = pytest.mark.e2e
+
 RUNS = 3
 
 

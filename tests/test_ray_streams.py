@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from tests.test_run_streams import (
     BIKES_FRAMES,
     REPO,
@@ -20,6 +22,7 @@ from tests.test_run_streams import (
 )
 
 
+@pytest.mark.e2e
 def test_a_killed_actor_is_restarted_and_its_stream_completes(tmp_path, mobilenet_weights):
     three_streams_file(tmp_path, mobilenet_weights, "status-interval = 0.5\n")
     proc = subprocess.Popen([str(TORCHSTREAM), "run", str(tmp_path / "streams.toml"),

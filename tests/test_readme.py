@@ -47,6 +47,7 @@ def clip(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("index", range(len(bin_examples())))
 def test_readme_bin_example_runs(index, clip, tmp_path, centernet):
     command = bin_examples()[index]

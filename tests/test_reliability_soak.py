@@ -140,6 +140,7 @@ def test_detection_bin_short_soak(tmp_path):
 
 
 @pytest.mark.soak
+@pytest.mark.e2e
 def test_detection_bin_soak_10000_frames(tmp_path, record_property):
     frames = 10_000
     run = soak(tmp_path, frames)

@@ -457,6 +457,7 @@ def test_graph_ops_are_the_documented_ones(centernet_graph):
     assert centernet_graph.outputs == ["tower_0/wh", "tower_0/keypoints", "tower_0/detections"]
 
 
+@pytest.mark.e2e
 def test_every_node_matches_numpy_on_a_real_image(centernet_graph, detector, pictures):
     """Node by node: each torch node output against numpy fed the same (torch) inputs."""
     img, *_ = letterbox(pictures["coffee"])
@@ -492,6 +493,7 @@ def test_every_node_matches_numpy_on_a_real_image(centernet_graph, detector, pic
     assert {"_FusedConv2D", "ResizeBilinear", "MaxPool", "TopKV2", "Mean"} <= set(worst)
 
 
+@pytest.mark.e2e
 def test_whole_graph_matches_numpy_on_a_real_image(centernet_graph, detector, pictures):
     img, *_ = letterbox(pictures["motorcycle"])
     outs = ["tower_0/keypoints", "tower_0/wh", "tower_0/detections"]
@@ -514,6 +516,7 @@ def _best(det: np.ndarray, cls: int) -> np.ndarray:
     return rows[np.argmax(rows[:, 4])]
 
 
+@pytest.mark.e2e
 def test_real_pictures_are_detected(detector, pictures, capsys):
     labels = LABELS_80.read_text().splitlines()
     out = {}
@@ -540,6 +543,7 @@ def test_real_pictures_are_detected(detector, pictures, capsys):
         print(f"\ncenternet scores: {out}")
 
 
+@pytest.mark.e2e
 def test_nhwc_and_nchw_inputs_agree(centernet_graph, detector, pictures):
     img, *_ = letterbox(pictures["astronaut"])
     nhwc = tfjs.TFJSGraphModule(centernet_graph, ["tower_0/detections"]).eval()
@@ -549,6 +553,7 @@ def test_nhwc_and_nchw_inputs_agree(centernet_graph, detector, pictures):
     torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+@pytest.mark.e2e
 def test_torchscript_and_export_round_trips(centernet_json, pictures, tmp_path):
     written = tfjs.convert(centernet_json, tmp_path, name="centernet",
                            outputs=["tower_0/detections"])
@@ -595,6 +600,7 @@ def movenet_graph() -> tfjs.TFJSGraph:
         raise
 
 
+@pytest.mark.e2e
 def test_movenet_matches_numpy_on_a_real_frame(movenet_graph):
     """The ops it adds (ArgMax, GatherNd, Sqrt, SquaredDifference, Unpack; control edges
     skipped) against numpy, on a bikes.mp4 frame with a cyclist, letterboxed to 192."""

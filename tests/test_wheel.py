@@ -17,6 +17,8 @@ from tests.conftest import COCKATOO
 from tests.test_cli import clean_shell
 from torchstream.elements import ELEMENTS
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -157,8 +157,9 @@ class BatchRunner:
         model, input signature, device and settings reuse the choice made before."""
         engine, threads = self.settings
         key = None
-        if self.model.identity is not None:
-            key = (self.model.identity, self.asked, threads, signature(args[0]),
+        if self.model.weights_key() is not None:
+            key = (self.model.weights_key(), self.model.source, self.asked, threads,
+                   signature(args[0]),
                    str(self.model.device), self.shared)
         self.choice, self.choice_reused = cached_choice(key, lambda: choose_for_model(
             self.model, engine, threads, args, outputs, self.shared),

@@ -77,11 +77,48 @@ class LoadedModel:
     input_size: tuple[int, int] | None = None  # (height, width) fixed by the model file
     # what the load worked out by itself, for the log ("5 classes from the weights")
     notes: tuple[str, ...] = field(default=())
+    _weights_key: tuple | None = field(default=None, repr=False, compare=False)
+
+    def weights_key(self) -> tuple | None:
+        """What an engine choice is kept under: the module's kind and a hash of every tensor
+        of its state, so any load of the same weights (another copy of the file, another
+        checkpoint layout) reuses the choice; the identity for a model that is no torch
+        module (an OpenVINO file); None for a model made by hand (not loaded from a name or
+        a file: it chooses afresh every time)."""
+        if self.identity is None:
+            return None
+        if self._weights_key is None:
+            self._weights_key = _weights_key(self.module) or ("file", self.identity)
+        return self._weights_key
 
     def preferred_input_size(self) -> tuple[int, int] | None:
         """(height, width) the model file fixes, else the one the weights' preprocessing
         resizes to, when the weights name one."""
         return self.input_size or preferred_input_size(self.preprocess)
+
+
+def _weights_key(module) -> tuple | None:
+    """(class, device, digest of the state's names, dtypes, shapes and bytes[, TorchScript
+    code]) of a torch module; None for anything else."""
+    import hashlib
+
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        return None
+    digest = hashlib.blake2b(digest_size=20)
+    devices = set()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        devices.add(str(tensor.device))
+        data = tensor.detach().contiguous().cpu()
+        if data.numel():
+            digest.update(data.reshape(-1).view(torch.uint8).numpy())  # no copy
+    code = getattr(module, "code", None)  # a TorchScript module's forward
+    if isinstance(code, str):
+        digest.update(code.encode())
+    kind = f"{type(module).__module__}.{type(module).__qualname__}"
+    return (kind, tuple(sorted(devices)), digest.hexdigest())
 
 
 def preferred_input_size(preprocess: ClassifierPreprocess | None) -> tuple[int, int] | None:

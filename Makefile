@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast lint demo clean
+.PHONY: setup test test-fast lint docs demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,10 @@ test: setup
 # The inner loop: the unit tests only.
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e and not soak"
+
+# docs/elements.md's property tables, from the elements' declarations (a test checks them)
+docs: setup
+	$(PY) -m torchstream.elements.reference
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts bench

@@ -78,6 +78,8 @@ class Prop:
     maximum: float | None = None
     also: tuple = ()
     readable_only: bool = False
+    # the docs' meaning column (markdown) where it says more than the blurb gst-inspect shows
+    doc: str = ""
 
     @property
     def ranged(self) -> bool:
@@ -111,25 +113,27 @@ def _number(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def string_prop(nick: str, blurb: str, default: str | None) -> Prop:
-    return Prop("string", nick, blurb, default)
+def string_prop(nick: str, blurb: str, default: str | None, doc: str = "") -> Prop:
+    return Prop("string", nick, blurb, default, doc=doc)
 
 
-def bool_prop(nick: str, blurb: str, default: bool) -> Prop:
-    return Prop("bool", nick, blurb, default)
+def bool_prop(nick: str, blurb: str, default: bool, doc: str = "") -> Prop:
+    return Prop("bool", nick, blurb, default, doc=doc)
 
 
 def double_prop(nick: str, blurb: str, minimum: float, maximum: float, default: float,
-                also: tuple = ()) -> Prop:
-    return Prop("double", nick, blurb, default, minimum, maximum, also)
+                also: tuple = (), doc: str = "") -> Prop:
+    return Prop("double", nick, blurb, default, minimum, maximum, also, doc=doc)
 
 
-def uint_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int) -> Prop:
-    return Prop("uint", nick, blurb, default, minimum, maximum)
+def uint_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int,
+              doc: str = "") -> Prop:
+    return Prop("uint", nick, blurb, default, minimum, maximum, doc=doc)
 
 
-def int_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int) -> Prop:
-    return Prop("int", nick, blurb, default, minimum, maximum)
+def int_prop(nick: str, blurb: str, minimum: int, maximum: int, default: int,
+             doc: str = "") -> Prop:
+    return Prop("int", nick, blurb, default, minimum, maximum, doc=doc)
 
 
 def gproperties(props: dict[str, Prop]) -> dict[str, tuple]:

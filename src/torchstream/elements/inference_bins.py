@@ -55,12 +55,20 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
                                               "graph-mode", "model-instance-id",
                                               "batch-timeout")},
         **{name: TensorPostprocLabel.PROPERTIES[name] for name in ("labels", "labels-file")},
-        "threshold": double_prop("Threshold", threshold_blurb, 0.0, 1.0, -1.0, also=(-1.0,)),
+        "threshold": double_prop("Threshold", threshold_blurb, 0.0, 1.0, -1.0, also=(-1.0,),
+            doc=(
+                'a detection whose confidence is below it is dropped (equal is kept); 0 keeps '
+                'every detection'),
+        ),
         "inference-interval": uint_prop(
             "Inference interval", "Run the model on one frame in N; the frames in between "
             "pass with no results, or the last ones (repeat-metadata)", 1, 1_000_000, 1),
         "repeat-metadata": bool_prop("Repeat metadata", "Put the last results on the frames "
-                                     "inference-interval skips", False),
+                                     "inference-interval skips", False,
+            doc=(
+                "put the last results on the frames in between (`meta_aggregate`'s `repeat-"
+                'metadata`)'),
+        ),
         "inference-region": string_prop(
             "Inference region", "full-frame: the model sees the whole frame; roi-list: each "
             "region on the frame (object_classify)", region),
@@ -206,10 +214,20 @@ class ObjectDetect(_InferenceBin):
         **_common_properties(_DETECT_THRESHOLD, "full-frame"),
         "point-names": string_prop(
             "Point names", "A keypoint detector's point names, <a,b,c> (empty: COCO's 17 "
-            "person keypoints for 17 points)", None),
+            "person keypoints for 17 points)", None,
+            doc=(
+                "object_detect: a keypoint detector's point names and skeleton, passed to "
+                "`tensor_postproc_detection` (none: COCO's 17 keypoints and skeleton for 17 "
+                'points)'),
+        ),
         "point-connections": string_prop(
             "Point connections", "Pairs of point names the skeleton joins, <a,b,c,d> or "
-            "<a-b,c-d> (empty: COCO's skeleton for COCO's points)", None),
+            "<a-b,c-d> (empty: COCO's skeleton for COCO's points)", None,
+            doc=(
+                "object_detect: a keypoint detector's point names and skeleton, passed to "
+                "`tensor_postproc_detection` (none: COCO's 17 keypoints and skeleton for 17 "
+                'points)'),
+        ),
     }
     __gproperties__ = gproperties(PROPERTIES)
 
@@ -230,7 +248,12 @@ class ObjectClassify(_InferenceBin):
         "reclassify-interval": uint_prop(
             "Reclassify interval", "Classify the regions on one frame in N; on the frames in "
             "between, each region keeps the label of the region of the same label it overlaps "
-            "most (IoU >= 0.5) on the last classified frame", 1, 1_000_000, 1),
+            "most (IoU >= 0.5) on the last classified frame", 1, 1_000_000, 1,
+            doc=(
+                'object_classify: classify the regions on one frame in N; on the frames in '
+                'between each region keeps the label of the region of the same label it overlaps '
+                'most (IoU >= 0.5) on the last classified frame'),
+        ),
     }
     __gproperties__ = gproperties(PROPERTIES)
 

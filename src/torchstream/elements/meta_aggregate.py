@@ -120,7 +120,15 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
             "On a frame a tensor pad has no result for (the inference branch skipped it), "
             "repeat what that pad's last result added: its frame classifications and regions, "
             "and its region classifications on the regions of the same label that overlap "
-            "(IoU >= 0.5)", False),
+            "(IoU >= 0.5)", False,
+            doc=(
+                'on a frame a `tensor_%u` pad has no result for (its branch skipped the frame), '
+                "repeat what that pad's last result added to its own frame: frame-level "
+                'classifications and new regions as they were, and classifications of existing '
+                "regions onto this frame's region of the same label that overlaps the classified "
+                'box most (IoU >= 0.5), if any. Cleared by a flush (a seek): results from before '
+                'it go on no later frame'),
+        ),
     }
     __gproperties__ = gproperties(PROPERTIES)
 

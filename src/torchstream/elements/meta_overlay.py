@@ -50,7 +50,12 @@ class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
     PROPERTIES = {
         "lines-thickness": uint_prop(
             "Lines thickness", "Box line thickness in pixels; 0 = from the frame size "
-            "(shorter side / 300, at least 1)", 0, 1000, 0),
+            "(shorter side / 300, at least 1)", 0, 1000, 0,
+            doc=(
+                'box line width in pixels, drawn inside the box; 0 = `max(1, round(s / 300))` '
+                "where `s` is the frame's shorter side (1 px at 272p, 2 at 720p, 4 at 1080p, 7 at"
+                ' 2160p)'),
+        ),
         "font-scale": double_prop(
             "Font scale", "OpenCV font scale of the labels (1 = about 22 px capital height); "
             "0 = from the frame size (shorter side / 800, at least 0.4)", 0.0, 100.0, 0.0),

@@ -48,26 +48,56 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
             "empty = stdout (method=file)", ""),
         "append": bool_prop("Append", "Add the lines to the end of an existing file-path "
                             "instead of truncating it (a restarted stream's runner uses it)",
-                            False),
+                            False,
+            doc=(
+                'add the lines to the end of an existing `file-path` instead of truncating it '
+                '(what `torchstream run` sets on a restarted stream)'),
+        ),
         "first-frame": uint_prop("First frame", "The frame number of the first record (a "
                                  "resumed stream's runner carries the count on)", 0,
                                  2**31 - 1, 0),
         "segmentation-map": bool_prop(
             "Segmentation map", "Write a segmentation model's class map itself (run-length "
-            "coded) beside each class's share of it", False),
-        "method": string_prop("Method", "file (file-path) or mqtt (address, topic)", "file"),
+            "coded) beside each class's share of it", False,
+            doc=(
+                "with a segmentation model's results: write the class map itself (`class_map`, "
+                "run-length coded) beside each class's share of it"),
+        ),
+        "method": string_prop("Method", "file (file-path) or mqtt (address, topic)", "file",
+            doc=(
+                '`file` (`file-path`) or `mqtt` (one message per frame to `topic` on the broker '
+                'at `address`)'),
+        ),
         "format": string_prop("Format", "Layout of each frame's JSON record: torchstream "
                               "(frame, pts, regions with boxes and classifications...) or "
                               "dlstreamer (DL Streamer gvametaconvert's: resolution, timestamp, "
-                              "objects, tensors)", "torchstream"),
+                              "objects, tensors)", "torchstream",
+            doc=(
+                'the layout of each record: `torchstream` (below), or `dlstreamer`: DL Streamer '
+                "gvametaconvert's (`resolution`, `timestamp` in ns, `objects` with pixel `x, y, "
+                'w, h`, `region_id`, `id` (the object id, when tracked), `roi_type`, `detection '
+                '{bounding_box {x_min, y_min, x_max, y_max}, confidence, label_id, label}` and '
+                'each region classification under its attribute name as `{label, label_id, '
+                "confidence}`; the frame's classifications as `tensors` `[{name, label, label_id,"
+                ' confidence}]`); every frame gets a record, with `objects: []` when it has none'),
+        ),
         "address": string_prop("Address", "MQTT broker, host or host:port (port 1883 by "
                                "default)", "localhost:1883"),
         "topic": string_prop("Topic", "MQTT topic each frame's record is published to",
                              "torchstream"),
-        "mqtt-client-id": string_prop("MQTT client id", "empty: a unique one", ""),
+        "mqtt-client-id": string_prop("MQTT client id", "empty: a unique one", "",
+            doc=(
+                'method=mqtt: the client id; empty: a unique one'),
+        ),
         "mqtt-config": string_prop("MQTT config", "JSON file with the TLS files and "
                                    "credentials: {\"tls\": {\"ca-file\", \"cert-file\", "
-                                   "\"key-file\"}, \"username\", \"password\"}", ""),
+                                   "\"key-file\"}, \"username\", \"password\"}", "",
+            doc=(
+                'method=mqtt: a JSON file `{"tls": {"ca-file", "cert-file", "key-file"}, '
+                '"username", "password"}` (every key optional): TLS with that CA (and client '
+                'certificate), and credentials; an unknown key or a missing file is an error at '
+                'start'),
+        ),
         "max-connect-attempts": uint_prop(
             "Max connect attempts", "Tries of the first connection to the broker before the "
             "element fails (1 s, then twice as long between tries)", 1, 1000, 1),

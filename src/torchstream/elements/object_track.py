@@ -52,26 +52,53 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
         "tracking-type": string_prop(
             "Tracking type", f"One of {', '.join(TRACKING_TYPES)}: IoU matching only, or a "
             "Kalman motion model that predicts boxes (and fills frames without detections)",
-            SHORT_TERM),
+            SHORT_TERM,
+            doc=(
+                '`zero-term-imageless`: a detection takes the id of the track whose last box it '
+                'overlaps most (optimal assignment on IoU), no motion model; `short-term-'
+                'imageless`: a constant-velocity Kalman filter per track, matched on its '
+                'predicted box, which also gives the frames without detections their regions'),
+        ),
         "max-age": uint_prop("Max age", "Frames a track lives on without a matching "
-                             "detection", 0, GLib.MAXINT32, 30),
+                             "detection", 0, GLib.MAXINT32, 30,
+            doc=(
+                'frames a track lives on without a matching detection (an object hidden that long'
+                ' keeps its id when it comes back)'),
+        ),
         "max-predicted": uint_prop(
             "Max predicted", "short-term: detection frames on which a track the detector "
             "missed is still reported with its predicted box", 0, GLib.MAXINT32, 2),
         "n-init": uint_prop("N init", "Matches a track needs before it gets its id", 1,
-                            GLib.MAXINT32, 1),
+                            GLib.MAXINT32, 1,
+            doc=(
+                'matches a track needs before it gets its id (a detection of a track not yet '
+                'confirmed has no id)'),
+        ),
         "iou-threshold": double_prop("IoU threshold", "Least IoU between a track's box and "
-                                     "a detection for them to match", 0.0, 1.0, 0.3),
+                                     "a detection for them to match", 0.0, 1.0, 0.3,
+            doc=(
+                "least IoU between a track's (predicted) box and a detection for them to match"),
+        ),
         "tracking-per-class": bool_prop("Tracking per class", "A detection matches only a "
                                         "track of its own label", True),
         "high-threshold": double_prop(
             "High threshold", "Detections at or above it are matched first and start tracks; "
             "those below (down to low-threshold) only keep tracks alive (ByteTrack's two "
-            "passes; 0: one pass)", 0.0, 1.0, 0.0),
+            "passes; 0: one pass)", 0.0, 1.0, 0.0,
+            doc=(
+                'detections at or above it are matched first and start tracks; those below it '
+                '(down to `low-threshold`) only keep tracks alive, as ByteTrack does; 0: one pass'
+                ' (every detection may start a track). E.g. `high-threshold=0.5 low-'
+                'threshold=0.1` after a detector at `threshold=0.1`'),
+        ),
         "low-threshold": double_prop("Low threshold", "Detections below it are not tracked",
                                      0.0, 1.0, 0.0),
         "object-class": string_prop("Object class", "Labels to track, <car,person> or "
-                                    "car,person; empty: every region", ""),
+                                    "car,person; empty: every region", "",
+            doc=(
+                'labels to track, `<car,person>` or `car,person`; the other regions pass without '
+                'an id; empty: every region'),
+        ),
     }
     __gproperties__ = gproperties(PROPERTIES)
 

@@ -76,12 +76,24 @@ def frame_policy_prop() -> Prop:
                 "free; the others pass on with no results, or the last ones with "
                 "repeat-metadata: a live source keeps its rate and the delay stays bounded), "
                 "auto (newest-frame when the source is live, else every-frame). Needs "
-                "aggregate and a preprocess queue", "auto")
+                "aggregate and a preprocess queue", "auto",
+        doc=(
+            'which frames the inference branch takes: `every-frame` (each one; upstream waits '
+            'while the model is busy), `newest-frame` (a one-frame leaky queue before preprocess:'
+            ' the newest frame when the model is free; the others go on with no results, or the '
+            'last ones with `repeat-metadata`), `auto` (newest-frame when the source is live, '
+            'decided at the first frame by a latency query; else every-frame). Needs aggregate '
+            'and a preprocess queue; see [Live sources](#live-sources)'),
+    )
 
 
 def skipped_prop() -> Prop:
     return Prop("uint64", "Inference skipped", "Frames the newest-frame policy let pass without "
-                "inference since the bin started", 0, readable_only=True)
+                "inference since the bin started", 0, readable_only=True,
+        doc=(
+            'frames the newest-frame policy let pass without inference since the bin started '
+            '(also in the debug log at stop)'),
+    )
 
 
 class _Passage:

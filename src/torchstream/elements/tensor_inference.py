@@ -389,17 +389,61 @@ class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.El
             "module. prefixes) or .safetensors; the class count comes from the weights; "
             "without it the torchvision DEFAULT weights are used",
             None,
+            doc=(
+                'the weights of a torchvision or timm model, read with `weights_only=True` (or by'
+                ' safetensors): a state dict, a checkpoint holding one (`state_dict`, '
+                '`model_state_dict`, `model`; a Lightning `.ckpt`; `module.` or `model.` prefixes'
+                ' stripped) or a `.safetensors` file; the class count (and keypoint count, '
+                "auxiliary heads) comes from the weights' shapes, the class names from the "
+                'checkpoint (`categories`, `classes`, `class_names`, `idx_to_class`, '
+                '`class_to_idx`) or a `labels.txt` beside the file; without it the torchvision '
+                '`DEFAULT` weights are used'),
         ),
         "device": string_prop("Device", "Where the model runs: cpu, cuda or cuda:N (any case)",
-                              "cpu"),
+                              "cpu",
+            doc=(
+                '`cpu`, `cuda` or `cuda:N`, any case; an unavailable device is an error at start'),
+        ),
         "batch-size": uint_prop("Batch size", "Buffers run together in one forward pass", 1,
-                                1024, 1),
+                                1024, 1,
+            doc=(
+                'buffers run in one forward pass; a partial batch runs at EOS and before new '
+                'caps, and is dropped on flush'),
+        ),
         "engine": string_prop("Engine", ENGINE_BLURB, "auto"),
-        "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0),
-        "graph-mode": string_prop("Graph mode", GRAPH_MODE_REMOVED, None),
-        "model-instance-id": string_prop("Model instance id", INSTANCE_BLURB, None),
+        "threads": uint_prop("Threads", THREADS_BLURB, 0, 1024, 0,
+            doc=(
+                'threads of the forward pass; 0: chosen from the CPUs the process may use: all '
+                'but one (at least 1) for torch and torchscript, all of them for a torch forward '
+                'pass of 40 ms or more that is at least 15 % faster on all; all of them for '
+                'OpenVINO, all but one for an OpenVINO pass under 4.5 ms (timed at the engine '
+                'choice; see below); with `model-instance-id` on the CPU, threads of each pass '
+                'side by side (0: one), and as many passes at once as the CPUs hold that many'),
+        ),
+        "graph-mode": string_prop("Graph mode", GRAPH_MODE_REMOVED, None,
+            doc=(
+                'removed (the older spelling of `engine`): setting it is an error at start that '
+                'names its replacement (`eager`: `engine=torch`; `trace`, `script`, `freeze`: '
+                '`engine=torchscript`, which traces classifiers and scripts detectors)'),
+        ),
+        "model-instance-id": string_prop("Model instance id", INSTANCE_BLURB, None,
+            doc=(
+                'elements of this process with the same id share one model and engine, and their '
+                'buffers run together in one forward pass (up to `batch-size` buffers, one from '
+                'each stream waiting at that moment); on the CPU one pass per core runs at once '
+                'while several streams send buffers; elements naming one id must set the same '
+                '`model`, `model-weights`, `device`, `engine`, `threads`, `batch-size` and '
+                '`batch-timeout` (another value is an error at start naming it); empty: the '
+                'element\'s own instance (see "Shared model instances")'),
+        ),
         "batch-timeout": uint_prop("Batch timeout", BATCH_TIMEOUT_BLURB, 0, 10_000,
-                                   DEFAULT_TIMEOUT_MS),
+                                   DEFAULT_TIMEOUT_MS,
+            doc=(
+                'with `model-instance-id`: milliseconds the shared instance waits for other '
+                "streams' buffers after the first buffer of a batch arrives (it never waits once "
+                'every stream using the instance has sent one, or with passes side by side its '
+                'share of them)'),
+        ),
     }
     __gproperties__ = gproperties(PROPERTIES)
     do_change_state = TensorInference.do_change_state
@@ -426,7 +470,11 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
     __gsttemplates__ = pad_templates(MEDIA_TYPE)
     PROPERTIES = {
         "model": string_prop("Model", "OpenVINO IR (.xml, its weights in the .bin beside it) "
-                             "or ONNX (.onnx) model file", None),
+                             "or ONNX (.onnx) model file", None,
+            doc=(
+                '`.xml` (OpenVINO IR) or `.onnx` file; another kind, a missing file or one '
+                'OpenVINO cannot read is an error at start naming it'),
+        ),
         **{name: PytorchTensorInference.PROPERTIES[name] for name in (
             "batch-size", "threads", "model-instance-id", "batch-timeout")},
     }

@@ -88,7 +88,13 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             "Converter", "auto: the layouts above, and a YOLO head told from its shape; "
             "yolo_v8, yolo_v11 ([4+nc,N] cx,cy,w,h,scores), yolo_v5, yolo_v7 ([N,5+nc] "
             "cx,cy,w,h,objectness,scores), yolo_v10 ([N,6] x1,y1,x2,y2,score,class) or yolo "
-            "(one of them, by shape)", "auto"),
+            "(one of them, by shape)", "auto",
+            doc=(
+                '`auto`: the layouts below, a YOLO head told from its shape among them; '
+                '`yolo_v8`, `yolo_v11`: `[4+nc, N]` cx,cy,w,h then class scores; `yolo_v5`, '
+                '`yolo_v7`: `[N, 5+nc]` cx,cy,w,h, objectness, class scores; `yolo_v10`: `[N, 6]`'
+                ' x1,y1,x2,y2,score,class (end-to-end, no NMS); `yolo`: one of them, by shape'),
+        ),
         "nms": bool_prop(
             "NMS", "Run non-maximum suppression on the boxes (YOLO heads always get it)", False),
         "iou-threshold": double_prop(
@@ -98,16 +104,36 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
             "Class-agnostic NMS", "NMS over all boxes, whatever their label", False),
         "max-detections": uint_prop(
             "Max detections", "At most this many detections per frame, the highest scores "
-            "first (0: no limit)", 0, GLib.MAXINT32, DEFAULT_MAX_DETECTIONS),
+            "first (0: no limit)", 0, GLib.MAXINT32, DEFAULT_MAX_DETECTIONS,
+            doc=(
+                'at most this many detections per frame, the highest scores first; 0: no limit '
+                "(the shipped YOLO model-procs set 300, as YOLO's training code caps its "
+                'predictions)'),
+        ),
         "classes": uint_prop(
             "Classes", "A YOLO head's class count (0: from the shape); settles the layout of "
-            "an [N,4+nc] export", 0, GLib.MAXINT32, 0),
+            "an [N,4+nc] export", 0, GLib.MAXINT32, 0,
+            doc=(
+                "a YOLO head's class count (0: from the shape); needed only for an `[N, 4+nc]` "
+                '(transposed) anchor-free export'),
+        ),
         "point-names": string_prop(
             "Point names", "A keypoints output's point names, in output order, <a,b,c> "
-            "(empty: COCO's 17 person keypoints for 17 points, else 0..K-1)", None),
+            "(empty: COCO's 17 person keypoints for 17 points, else 0..K-1)", None,
+            doc=(
+                "the names of a `keypoints` output's K points, in output order; none: COCO's 17 "
+                'person keypoints (`nose`, `left_eye`, ... `right_ankle`) when K is 17, else `0` '
+                ".. `K-1`. Another count than the model's K fails the stream with both counts"),
+        ),
         "point-connections": string_prop(
             "Point connections", "Pairs of point names the skeleton joins, a,b,c,d (pairs in "
-            "turn) or a-b,c-d (empty: COCO's skeleton for COCO's points, else none)", None),
+            "turn) or a-b,c-d (empty: COCO's skeleton for COCO's points, else none)", None,
+            doc=(
+                'the pairs of points the skeleton joins: `<a,b,c,d>` (pairs in turn, as DL '
+                "Streamer's `point-connections`) or `<a-b,c-d>`; none: COCO's 19-line skeleton "
+                "for COCO's points, else no lines. A name `point-names` lacks is an error at "
+                'start naming it'),
+        ),
     }
     __gproperties__ = gproperties(PROPERTIES)
 

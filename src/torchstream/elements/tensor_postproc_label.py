@@ -57,16 +57,28 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
             "sigmoid >= compound-threshold, labels joined by spaces), index (the tensor holds "
             "the class index)", "max"),
         "labels": string_prop("Labels", "Label names by class id, <a,b,c> (or use labels-file)",
-                              None),
+                              None,
+            doc=(
+                'label names by class id; a name cannot hold a comma (use a file)'),
+        ),
         "labels-file": string_prop(
             "Labels file", "Text file with one label per line, line index = class id; it must "
             "have a line for every class the model outputs", None),
         "attribute-name": string_prop(
             "Attribute name", "Attribute of the classification attached to the buffer",
-            "classification"),
+            "classification",
+            doc=(
+                'attribute of the attached classification; a second classification of the same '
+                'attribute replaces the first'),
+        ),
         "layer-name": string_prop(
             "Layer name", "Output tensor to read, by name, when the model has several outputs",
-            None),
+            None,
+            doc=(
+                'the output to read, by name (the output names in the tensors record: `output` '
+                'for a single tensor, the keys of a dict, `output0`, `output1`... of a tuple); '
+                'needed when the model has several outputs'),
+        ),
         "threshold": double_prop(
             "Threshold", "A result whose confidence is below it is not attached "
             "(0 attaches every result)", 0.0, 1.0, 0.0),
@@ -77,7 +89,13 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
             "If scores", "Label only an output that is one set of class scores per buffer "
             "(a float [C] or [1, C] tensor, C > 1); any other output passes unlabelled, said "
             "once in the log (the bins set it for model files whose outputs they cannot "
-            "know)", False),
+            "know)", False,
+            doc=(
+                'label only an output that is one set of class scores per buffer (one float `[C]`'
+                ' or `[1, C]` tensor, C > 1); any other output passes unlabelled, said once in '
+                'the log at WARNING (the bins set it for a model file in `video_inference`, whose'
+                ' output they cannot know before it runs)'),
+        ),
     }
     __gproperties__ = gproperties(PROPERTIES)
 

@@ -65,9 +65,17 @@ def resize_properties(mode_note: str = "") -> dict:
     """The resize settings of tensor_resize_crop, shared with tensor_roi_crop."""
     return {
         "size": string_prop("Size", "N: shorter side to N (aspect-ratio) or NxN box; WxH: box; "
-                            "empty: no resize", ""),
+                            "empty: no resize", "",
+            doc=(
+                '`N`: shorter side to N keeping the aspect ratio (mode `aspect-ratio`), or an NxN'
+                ' box; `WxH`: a box; empty: no resize'),
+        ),
         "mode": string_prop("Mode", f"Resize mode: {', '.join(MODES)}{mode_note}",
-                            "aspect-ratio"),
+                            "aspect-ratio",
+            doc=(
+                '`aspect-ratio` (shorter side, or fit inside a WxH box), `no-aspect-ratio` '
+                '(stretch to the box), `letterbox` (fit inside the box, centred, zero padding)'),
+        ),
         "crop": string_prop("Crop", "Centre crop after resizing: N (square) or WxH; empty: "
                             "none", ""),
         "interpolation": string_prop("Interpolation", f"One of {', '.join(INTERPOLATIONS)}",
@@ -75,9 +83,18 @@ def resize_properties(mode_note: str = "") -> dict:
         "antialias": bool_prop("Antialias", "Antialias when downscaling (as torchvision)", True),
         "padding": string_prop("Padding", "mode=letterbox: N or XxY pixels kept free left and "
                                "right (X) and above and below (Y) the picture in the box; "
-                               "empty: none", ""),
+                               "empty: none", "",
+            doc=(
+                '`mode=letterbox`: `N` or `XxY` pixels kept free left and right (X) and above and'
+                " below (Y) the picture inside the box (DL Streamer's padding stride); empty: "
+                'none'),
+        ),
         "fill": string_prop("Fill", "mode=letterbox: the padding's value, <v> or <r,g,b> in "
-                            "0..255 (YOLO pads <114>); empty: 0", ""),
+                            "0..255 (YOLO pads <114>); empty: 0", "",
+            doc=(
+                "`mode=letterbox`: the padding's value, `<v>` or `<r,g,b>` in 0..255 (YOLO's "
+                'letterbox pads `<114>`); empty: 0'),
+        ),
     }
 
 

@@ -73,7 +73,11 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
                             "no-aspect-ratio)"),
         "object-class": string_prop(
             "Object class", "Region labels to crop, <car,person> or car,person; empty: "
-            "every region", ""),
+            "every region", "",
+            doc=(
+                'region labels to crop, `<car,person>` or `car,person` (the list grammar of every'
+                ' list property); empty: every region'),
+        ),
     }
     __gproperties__ = gproperties(PROPERTIES)
 

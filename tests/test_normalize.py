@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD
+from tests.harness import Harness
 from tests.helpers import run_pipeline
-from torchstream.caps import parse_caps_string
+from torchstream.caps import TensorInfo, TensorsConfig, parse_caps_string
 from torchstream.errors import ConfigError, TorchstreamError
 from torchstream.gst import Gst
 from torchstream.preprocess.normalize import NormalizeParams, Normalizer
@@ -213,16 +214,30 @@ def test_pipeline_output_is_the_formula_on_the_raw_tensor(bikes_frames, fmt, axi
     assert out[0].arrays[0].min() < -1.5 and out[0].arrays[0].max() > 2.0
 
 
+def planar(frame: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(frame.transpose(2, 0, 1))
+
+
+def tensor_caps(*shapes: tuple[int, ...], dtype: str = "uint8") -> str:
+    return TensorsConfig(tuple(TensorInfo(dtype, shape) for shape in shapes)).to_caps_string()
+
+
 @pytest.mark.parametrize("rng", ["<-1,1>", "<0,255>"])
-def test_pipeline_other_ranges(bikes_frames, rng):
-    run = run_pipeline(tee_pipeline("RGBP", f"range={rng} mean=<0.5> std=<0.25>"),
-                       bikes_frames[:3], sinks=("sink", "raw"), timeout=30)
-    assert run.result.ok, run.error
+def test_other_ranges(bikes_frames, rng):
+    """The element alone (a harness): tensors in, the formula out, timestamps kept."""
+    harness = Harness("opencv_tensor_normalize", range=rng, mean="<0.5>", std="<0.25>")
+    frames = [planar(f) for f in bikes_frames[:3]]
+    assert harness.start(tensor_caps(frames[0].shape)), harness.error()
+    for frame in frames:
+        assert harness.push(frame) == Gst.FlowReturn.OK, harness.error()
     lo, hi = parse_float_list(rng, "range")
-    raw, out = run.per_sink["raw"], run.per_sink["sink"]
-    assert len(out) == 3
-    for r, o in zip(raw, out, strict=True):
-        assert_close(o.arrays[0], reference(r.arrays[0], (lo, hi), 0.5, 0.25, None))
+    for i, frame in enumerate(frames):
+        out = harness.pull()
+        assert out.pts == i * Gst.SECOND // 25
+        (y,) = harness.arrays(out)
+        assert_close(y, reference(frame, (lo, hi), 0.5, 0.25, None))
+    assert parse_caps_string(harness.out_caps.to_string()).types_string == "float32"
+    harness.stop()
 
 
 @pytest.mark.parametrize(
@@ -240,12 +255,14 @@ def test_bad_property_stops_the_pipeline_with_an_error(bikes_frames, props, name
     assert run.per_sink["sink"] == []
 
 
-def test_mean_with_wrong_channel_count_for_the_tensor_is_an_error(bikes_frames):
-    run = run_pipeline(tee_pipeline("RGBx", f"mean={IMAGENET_MEAN} std={IMAGENET_STD}"),
-                       bikes_frames[:2], sinks=("sink", "raw"), timeout=10)
-    assert not run.result.ok and not run.result.timed_out, run.error
-    assert "channel" in run.error
-    assert run.per_sink["sink"] == []
+def test_mean_with_wrong_channel_count_for_the_tensor_is_an_error():
+    harness = Harness("opencv_tensor_normalize", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    accepted = harness.start(tensor_caps((4, 8, 8)))
+    flow = harness.push(np.zeros((4, 8, 8), np.uint8)) if accepted else None
+    assert not accepted or flow != Gst.FlowReturn.OK
+    assert "channel" in (harness.error() or ""), harness.error()
+    assert harness.buffers == []
+    harness.stop()
 
 
 @pytest.mark.parametrize("props", ["range=<0>", "mean=<a,b>"])

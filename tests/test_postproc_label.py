@@ -302,3 +302,33 @@ def test_no_memory_growth_over_thousands_of_buffers():
     run(500)
     grown = steady_growth_mb(lambda: run(5000))
     assert grown < 0.25, grown  # less than 50 bytes per buffer
+
+
+# --- the element alone (a harness) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, labelled", [((1, 5), True), ((5,), True), ((1, 10, 6), False),
+                                             ((1, 1), False)])
+def test_if_scores_labels_class_scores_and_passes_anything_else(shape, labelled):
+    """if-scores (what the bins set for a model file): one set of class scores is labelled as
+    without it; any other output passes untouched and unlabelled."""
+    from tests.harness import Harness
+    from torchstream.caps import TensorInfo, TensorsConfig
+    from torchstream.meta import read_results
+
+    harness = Harness("tensor_postproc_label", method="softmax", if_scores=True)
+    caps = TensorsConfig((TensorInfo("float32", shape),)).to_caps_string()
+    assert harness.start(caps), harness.error()
+    scores = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) % 7
+    assert harness.push(scores) == Gst.FlowReturn.OK, harness.error()
+    out = harness.pull()
+    (array,) = harness.arrays(out)
+    np.testing.assert_array_equal(array.reshape(shape), scores)  # the tensors untouched
+    found = read_results(out).classifications
+    if labelled:
+        [c] = found
+        assert c.label_id == int(scores.argmax()) and c.label == str(c.label_id)
+        assert abs(c.confidence - np_softmax(scores.reshape(-1)).max()) < 1e-6
+    else:
+        assert found == []
+    harness.stop()

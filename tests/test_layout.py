@@ -121,3 +121,11 @@ def test_the_core_imports_without_gstreamer():
 def test_the_gstreamer_io_does_load_gi():
     """The check above can fail: a GStreamer module, imported the same way, loads gi."""
     assert "'gi'" in run_imports(["torchstream.gst.meta"])
+
+
+def test_the_public_aliases_are_the_modules_they_name():
+    """``torchstream.meta`` (the README's Python API) is ``torchstream.gst.meta``."""
+    import importlib
+
+    for alias, target in torchstream.PUBLIC_ALIASES.items():
+        assert importlib.import_module(f"torchstream.{alias}") is importlib.import_module(target)

@@ -28,6 +28,7 @@ from torchstream.elements.processbin import (
     skipped_prop,
 )
 from torchstream.elements.tensor_inference import PytorchTensorInference
+from torchstream.elements.tensor_postproc_detection import TensorPostprocDetection
 from torchstream.elements.tensor_postproc_label import TensorPostprocLabel
 from torchstream.errors import ConfigError
 from torchstream.gst import Gst
@@ -55,11 +56,7 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
                                               "graph-mode", "model-instance-id",
                                               "batch-timeout")},
         **{name: TensorPostprocLabel.PROPERTIES[name] for name in ("labels", "labels-file")},
-        "threshold": double_prop("Threshold", threshold_blurb, 0.0, 1.0, -1.0, also=(-1.0,),
-            doc=(
-                'a detection whose confidence is below it is dropped (equal is kept); 0 keeps '
-                'every detection'),
-        ),
+        "threshold": double_prop("Threshold", threshold_blurb, 0.0, 1.0, -1.0, also=(-1.0,)),
         "inference-interval": uint_prop(
             "Inference interval", "Run the model on one frame in N; the frames in between "
             "pass with no results, or the last ones (repeat-metadata)", 1, 1_000_000, 1),
@@ -212,22 +209,9 @@ class ObjectDetect(_InferenceBin):
     KIND = "object_detect"
     PROPERTIES = {
         **_common_properties(_DETECT_THRESHOLD, "full-frame"),
-        "point-names": string_prop(
-            "Point names", "A keypoint detector's point names, <a,b,c> (empty: COCO's 17 "
-            "person keypoints for 17 points)", None,
-            doc=(
-                "object_detect: a keypoint detector's point names and skeleton, passed to "
-                "`tensor_postproc_detection` (none: COCO's 17 keypoints and skeleton for 17 "
-                'points)'),
-        ),
-        "point-connections": string_prop(
-            "Point connections", "Pairs of point names the skeleton joins, <a,b,c,d> or "
-            "<a-b,c-d> (empty: COCO's skeleton for COCO's points)", None,
-            doc=(
-                "object_detect: a keypoint detector's point names and skeleton, passed to "
-                "`tensor_postproc_detection` (none: COCO's 17 keypoints and skeleton for 17 "
-                'points)'),
-        ),
+        # passed on to tensor_postproc_detection as they are
+        **{name: TensorPostprocDetection.PROPERTIES[name]
+           for name in ("point-names", "point-connections")},
     }
     __gproperties__ = gproperties(PROPERTIES)
 
@@ -250,7 +234,7 @@ class ObjectClassify(_InferenceBin):
             "between, each region keeps the label of the region of the same label it overlaps "
             "most (IoU >= 0.5) on the last classified frame", 1, 1_000_000, 1,
             doc=(
-                'object_classify: classify the regions on one frame in N; on the frames in '
+                'classify the regions on one frame in N; on the frames in '
                 'between each region keeps the label of the region of the same label it overlaps '
                 'most (IoU >= 0.5) on the last classified frame'),
         ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from torchstream.elements import ELEMENTS, element_class
@@ -66,6 +67,9 @@ def bins_table() -> str:
     for key in names:
         owners = [b for b in BINS if key in declared[b]]
         prop = declared[owners[0]][key]
+        meanings: dict[str, list[str]] = {}  # a meaning -> the bins it is theirs
+        for b in owners:
+            meanings.setdefault(meaning_cell(declared[b][key]), []).append(b)
         defaults = {b: default_cell(declared[b][key].default) for b in owners}
         default = None
         if len(set(defaults.values())) > 1:
@@ -73,6 +77,9 @@ def bins_table() -> str:
             others = ", ".join(f"{b}: {d}" for b, d in defaults.items() if d != first)
             default = f"{first} ({others})"
         note = "" if len(owners) == len(BINS) else " and ".join(owners) + " only"
+        if len(meanings) > 1:  # one declaration per bin: each bin's meaning
+            prop = replace(prop, doc="; ".join(f"{', '.join(bins)}: {text}"
+                                               for text, bins in meanings.items()))
         rows.append(row(key, prop, default, note))
     return "\n".join(rows)
 

@@ -335,18 +335,27 @@ def test_centernet_keeps_torch_where_openvino_reorders_its_rows(centernet):
 # --- the choice is made once -----------------------------------------------------------------
 
 
-def test_a_choice_is_made_once_per_model_file_and_input(tmp_path, mobilenet_weights):
+def test_a_choice_is_made_once_per_model_weights_and_input(tmp_path, mobilenet_weights):
     """TorchScript keeps every traced class for the life of the process and OpenVINO holds a
-    compiled copy of the weights: a pipeline rebuilt with the same model reuses the engine."""
+    compiled copy of the weights: a pipeline rebuilt with the same model reuses the engine,
+    and so does another copy of the same weights (another file, another checkpoint layout)."""
     runners = []
     for _ in range(2):
         runner = BatchRunner(load_model(MOBILENET, str(mobilenet_weights)), IMAGE)
         runner.probe()
         runners.append(runner)
     assert runners[0].choice is runners[1].choice
-    copy = tmp_path / "mobilenet_v2-b0353104.pth"  # other weights file: its own engine
-    copy.write_bytes(mobilenet_weights.read_bytes())
-    other = BatchRunner(load_model(MOBILENET, str(copy)), IMAGE)
+    state = torch.load(mobilenet_weights, weights_only=True)
+    copy = tmp_path / "copy" / "mobilenet_v2-b0353104.pth"
+    copy.parent.mkdir()
+    torch.save({"state_dict": state}, copy)  # the same weights in another layout
+    same = BatchRunner(load_model(MOBILENET, str(copy)), IMAGE)
+    same.probe()
+    assert same.choice is runners[0].choice and same.choice_reused
+    state["classifier.1.bias"] = state["classifier.1.bias"] + 1.0  # other weights
+    changed = tmp_path / "mobilenet_v2-b0353104.pth"
+    torch.save(state, changed)
+    other = BatchRunner(load_model(MOBILENET, str(changed)), IMAGE)
     other.probe()
     smaller = BatchRunner(load_model(MOBILENET, str(mobilenet_weights)),
                           TensorsConfig((TensorInfo("float32", (3, 160, 160)),)))

@@ -80,15 +80,18 @@ class LoadedModel:
     _weights_key: tuple | None = field(default=None, repr=False, compare=False)
 
     def weights_key(self) -> tuple | None:
-        """What an engine choice is kept under: the module's kind and a hash of every tensor
-        of its state, so any load of the same weights (another copy of the file, another
-        checkpoint layout) reuses the choice; the identity for a model that is no torch
-        module (an OpenVINO file); None for a model made by hand (not loaded from a name or
-        a file: it chooses afresh every time)."""
+        """What an engine choice is kept under, so any load of the same model reuses it: for
+        a factory, its name and a hash of every tensor of the module's state (another copy of
+        the weights file, another checkpoint layout: the same key); for a model file, a hash
+        of its bytes (its code, constants and weights); None for a model made by hand (not
+        loaded from a name or a file: it chooses afresh every time)."""
         if self.identity is None:
             return None
         if self._weights_key is None:
-            self._weights_key = _weights_key(self.module) or ("file", self.identity)
+            if is_factory_name(self.name):
+                self._weights_key = ("factory", self.name, _state_digest(self.module))
+            else:
+                self._weights_key = ("file", _files_digest(self.name))
         return self._weights_key
 
     def preferred_input_size(self) -> tuple[int, int] | None:
@@ -97,28 +100,34 @@ class LoadedModel:
         return self.input_size or preferred_input_size(self.preprocess)
 
 
-def _weights_key(module) -> tuple | None:
-    """(class, device, digest of the state's names, dtypes, shapes and bytes[, TorchScript
-    code]) of a torch module; None for anything else."""
+def _state_digest(module) -> str:
+    """A hash of a torch module's class and of the names, dtypes, shapes and bytes of every
+    tensor of its state."""
     import hashlib
 
     import torch
 
-    if not isinstance(module, torch.nn.Module):
-        return None
-    digest = hashlib.blake2b(digest_size=20)
-    devices = set()
+    digest = hashlib.blake2b(type(module).__qualname__.encode(), digest_size=20)
     for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        devices.add(str(tensor.device))
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:{tensor.device};".encode())
         data = tensor.detach().contiguous().cpu()
         if data.numel():
             digest.update(data.reshape(-1).view(torch.uint8).numpy())  # no copy
-    code = getattr(module, "code", None)  # a TorchScript module's forward
-    if isinstance(code, str):
-        digest.update(code.encode())
-    kind = f"{type(module).__module__}.{type(module).__qualname__}"
-    return (kind, tuple(sorted(devices)), digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _files_digest(path: str) -> str:
+    """A hash of a model file's bytes (and of the weights file beside an OpenVINO IR)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=20)
+    p = Path(path)
+    for part in (p, p.with_suffix(".bin")) if p.suffix.lower() == ".xml" else (p,):
+        if part.is_file():
+            with open(part, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+    return digest.hexdigest()
 
 
 def preferred_input_size(preprocess: ClassifierPreprocess | None) -> tuple[int, int] | None:

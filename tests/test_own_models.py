@@ -10,6 +10,7 @@ not build by default.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -85,6 +86,10 @@ LAYOUTS = {
                                        "epoch": 3, "global_step": 120,
                                        "pytorch-lightning_version": "2.4.0"},
     "dataparallel": lambda state, names: {"module." + k: v for k, v in state.items()},
+    # torchvision's reference train.py: its argparse args and, in many loops, a numpy best
+    "reference_script": lambda state, names: {"model": state, "epoch": 89,
+                                              "args": argparse.Namespace(lr=0.1, epochs=90),
+                                              "best_acc1": np.float64(71.9)},
 }
 WITH_NAMES = {"model", "model_state_dict", "safetensors"}
 

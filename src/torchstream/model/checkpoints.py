@@ -70,7 +70,8 @@ def read_checkpoint(path: str, what: str = "model-weights file") -> Checkpoint:
 
     try:
         # not mmap: training code often saves over the file while a pipeline runs
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_harmless_globals()):
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
         refusal = _refusal_for_pickle(p, path, what)
         if refusal is not None:
@@ -95,6 +96,20 @@ def read_checkpoint(path: str, what: str = "model-weights file") -> Checkpoint:
         )
     raise ConfigError(f"{what} '{path}' holds a {type(obj).__name__}, not a state dict of "
                       "tensors")
+
+
+def _harmless_globals() -> list:
+    """Plain data that training loops save beside the weights and that reads without running
+    code: torchvision's reference scripts keep their ``argparse.Namespace`` (``args``), many
+    loops a numpy scalar (``best_acc1``)."""
+    import argparse
+
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    dtypes = [type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "bool")]
+    return [argparse.Namespace, scalar, np.dtype, *dtypes]
 
 
 def _read_safetensors(p: Path, path: str, what: str) -> Checkpoint:

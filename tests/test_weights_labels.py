@@ -18,7 +18,7 @@ from tests.helpers import decode_frames
 from tests.results_helpers import run_results
 from torchstream.decode.labels import weights_labels
 from torchstream.environment import LABELS_DIR
-from torchstream.model.loading import published_weights, weights_categories
+from torchstream.model.loading import published_weights
 
 MOBILENET = "torchvision.models.mobilenet_v2"
 V1 = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
@@ -36,9 +36,8 @@ def test_the_published_weights_of_a_model_and_a_file(mobilenet_weights, tmp_path
     assert published_weights(MOBILENET, str(mobilenet_weights)) is V1
     own = tmp_path / "mobilenet_v2_finetuned.pth"
     assert published_weights(MOBILENET, str(own)) is None
-    assert weights_categories(MOBILENET, str(mobilenet_weights)) == tuple(V1.meta["categories"])
-    assert weights_categories(MOBILENET, str(own)) == ()
-    assert weights_categories("/models/mine.pt") == ()
+    assert published_weights(MOBILENET, str(mobilenet_weights)).meta["categories"] == \
+        V1.meta["categories"]
     labels = weights_labels(str(V1))
     assert labels.names[89] == "sulphur-crested cockatoo" and len(labels) == 1000
     assert weights_labels("No_Such_Weights.V1") is None and weights_labels("") is None

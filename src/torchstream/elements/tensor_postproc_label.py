@@ -172,7 +172,8 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
     def do_transform_ip(self, buf):
         record = read_tensors_record(buf)
         if_scores = self.settings["if-scores"] and not (self.settings["layer-name"] or "").strip()
-        index, layer = (0, "") if if_scores else self._select(record)
+        # several outputs are no set of class scores: said below, not an error with if-scores
+        index, layer = (0, "") if if_scores and len(self.config) != 1 else self._select(record)
         info = self.config.tensors[index]
         ids = read_roi_batch(buf)
         with MappedTensors(buf, self.config) as arrays:
@@ -180,7 +181,6 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
             if if_scores:
                 if not self._are_scores(array, ids, record):
                     return Gst.FlowReturn.OK
-                layer = record.names[0] if record is not None and record.names else ""
             params = self._params_for(record, array.shape)
             if ids is not None:
                 rows = classify_rows(array, params)

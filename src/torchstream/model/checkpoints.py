@@ -68,6 +68,9 @@ def read_checkpoint(path: str, what: str = "model-weights file") -> Checkpoint:
         return _read_safetensors(p, path, what)
     import torch
 
+    if not zipfile.is_zipfile(p) and not looks_like_pickle(p):
+        raise ConfigError(f"{what} '{path}' is not a weights file: expected what torch.save "
+                          "writes (a state dict or a checkpoint dict) or a .safetensors file")
     try:
         # not mmap: training code often saves over the file while a pipeline runs
         with torch.serialization.safe_globals(_harmless_globals()):
@@ -96,6 +99,13 @@ def read_checkpoint(path: str, what: str = "model-weights file") -> Checkpoint:
         )
     raise ConfigError(f"{what} '{path}' holds a {type(obj).__name__}, not a state dict of "
                       "tensors")
+
+
+def looks_like_pickle(path: Path) -> bool:
+    """Whether a file starts as a pickle does (torch.save's legacy format)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and head[1] <= 5
 
 
 def _harmless_globals() -> list:
@@ -249,6 +259,8 @@ def fit_keys(state: dict[str, Any], expected: Iterable[str]) -> tuple[dict[str, 
     expected = set(expected)
     best, best_prefix = state, ""
     best_score = len(expected & state.keys())
+    if best_score == len(expected):
+        return state, ""  # the usual case: the keys fit as they are
     frontier = [("", state)]
     for _ in range(3):  # prefixes of up to three parts
         deeper = []

@@ -32,6 +32,7 @@ from torchstream.model.checkpoints import (
     check_file,
     fit_builder,
     fit_keys,
+    looks_like_pickle,
     pickle_names_ultralytics,
     read_checkpoint,
     shapes_of,
@@ -245,17 +246,6 @@ def torchvision_weights_for(model: str, weights_file: str | None = None):
     return entry if entry is not None else torchvision_default_weights(model)
 
 
-def weights_categories(model: str, weights_file: str | None = None) -> tuple[str, ...]:
-    """The category names of the published weights the model runs with (() when none)."""
-    if not is_torchvision_name(model):
-        return ()
-    try:
-        entry = published_weights(model, weights_file)
-    except Exception:  # noqa: BLE001 - a bad name is reported when the model loads
-        return ()
-    return tuple(entry.meta.get("categories") or ()) if entry is not None else ()
-
-
 def weights_cache_path(weights) -> Path:
     import torch
 
@@ -380,7 +370,7 @@ def _fit_and_build(builder, kwargs: dict, model: str, weights_file: str) -> _Fit
 
 
 def _build_torchvision(model: str, weights_file: str | None):
-    """-> (module, weights entry whose preprocessing it runs with, fitted file or None)."""
+    """-> (module, the fitted weights file or None)."""
     builder, name = _torchvision_builder(model)
     params = inspect.signature(builder).parameters
     kwargs: dict[str, Any] = {"weights": None}
@@ -389,7 +379,7 @@ def _build_torchvision(model: str, weights_file: str | None):
     default = torchvision_default_weights(model)
     if weights_file:
         fitted = _fit_and_build(builder, kwargs, model, weights_file)
-        return fitted.module, torchvision_weights_for(model, weights_file), fitted
+        return fitted.module, fitted
     if default is None:
         raise ConfigError(
             f"model '{model}' has no pretrained weights in torchvision; pass model-weights=<file>"
@@ -406,7 +396,7 @@ def _build_torchvision(model: str, weights_file: str | None):
             "or pass model-weights=<state dict file>",
             detail=str(exc),
         ) from exc
-    return module, default, None
+    return module, None
 
 
 # -- timm --------------------------------------------------------------------------------
@@ -559,7 +549,7 @@ def _load_model_file(path: str):
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as safe_exc:
-        if not names and not _looks_like_pickle(p):
+        if not names and not looks_like_pickle(p):
             raise ConfigError(
                 f"{not_model}: {exception_summary(safe_exc)}", detail=str(safe_exc)
             ) from safe_exc
@@ -596,12 +586,6 @@ def _pickle_refused(path: str) -> ConfigError:
 def _file_stamp(path: str) -> tuple:
     st = os.stat(path)
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-
-
-def _looks_like_pickle(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(2)
-    return len(head) == 2 and head[0] == 0x80 and head[1] <= 5
 
 
 def _takes_image_list(module) -> bool:
@@ -664,11 +648,12 @@ def _load(model: str, weights_file: str | None, dev) -> LoadedModel:
     names = _ClassNames()
     fitted: _Fitted | None = None
     if is_torchvision_name(model):
-        module, weights, fitted = _build_torchvision(model, weights_file)
+        module, fitted = _build_torchvision(model, weights_file)
         source = "torchvision"
+        entry = published_weights(model, weights_file)  # what the file is, if published
+        weights = entry if entry is not None else torchvision_default_weights(model)
         if weights is not None:
             preprocess = classifier_preprocess(weights)
-        entry = published_weights(model, weights_file)
         if entry is not None and entry.meta.get("categories"):
             names = _ClassNames(tuple(entry.meta["categories"]), str(entry))
     elif is_timm_name(model):

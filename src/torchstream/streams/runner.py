@@ -36,7 +36,8 @@ from torchstream.streams.config import (
 class StreamStatus:
     name: str
     state: str = "starting"
-    frames: int = 0  # frames out over every run of the stream
+    frames: int = 0  # frames out over every run of the stream (a resumed run: the records
+    # its file holds, then its own)
     runs: int = 0
     restarts: int = 0
     last_pts: int | None = None  # ns, of the last frame out
@@ -137,6 +138,10 @@ class StreamRunner:
             return PipelineResult(ok=False, error="the pipeline holds no torchstream "
                                                   "element"), True
         with self._lock:
+            if point is not None and self.spec.jsonl and self.status.runs > 0:
+                # the file holds what the failed run published: a frame written there while
+                # the failing pipeline flushed never reached the count
+                self.status.frames = point.records
             self.status.runs += 1
             self.status.resumed_after = resume
             self._change_state("running")

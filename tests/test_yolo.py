@@ -464,14 +464,15 @@ def test_color_format_is_dl_streamers_spelling_of_color_space():
 
 
 def test_letterbox_padding_border_and_fill():
-    from torchstream.elements.tensor_resize_crop import resize_spec
+    from torchstream.elements._base import settings_class
+    from torchstream.elements.tensor_resize_crop import TensorResizeCrop, resize_spec
     from torchstream.preprocess.resize import ResizeSpec
 
     frame = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 272, 640), np.uint8))
     spec = ResizeSpec(size=(320,), mode="letterbox", border=(10, 20), fill=(114, 0, 7))
-    assert resize_spec({"size": "320", "mode": "letterbox", "crop": "", "antialias": True,
-                        "interpolation": "bilinear", "padding": "20x10",
-                        "fill": "<114,0,7>"}) == spec
+    settings = settings_class(TensorResizeCrop)(size="320", mode="letterbox", padding="20x10",
+                                                fill="<114,0,7>")
+    assert resize_spec(settings) == spec
     out = spec.apply(frame)
     assert out.shape == (3, 320, 320)
     # fitted inside the box less the border: 280 wide (x 0.4375), 119 rows high

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
 from torchstream.errors import ConfigError
@@ -141,14 +141,51 @@ def gproperties(props: dict[str, Prop]) -> dict[str, tuple]:
     return {name: prop.gspec() for name, prop in props.items()}
 
 
+def attribute(name: str) -> str:
+    """The settings attribute of a property: ``model-proc`` -> ``model_proc``."""
+    return name.replace("-", "_")
+
+
+class Settings:
+    """Base of the typed settings classes :func:`settings_class` makes: one attribute per
+    declared property, plus access by property name for code that walks the declarations."""
+
+    __slots__ = ()
+
+    def get(self, name: str):
+        return getattr(self, attribute(name))
+
+    def set(self, name: str, value) -> None:
+        setattr(self, attribute(name), value)
+
+    def by_name(self) -> dict[str, Any]:
+        """The values keyed by property name: what the core planners take."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+
+_PYTHON_TYPES = {"string": str | None, "bool": bool, "element": Gst.Element | None,
+                 "uint": int, "int": int, "uint64": int, "double": float}
+
+
+@functools.cache
+def settings_class(owner: type) -> type[Settings]:
+    """The settings dataclass of an element class, made from its ``PROPERTIES``: typed
+    fields with the declared defaults, slotted so that a misspelt setting is an error. A
+    read-only property is the element's to answer (a counter of its run), not a setting."""
+    declared = [(attribute(name), _PYTHON_TYPES[prop.kind], field(default=prop.default))
+                for name, prop in owner.PROPERTIES.items() if not prop.readable_only]
+    return make_dataclass(f"{owner.__name__}Settings", declared, bases=(Settings,), slots=True)
+
+
 class PropertyStore:
-    """Keeps property values in ``self.settings`` keyed by property name, starting from the
-    declared defaults of ``PROPERTIES`` (a dict of :class:`Prop`)."""
+    """Keeps property values in ``self.settings``, a typed :class:`Settings` object made from
+    the declared defaults of ``PROPERTIES`` (a dict of :class:`Prop`): GObject writes it, the
+    element reads a snapshot of it into its run state when it starts."""
 
     PROPERTIES: dict[str, Prop] = {}
 
     def _init_settings(self) -> None:
-        self.settings = {name: prop.default for name, prop in self.PROPERTIES.items()}
+        self.settings = settings_class(type(self))()
 
     def _init_metadata_writer(self) -> None:
         """The settings, and a BaseTransform that writes metadata on the buffers it passes:
@@ -158,15 +195,16 @@ class PropertyStore:
         self.set_passthrough(False)
 
     def do_get_property(self, prop):
-        return self.settings[prop.name]
+        return self.settings.get(prop.name)
 
     def do_set_property(self, prop, value):
-        self.settings[prop.name] = value
+        self.settings.set(prop.name, value)
 
     def check_ranges(self) -> None:
         """A ConfigError naming the first property out of its declared range."""
         for name, prop in self.PROPERTIES.items():
-            prop.check(name, self.settings[name])
+            if not prop.readable_only:
+                prop.check(name, self.settings.get(name))
 
 
 def attempt(element: Gst.Element, step: Callable[[], object]) -> bool:

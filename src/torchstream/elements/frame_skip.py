@@ -7,6 +7,8 @@ the last results repeated), so every frame comes out while the model runs on one
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torchstream.elements._base import (
     FactoryMade,
     Prop,
@@ -48,32 +50,51 @@ class FrameSkip(FactoryMade, PropertyStore, GstBase.BaseTransform):
         super().__init__()
         self._init_settings()
         self.set_passthrough(True)
-        self.seen = 0
+        self.run: _Run | None = None
+        self.counts = (0, 0)  # passed, dropped: the last run's, readable after it stopped
+
+    def do_get_property(self, prop):
+        if prop.name in ("passed", "dropped"):
+            counts = (self.run.passed, self.run.dropped) if self.run else self.counts
+            return counts[prop.name == "dropped"]
+        return PropertyStore.do_get_property(self, prop)
 
     @guarded(False)
     def do_start(self):
         self.check_ranges()
-        self.seen = 0
-        self.settings["passed"] = self.settings["dropped"] = 0
+        self.run = _Run(max(1, int(self.settings.interval)))
         return True
 
     def do_sink_event(self, event):
-        if event.type == Gst.EventType.FLUSH_STOP:
-            self.seen = 0  # after a seek the first frame is inferred again
+        if event.type == Gst.EventType.FLUSH_STOP and self.run is not None:
+            self.run.seen = 0  # after a seek the first frame is inferred again
         return GstBase.BaseTransform.do_sink_event(self, event)
 
     def do_transform_ip(self, buf):
-        keep = self.seen % max(1, int(self.settings["interval"])) == 0
-        self.seen += 1
+        run = self.run
+        keep = run.seen % run.interval == 0
+        run.seen += 1
         if keep:
-            self.settings["passed"] += 1
+            run.passed += 1
             CAT.log(self, "buffer passed")
             return Gst.FlowReturn.OK
-        self.settings["dropped"] += 1
+        run.dropped += 1
         CAT.log(self, "buffer skipped")
         return _DROPPED
 
     def do_stop(self):
-        CAT.info(self, f"{self.settings['passed']} buffers passed, {self.settings['dropped']} "
-                       "skipped")
+        run, self.run = self.run, None
+        if run is not None:
+            self.counts = (run.passed, run.dropped)
+            CAT.info(self, f"{run.passed} buffers passed, {run.dropped} skipped")
         return True
+
+
+@dataclass
+class _Run:
+    """What one run (start to stop) keeps."""
+
+    interval: int
+    seen: int = 0
+    passed: int = 0
+    dropped: int = 0

@@ -107,16 +107,17 @@ class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
 
     def _build(self) -> None:
         self._check_settings()
-        chain = plan_chain(self.KIND, self.settings)
+        chain = plan_chain(self.KIND, self.settings.by_name())
         pre = list(chain.preprocess)
         if chain.skip_interval > 1:
             pre.insert(0, Step("frame_skip", {"interval": chain.skip_interval}, "skip"))
-        self.settings["preprocess"] = self._stage_element("preprocess", pre)
-        self.settings["process"] = self._stage_element("process", chain.process)
-        self.settings["postprocess"] = self._stage_element("postprocess", chain.postprocess)
-        self.settings["aggregate"] = _make(Step("meta_aggregate", {
-            "repeat-metadata": chain.repeat}, "aggregate"))
-        self.settings["postaggregate"] = None
+        self.stages = {
+            "preprocess": self._stage_element("preprocess", pre),
+            "process": self._stage_element("process", chain.process),
+            "postprocess": self._stage_element("postprocess", chain.postprocess),
+            "aggregate": _make(Step("meta_aggregate", {"repeat-metadata": chain.repeat},
+                                    "aggregate")),
+        }
         self.chain = chain
         CAT.info(self, f"{self.KIND}: {_describe(chain)}")
         self._assemble()
@@ -127,7 +128,7 @@ class _InferenceBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
         post-processing), and a model file that is not there (object_classify otherwise
         reports only that the input size of the model is unknown)."""
         self.check_ranges()
-        model = (self.settings["model"] or "").strip()
+        model = (self.settings.model or "").strip()
         if model and Path(model).suffix.lower() in MODEL_FILE_SUFFIXES + OPENVINO_MODEL_SUFFIXES \
                 and not is_factory_name(model):
             check_file(model, "property 'model': model file")

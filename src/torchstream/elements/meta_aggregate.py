@@ -72,7 +72,8 @@ CAT = DebugCategory("torchstream-aggregate", "meta_aggregate: results matched to
 
 @dataclass
 class _Run:
-    """What one run (start to stop) keeps; made at start, the counters readable after stop."""
+    """What one run (start to stop) keeps: made at start, dropped at stop (its counters kept in
+    ``MetaAggregate.counts``)."""
 
     matcher: ResultsMatcher = field(default_factory=ResultsMatcher)
     segments: dict[str, Gst.Segment] = field(default_factory=dict)  # pad name -> its segment
@@ -139,7 +140,8 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
                                      direction=Gst.PadDirection.SINK)
         self.add_pad(self.video_pad)
         self.next_pad = 0
-        self.run = _Run()
+        self.run: _Run | None = None  # from start (READY -> PAUSED) to stop
+        self.counts = (0, 0)  # frames out, frames copied: the last run's, kept after its stop
 
     @guarded(None)
     def do_request_new_pad(self, templ, name, caps):
@@ -205,6 +207,14 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
         self.run = _Run()
         return True
 
+    def do_stop(self):
+        run, self.run = self.run, None
+        if run is not None:
+            self.counts = (run.frames_out, run.frames_copied)
+            CAT.info(self, f"{run.frames_out} frames out, {run.frames_copied} of them copied "
+                           "(not writable)")
+        return True
+
     @guarded(Gst.FlowReturn.ERROR)
     def do_flush(self):
         self.run.matcher.clear()
@@ -219,7 +229,7 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
         ``drain``) into the matcher; a later buffer stays queued on its pad, which tells that
         the pad is past the frame and keeps GstAggregator calling us for the next frames."""
         keys = set()
-        keep = self.settings["attach-tensor-data"]
+        keep = self.settings.attach_tensor_data
         for pad in self._tensor_pads():
             key = pad.get_name()
             keys.add(key)
@@ -265,7 +275,7 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
                 self.run.frames_copied += 1
             width, height = self._frame_size()
             base = read_results(frame)
-            if self.settings["repeat-metadata"]:
+            if self.settings.repeat_metadata:
                 for f in found:
                     self.run.last[f.source] = contribution(base, f.results)
             merged = merge_results(base, [f.results for f in found])
@@ -283,7 +293,7 @@ class MetaAggregate(FactoryMade, PropertyStore, GstBase.Aggregator):
 
     def _repeats(self, found: list[_Found]) -> list[Contribution]:
         """The last contributions of the pads that have no result for this frame."""
-        if not self.settings["repeat-metadata"]:
+        if not self.settings.repeat_metadata:
             return []
         fresh = {f.source for f in found}
         return [added for key, added in self.run.last.items() if key not in fresh]

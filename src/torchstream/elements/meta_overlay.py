@@ -9,6 +9,8 @@ untouched, and the results metadata stays on the buffer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
@@ -25,6 +27,7 @@ from torchstream.gst.log import DebugCategory
 from torchstream.gst.meta import read_results
 from torchstream.results.overlay import (
     OVERLAY_FORMATS,
+    Style,
     auto_style,
     draw_on_planes,
     frame_planes,
@@ -70,8 +73,7 @@ class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self._init_settings()
         self.set_in_place(True)
         self.set_passthrough(False)  # drawing writes the frame: GStreamer makes it writable
-        self.info = None
-        self.style = None
+        self.run: _Run | None = None  # from the negotiated caps to stop
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
@@ -80,10 +82,14 @@ class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
         if info is None:
             raise TorchstreamError(f"meta_overlay: not a video format: {incaps.to_string()}")
         s = self.settings
-        self.info = info
-        self.style = auto_style(info.width, info.height, s["lines-thickness"], s["font-scale"],
-                                s["font-thickness"])
-        CAT.info(self, f"{info.finfo.name} {info.width}x{info.height}: {self.style}")
+        style = auto_style(info.width, info.height, s.lines_thickness, s.font_scale,
+                           s.font_thickness)
+        self.run = _Run(info, style)
+        CAT.info(self, f"{info.finfo.name} {info.width}x{info.height}: {style}")
+        return True
+
+    def do_stop(self):
+        self.run = None
         return True
 
     @guarded(FLOW_ERROR)
@@ -93,7 +99,7 @@ class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
             return Gst.FlowReturn.OK  # nothing to draw: the frame is not mapped or touched
         CAT.log(self, lambda: f"drawing {len(results.regions)} regions, "
                               f"{len(results.classifications)} classifications")
-        info = self.info
+        info, style = self.run.info, self.run.style
         offsets, strides = list(info.offset), list(info.stride)
         vmeta = GstVideo.buffer_get_video_meta(buf)
         if vmeta is not None:  # the producer's own plane layout (padded rows or planes)
@@ -104,7 +110,15 @@ class MetaOverlay(FactoryMade, PropertyStore, GstBase.BaseTransform):
         try:
             planes = frame_planes(mapping.data, info.finfo.name, info.width, info.height,
                                   offsets, strides)
-            draw_on_planes(planes, info.width, info.height, results, self.style)
+            draw_on_planes(planes, info.width, info.height, results, style)
         finally:
             buf.unmap(mapping)
         return Gst.FlowReturn.OK
+
+
+@dataclass
+class _Run:
+    """The frame layout and drawing style of the negotiated caps."""
+
+    info: GstVideo.VideoInfo
+    style: Style

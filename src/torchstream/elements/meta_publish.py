@@ -9,6 +9,8 @@ writable); each one's results (``torchstream.gst.meta.read_results``) become a r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
@@ -112,72 +114,78 @@ class MetaPublish(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self._init_settings()
         self.set_in_place(True)
         self.set_passthrough(True)
-        self.writer: JsonLinesWriter | None = None
-        self.width: int | None = None
-        self.height: int | None = None
-        self.frame = 0
-        self.dlstreamer = False  # format=dlstreamer
+        self.run: _Run | None = None
 
     @guarded(False)
     def do_start(self):
         self.check_ranges()
-        self.frame = self.settings["first-frame"]
         s = self.settings
-        method = (s["method"] or "").strip().lower()
+        method = (s.method or "").strip().lower()
         if method not in METHODS:
             raise ConfigError(f"property 'method' must be one of {', '.join(METHODS)}, got "
-                              f"{s['method']!r}")
-        layout = (s["format"] or "").strip().lower()
+                              f"{s.method!r}")
+        layout = (s.format or "").strip().lower()
         if layout not in FORMATS:
             raise ConfigError(f"property 'format' must be one of {', '.join(FORMATS)}, got "
-                              f"{s['format']!r}")
-        self.dlstreamer = layout == "dlstreamer"
+                              f"{s.format!r}")
         if method == "mqtt":
             writer = MqttPublisher(MqttSettings(
-                s["address"] or "", s["topic"] or "", s["mqtt-client-id"] or "",
-                s["max-connect-attempts"], s["max-reconnect-interval"],
-                s["mqtt-config"] or ""))
-            where = f"MQTT broker {s['address']}, topic {s['topic']}"
+                s.address or "", s.topic or "", s.mqtt_client_id or "",
+                s.max_connect_attempts, s.max_reconnect_interval,
+                s.mqtt_config or ""))
+            where = f"MQTT broker {s.address}, topic {s.topic}"
         else:
-            writer = JsonLinesWriter(s["file-path"], append=s["append"])
-            where = s["file-path"] or "stdout"
+            writer = JsonLinesWriter(s.file_path, append=s.append)
+            where = s.file_path or "stdout"
         writer.open()
-        self.writer = writer
+        self.run = _Run(writer, layout == "dlstreamer", s.segmentation_map, s.first_frame)
         CAT.info(self, f"writing JSON records to {where}")
         return True
 
     @guarded(False)
     def do_stop(self):
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.close()
+        run, self.run = self.run, None
+        if run is not None:
+            run.writer.close()
         return True
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
         s = incaps.get_structure(0)
-        self.width = self.height = None
+        self.run.width = self.run.height = None
         if s.has_field("width") and s.has_field("height"):
             w, h = s.get_value("width"), s.get_value("height")
             if isinstance(w, int) and isinstance(h, int):
-                self.width, self.height = w, h
+                self.run.width, self.run.height = w, h
         return True
 
     @guarded(False)
     def do_sink_event(self, event):
-        if event.type == Gst.EventType.EOS and self.writer is not None:
-            self.writer.flush()  # complete on disk as soon as the stream ends
+        if event.type == Gst.EventType.EOS and self.run is not None:
+            self.run.writer.flush()  # complete on disk as soon as the stream ends
         return GstBase.BaseTransform.do_sink_event(self, event)
 
     @guarded(FLOW_ERROR)
     def do_transform_ip(self, buf):
-        results = read_results(buf)
-        if self.dlstreamer:
-            record = dlstreamer_record(results, buf.pts, self.width, self.height)
+        results, run = read_results(buf), self.run
+        if run.dlstreamer:
+            record = dlstreamer_record(results, buf.pts, run.width, run.height)
         else:
-            record = frame_record(results, self.frame, buf.pts, buf.duration, self.width,
-                                  self.height, self.settings["segmentation-map"])
-        self.writer.write(record)
-        CAT.log(self, lambda: f"frame {self.frame}: {len(results.regions)} regions")
-        self.frame += 1
+            record = frame_record(results, run.frame, buf.pts, buf.duration, run.width,
+                                  run.height, run.segmentation_map)
+        run.writer.write(record)
+        CAT.log(self, lambda: f"frame {run.frame}: {len(results.regions)} regions")
+        run.frame += 1
         return Gst.FlowReturn.OK
+
+
+@dataclass
+class _Run:
+    """The open writer and the counters of one run (start to stop)."""
+
+    writer: JsonLinesWriter | MqttPublisher
+    dlstreamer: bool  # format=dlstreamer
+    segmentation_map: bool
+    frame: int  # the next record's frame number
+    width: int | None = None  # from the caps
+    height: int | None = None

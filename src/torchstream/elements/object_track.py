@@ -11,6 +11,8 @@ A frame the detector ran on (its results name a model), or one carrying regions 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from torchstream.decode.tracking import SHORT_TERM, TRACKING_TYPES, Tracker, TrackerSettings
@@ -105,17 +107,12 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
     def __init__(self) -> None:
         super().__init__()
         self._init_metadata_writer()
-        self.tracker: Tracker | None = None
-        self.classes: frozenset[str] = frozenset()
-        self.label_names: dict[int, str] = {}
-        self.frames = 0
-        self.detector_seen = False
-        self.size: tuple[int, int] | None = None  # the frame size, for the ROI mirrors
+        self.run: _Run | None = None
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
         info = GstVideo.VideoInfo.new_from_caps(incaps)
-        self.size = (info.width, info.height) if info is not None and info.width else None
+        self.run.size = (info.width, info.height) if info is not None and info.width else None
         return True
 
     @guarded(False)
@@ -123,51 +120,48 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
         self.check_ranges()
         s = self.settings
         settings = TrackerSettings(
-            tracking_type=(s["tracking-type"] or "").strip().lower(),
-            max_age=s["max-age"], max_predicted=s["max-predicted"], n_init=s["n-init"],
-            iou_threshold=s["iou-threshold"], per_class=s["tracking-per-class"],
-            high_threshold=s["high-threshold"], low_threshold=s["low-threshold"])
-        self.classes = parse_class_set(s["object-class"], "object-class")
-        self.tracker = Tracker(settings)
-        self.label_names = {}
-        self.frames = 0
-        self.detector_seen = False
-        CAT.info(self, f"{settings}; classes: {sorted(self.classes) or 'all'}")
+            tracking_type=(s.tracking_type or "").strip().lower(),
+            max_age=s.max_age, max_predicted=s.max_predicted, n_init=s.n_init,
+            iou_threshold=s.iou_threshold, per_class=s.tracking_per_class,
+            high_threshold=s.high_threshold, low_threshold=s.low_threshold)
+        classes = parse_class_set(s.object_class, "object-class")
+        self.run = _Run(Tracker(settings), classes)
+        CAT.info(self, f"{settings}; classes: {sorted(classes) or 'all'}")
         return True
 
     def do_sink_event(self, event):
-        if event.type == Gst.EventType.FLUSH_STOP and self.tracker is not None:
-            fresh = Tracker(self.tracker.settings)  # after a seek: new tracks, new ids
-            fresh.next_id = self.tracker.next_id
-            self.tracker = fresh
+        if event.type == Gst.EventType.FLUSH_STOP and self.run is not None:
+            fresh = Tracker(self.run.tracker.settings)  # after a seek: new tracks, new ids
+            fresh.next_id = self.run.tracker.next_id
+            self.run.tracker = fresh
         return GstBase.BaseTransform.do_sink_event(self, event)
 
     @guarded(FLOW_ERROR)
     def do_transform_ip(self, buf):
-        results = read_results(buf)
-        self.frames += 1
-        self.detector_seen = self.detector_seen or bool(results.models)
-        if not self.detector_seen and self.frames >= FRAMES_TO_SEE_A_DETECTOR:
-            raise ConfigError(f"object_track: no detector results on the first {self.frames} "
+        results, run = read_results(buf), self.run
+        run.frames += 1
+        run.detector_seen = run.detector_seen or bool(results.models)
+        if not run.detector_seen and run.frames >= FRAMES_TO_SEE_A_DETECTOR:
+            raise ConfigError(f"object_track: no detector results on the first {run.frames} "
                               "frames; it tracks the regions of a detector upstream "
                               "(object_detect ... ! object_track)")
-        tracked = [r for r in results.regions if not self.classes or r.label in self.classes]
-        if self.tracker.settings.per_class:
+        tracked = [r for r in results.regions if not run.classes or r.label in run.classes]
+        if run.tracker.settings.per_class:
             unlabelled = [r.region_id for r in tracked if not r.label]
             if unlabelled:
                 raise TorchstreamError(f"object_track: regions {unlabelled} have no label; "
                                        "tracking per class needs labels (or set "
                                        "tracking-per-class=false)")
         for r in tracked:
-            self.label_names.setdefault(r.label_id, r.label)
+            run.label_names.setdefault(r.label_id, r.label)
         # a frame the detector ran on, or one that carries regions anyway (repeat-metadata
         # repeats the last ones): those regions are the detections; else the frame was skipped
         if results.models or tracked:
             boxes = np.array([[r.x_min, r.y_min, r.x_max, r.y_max] for r in tracked])
-            reported = self.tracker.update(boxes, [r.label_id for r in tracked],
+            reported = run.tracker.update(boxes, [r.label_id for r in tracked],
                                            [r.confidence for r in tracked])
         else:
-            reported = self.tracker.predict()
+            reported = run.tracker.predict()
         next_id = results.next_region_id()
         predicted = 0
         for item in reported:
@@ -178,18 +172,30 @@ class ObjectTrack(FactoryMade, PropertyStore, GstBase.BaseTransform):
             if x1 <= x0 or y1 <= y0:
                 continue  # predicted off the frame
             results.regions.append(Region(
-                x0, y0, x1, y1, self.label_names.get(item.label_id, str(item.label_id)),
+                x0, y0, x1, y1, run.label_names.get(item.label_id, str(item.label_id)),
                 item.label_id, item.score, next_id, object_id=item.track_id))
             next_id += 1
             predicted += 1
-        CAT.log(self, lambda: f"{len(tracked)} regions, {len(self.tracker)} tracks, "
+        CAT.log(self, lambda: f"{len(tracked)} regions, {len(run.tracker)} tracks, "
                               f"{predicted} predicted")
-        write_results(buf, results, *(self.size or (None, None)))
+        write_results(buf, results, *(run.size or (None, None)))
         return Gst.FlowReturn.OK
 
     def do_stop(self):
-        if self.tracker is not None:
-            CAT.info(self, f"{self.tracker.next_id - 1} object ids given over {self.frames} "
+        run, self.run = self.run, None
+        if run is not None:
+            CAT.info(self, f"{run.tracker.next_id - 1} object ids given over {run.frames} "
                            "frames")
-        self.tracker = None
         return True
+
+
+@dataclass
+class _Run:
+    """The tracks and counters of one run (start to stop)."""
+
+    tracker: Tracker
+    classes: frozenset[str]  # object-class: the labels tracked (empty: all)
+    label_names: dict[int, str] = field(default_factory=dict)
+    frames: int = 0
+    detector_seen: bool = False
+    size: tuple[int, int] | None = None  # the frame size from the caps, for the ROI mirrors

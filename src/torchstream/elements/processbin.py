@@ -134,10 +134,10 @@ def ghost_unlinked(element: Gst.Element) -> None:
 
 class StagedBin:
     """The assembly of a processbin, shared with the inference bins (which make their stages
-    themselves): ``self.settings`` holds the stage elements under the stage names and the queue
-    sizes under ``<stage>-queue-size``. Subclasses define ``_build`` (fill the stages, then
-    ``_assemble``) and forward ``do_change_state`` to ``_change_state`` (PyGObject hooks up
-    vfuncs defined on the GObject class itself, not on a mixin)."""
+    themselves): ``self.stages`` holds the stage elements under the stage names, the settings
+    the queue sizes under ``<stage>-queue-size``. Subclasses define ``_build`` (fill the
+    stages, then ``_assemble``) and forward ``do_change_state`` to ``_change_state``
+    (PyGObject hooks up vfuncs defined on the GObject class itself, not on a mixin)."""
 
     def _init_staged(self) -> None:
         # ghost pads exist from the start so that gst-launch can link the bin before it is built
@@ -146,6 +146,7 @@ class StagedBin:
         self.add_pad(self.ghost_sink)
         self.add_pad(self.ghost_src)
         self.built = False
+        self.stages: dict[str, Gst.Element | None] = {}
         self.inference_queue: Gst.Element | None = None  # tee -> preprocess, with aggregate
         self.passage = _Passage()
         self.policy = "every-frame"  # in force
@@ -161,13 +162,13 @@ class StagedBin:
     def _staged_property(self, prop):
         if prop.name == "inference-skipped":
             return self.skipped()
-        return self.settings[prop.name]
+        return self.settings.get(prop.name)
 
     def _check_policy(self) -> None:
-        policy = (self.settings["frame-policy"] or "").strip().lower()
+        policy = (self.settings.frame_policy or "").strip().lower()
         if policy not in FRAME_POLICIES:
             raise ConfigError(f"property 'frame-policy' must be one of "
-                              f"{', '.join(FRAME_POLICIES)}, got {self.settings['frame-policy']!r}")
+                              f"{', '.join(FRAME_POLICIES)}, got {self.settings.frame_policy!r}")
         if policy == "newest-frame" and self.inference_queue is None:
             raise ConfigError("frame-policy=newest-frame needs aggregate and a preprocess queue "
                               "(preprocess-queue-size >= 0): without them a frame the model "
@@ -186,7 +187,7 @@ class StagedBin:
     def _watch_first_frame(self) -> None:
         """frame-policy=auto: at the first frame (a live source answers latency queries only
         once it has caps), newest-frame when the source is live."""
-        if (self.settings["frame-policy"] or "").strip().lower() != "auto" \
+        if (self.settings.frame_policy or "").strip().lower() != "auto" \
                 or self.inference_queue is None:
             return
         owner = weakref.ref(self)  # the probe must not hold the bin (a cycle through C)
@@ -223,7 +224,7 @@ class StagedBin:
     # --- assembly ---------------------------------------------------------------------------
 
     def _stage(self, stage: str) -> Gst.Element | None:
-        element = self.settings[stage]
+        element = self.stages.get(stage)
         if element is None:
             return None
         if element.get_parent() is not None and element.get_parent() is not self:
@@ -235,7 +236,7 @@ class StagedBin:
         return element
 
     def _queue(self, stage: str) -> Gst.Element | None:
-        queue = queue_for(self.settings[f"{stage}-queue-size"], f"{stage}_queue")
+        queue = queue_for(self.settings.get(f"{stage}-queue-size"), f"{stage}_queue")
         if queue is not None:
             self.add(queue)
         return queue
@@ -266,7 +267,7 @@ class StagedBin:
         return head, tail
 
     def _assemble(self) -> None:
-        if self.settings["process"] is None:
+        if self.stages.get("process") is None:
             raise ConfigError("processbin: property 'process' is not set; it needs the inference "
                               "element, e.g. process=\"pytorch_tensor_inference model=...\"")
         aggregate = self._stage("aggregate")
@@ -306,7 +307,8 @@ class StagedBin:
                               "src pad")
         self.ghost_sink.set_target(sink)
         self.ghost_src.set_target(src)
-        queues = ", ".join(f"{stage} {self.settings[f'{stage}-queue-size']}" for stage in QUEUED)
+        queues = ", ".join(f"{stage} {self.settings.get(f'{stage}-queue-size')}"
+                           for stage in QUEUED)
         CAT.info(self, ("linear chain" if aggregate is None else
                         "tee to the inference branch and the frames' branch, joined by "
                         f"'{aggregate.get_name()}'") + f"; queue sizes: {queues}")
@@ -343,4 +345,5 @@ class ProcessBin(FactoryMade, PropertyStore, StagedBin, Gst.Bin):
 
     def _build(self) -> None:
         self.check_ranges()
+        self.stages = {stage: self.settings.get(stage) for stage in STAGES}
         self._assemble()

@@ -18,6 +18,7 @@ from torchstream.gst.buffers import COPY_FLAGS, mapped
 from torchstream.gst.log import DebugCategory
 from torchstream.preprocess.video import (
     VIDEO_FORMATS,
+    FrameLayout,
     frame_layout,
     tensor_to_video_caps,
     video_to_tensor_caps,
@@ -45,7 +46,7 @@ class TensorConvert(FactoryMade, GstBase.BaseTransform):
 
     def __init__(self) -> None:
         super().__init__()
-        self.layout = None
+        self.layout: FrameLayout | None = None  # the state: the negotiated frame's layout
 
     @guarded(None)
     def do_transform_caps(self, direction, caps, filter_):
@@ -86,6 +87,10 @@ class TensorConvert(FactoryMade, GstBase.BaseTransform):
         with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(out, Gst.MapFlags.WRITE) as dst:
             layout.pack(src, np.frombuffer(dst, np.uint8).reshape(layout.shape))
         return Gst.FlowReturn.OK, out
+
+    def do_stop(self):
+        self.layout = None
+        return True
 
     def do_transform(self, inbuf, outbuf):
         return Gst.FlowReturn.OK

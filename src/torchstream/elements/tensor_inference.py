@@ -44,6 +44,7 @@ from torchstream.model.engines import (
     refuse_graph_mode,
 )
 from torchstream.model.loading import (
+    LoadedModel,
     classifier_preprocess,
     is_torchvision_name,
     load_model,
@@ -87,6 +88,16 @@ class _Stream:
     latency: int = 0  # ns reported in latency queries: twice the slowest forward pass seen
 
 
+@dataclass
+class _Run:
+    """What one run holds: the model loaded at start and the shared instance it joined, then
+    the stream of the negotiated caps; all dropped at stop (PAUSED -> READY)."""
+
+    model: LoadedModel
+    instance: SharedInstance | None = None
+    stream: _Stream | None = None
+
+
 class TensorInference:
     """The body both inference elements share; a subclass gives ``PROPERTIES``,
     ``_load_model()`` and ``_runner_settings()`` (and assigns the ``do_`` methods, which
@@ -103,49 +114,49 @@ class TensorInference:
         super().__init__()
         self._init_settings()
         self.sinkpad, self.srcpad = add_chain_pads(self)
-        self.model = None  # loaded at start, dropped at NULL
-        self.instance: SharedInstance | None = None  # model-instance-id: joined at start
-        self.stream: _Stream | None = None
-        self._proposed_size = None
+        self.run: _Run | None = None
+        self._proposed_size = None  # the input size last proposed (logged when it changes)
 
     # -- state ------------------------------------------------------------------------------
 
     def _start(self) -> None:
         self.check_ranges()
         started = time.perf_counter()
-        self.model = self._load_model()
-        notes = "".join(f"; {note}" for note in self.model.notes)
-        CAT.info(self, f"loaded {self.model.name} on {self.model.device} in "
+        model = self._load_model()
+        notes = "".join(f"; {note}" for note in model.notes)
+        CAT.info(self, f"loaded {model.name} on {model.device} in "
                        f"{time.perf_counter() - started:.2f} s{notes}")
-        self._join_instance()
+        self.run = _Run(model, self._join_instance())
 
     def do_change_state(self, transition):
         if transition == Gst.StateChange.READY_TO_PAUSED and not attempt(self, self._start):
             return Gst.StateChangeReturn.FAILURE
         result = Gst.Element.do_change_state(self, transition)
-        if transition == Gst.StateChange.PAUSED_TO_READY:
-            self.stream = None
-            if self.instance is not None:
-                instance, self.instance = self.instance, None
+        if transition == Gst.StateChange.PAUSED_TO_READY and self.run is not None:
+            instance, self.run = self.run.instance, None
+            if instance is not None:
                 if leave_instance(instance, id(self)):
                     stats = instance.stats
                     CAT.info(self, f"model instance '{instance.name}' closed: {stats.buffers} "
                                    f"buffers in {stats.calls} forward passes (mean "
                                    f"{stats.mean_batch:.2f}, largest {stats.largest}, "
                                    f"{stats.most_at_once} at once at most)")
-        elif transition == Gst.StateChange.READY_TO_NULL:
-            self.model = None
         return result
 
-    def _join_instance(self) -> None:
-        name = (self.settings.get("model-instance-id") or "").strip()
+    def _join_instance(self) -> SharedInstance | None:
+        name = (self.settings.model_instance_id or "").strip()
         if not name:
-            return
-        self.instance = join_instance(name, {key: self.settings[key] for key in
-                                             instance_properties(self.PROPERTIES)}, id(self))
+            return None
+        instance = join_instance(name, {key: self.settings.get(key) for key in
+                                        instance_properties(self.PROPERTIES)}, id(self))
         CAT.info(self, f"model instance '{name}': batches of up to "
-                       f"{self.instance.batch_size} buffers across the elements sharing it, "
-                       f"{self.instance.timeout * 1000:.0f} ms wait for more")
+                       f"{instance.batch_size} buffers across the elements sharing it, "
+                       f"{instance.timeout * 1000:.0f} ms wait for more")
+        return instance
+
+    @property
+    def _stream(self) -> _Stream | None:
+        return self.run.stream if self.run is not None else None
 
     # -- latency ----------------------------------------------------------------------------
 
@@ -155,7 +166,8 @@ class TensorInference:
         if not self.sinkpad.peer_query(query):
             return False
         live, minimum, maximum = query.parse_latency()
-        own = self.stream.latency if self.stream is not None else 0
+        stream = self._stream
+        own = stream.latency if stream is not None else 0
         if maximum != Gst.CLOCK_TIME_NONE:
             maximum += own
         query.set_latency(live, minimum + own, maximum)
@@ -177,11 +189,11 @@ class TensorInference:
         """The weights' preprocessing size first (CHW, 3 channels), then anything."""
         caps = Gst.Caps.new_empty()
         size = None
-        if self.model is not None:
-            size = self.model.preferred_input_size()
-        elif self.settings["model"] and is_torchvision_name(self.settings["model"]):
+        if self.run is not None:
+            size = self.run.model.preferred_input_size()
+        elif self.settings.model and is_torchvision_name(self.settings.model):
             try:
-                weights = torchvision_default_weights(self.settings["model"])
+                weights = torchvision_default_weights(self.settings.model)
                 size = preferred_input_size(classifier_preprocess(weights)) if weights else None
             except Exception:  # noqa: BLE001 - a bad name is reported when the model loads
                 size = None
@@ -206,12 +218,14 @@ class TensorInference:
     def _src_query(self, pad, parent, query):
         if query.type == Gst.QueryType.LATENCY:
             return self._answer_latency(query)
-        caps = self.stream.src_caps if self.stream is not None else None
+        stream = self._stream
+        caps = stream.src_caps if stream is not None else None
         return answer_src_caps_query(pad, parent, query, caps, _TEMPLATE)
 
     @guarded(False)
     def _set_caps(self, caps: Gst.Caps) -> bool:
-        if self.model is None:
+        run = self.run
+        if run is None:
             raise CapsError("caps arrived before the model was loaded")
         config = config_from_fields(caps.get_structure(0))
         if not is_region_batch(config):
@@ -221,34 +235,34 @@ class TensorInference:
                         "input tensor dims must be fixed, or 0 in the first dim only of every "
                         f"tensor (a region batch), got {caps.get_structure(0).to_string()}"
                     )
-        with self.instance.build_lock if self.instance is not None else ExitStack():
-            runner, spec = self._make_runner(config)
-        post_engine_choice(self, CAT, f"model {self.model.name}", runner.choice)
+        with run.instance.build_lock if run.instance is not None else ExitStack():
+            runner, spec = self._make_runner(run, config)
+        post_engine_choice(self, CAT, f"model {run.model.name}", runner.choice)
         if runner.choice_reused:
             CAT.debug(self, "engine reused from an earlier pipeline with the same model, input "
                             "and settings (not measured again)")
         src_caps = Gst.Caps.from_string(spec.config.to_caps_string())
         CAT.info(self, f"input {caps.to_string()} -> output {src_caps.to_string()}")
-        self.stream = _Stream(config, runner, spec, src_caps)
-        if self.instance is not None:
-            self.instance.set_active(id(self), True)
+        run.stream = _Stream(config, runner, spec, src_caps)
+        if run.instance is not None:
+            run.instance.set_active(id(self), True)
         return self.srcpad.push_event(Gst.Event.new_caps(src_caps))
 
-    def _make_runner(self, config) -> tuple[BatchRunner, object]:
+    def _make_runner(self, run: _Run, config) -> tuple[BatchRunner, object]:
         """The runner for ``config`` and its output spec; its engine chosen by the probe."""
         try:
-            runner = BatchRunner(self.model, config, *self._runner_settings(),
-                                 shared=self.instance is not None and self.instance.passes > 1)
+            runner = BatchRunner(run.model, config, *self._runner_settings(),
+                                 shared=run.instance is not None and run.instance.passes > 1)
         except TorchstreamError as exc:
             raise CapsError(exc.message) from exc
         try:
-            spec = runner.probe(int(self.settings["batch-size"]))
+            spec = runner.probe(int(self.settings.batch_size))
         except TorchstreamError:
             raise
         except Exception as exc:
             shapes = ", ".join(f"{t.dtype}{list(t.shape)}" for t in config.tensors)
             raise CapsError(
-                f"model {self.model.name} fails on the negotiated input ({shapes}): "
+                f"model {run.model.name} fails on the negotiated input ({shapes}): "
                 f"{type(exc).__name__}: {exception_summary(exc)}",
                 detail=str(exc),
             ) from exc
@@ -262,31 +276,33 @@ class TensorInference:
             if self._flush_pending() != Gst.FlowReturn.OK:
                 return False
             return self._set_caps(event.parse_caps())
+        stream = self._stream
         if kind == Gst.EventType.EOS:
             self._flush_pending()
-            if self.instance is not None:
-                self.instance.set_active(id(self), False)
-        elif kind == Gst.EventType.FLUSH_STOP and self.stream is not None:
-            if self.stream.pending:
-                CAT.debug(self, f"flush: {len(self.stream.pending)} buffers of a partial batch "
+            if self.run is not None and self.run.instance is not None:
+                self.run.instance.set_active(id(self), False)
+        elif kind == Gst.EventType.FLUSH_STOP and stream is not None:
+            if stream.pending:
+                CAT.debug(self, f"flush: {len(stream.pending)} buffers of a partial batch "
                                 "dropped")
-            self.stream.pending.clear()
+            stream.pending.clear()
         return pad.event_default(parent, event)
 
     @guarded(FLOW_ERROR)
     def _chain(self, pad, parent, buf):
-        if self.stream is None:
+        stream = self._stream
+        if stream is None:
             raise CapsError("buffers arrived before caps were negotiated")
-        if self.instance is not None:
+        if self.run.instance is not None:
             return self._run_shared(buf)
-        self.stream.pending.append(buf)
-        if len(self.stream.pending) < int(self.settings["batch-size"]):
+        stream.pending.append(buf)
+        if len(stream.pending) < int(self.settings.batch_size):
             return Gst.FlowReturn.OK
         return self._flush_pending()
 
     @guarded(FLOW_ERROR)
     def _flush_pending(self):
-        stream = self.stream
+        stream = self._stream
         if stream is None or not stream.pending:
             return Gst.FlowReturn.OK
         batch, stream.pending = stream.pending, []
@@ -313,7 +329,7 @@ class TensorInference:
     def _run_shared(self, buf: Gst.Buffer):
         """model-instance-id: the buffer goes to the shared worker, which may run it with
         other streams' buffers; this thread waits for its own outputs."""
-        stream = self.stream
+        stream, instance = self.run.stream, self.run.instance
         runner = stream.runner
         started = time.perf_counter()
         mapping = MappedTensors(buf, stream.in_config)
@@ -322,29 +338,29 @@ class TensorInference:
             inputs = [to_torch(a, t.dtype)
                       for a, t in zip(arrays, stream.in_config.tensors, strict=True)]
             rows = _row_counts([shapes])[0] if runner.region_batch else None
-            future = self.instance.submit((id(runner.engine), stream.in_config),
-                                          _shared_run(runner), inputs, rows)
+            future = instance.submit((id(runner.engine), stream.in_config),
+                                     _shared_run(runner), inputs, rows)
             names, tensors = future.result()
         seconds = time.perf_counter() - started
-        CAT.log(self, lambda: f"ran pts {_pts(buf)} on instance '{self.instance.name}' in "
+        CAT.log(self, lambda: f"ran pts {_pts(buf)} on instance '{instance.name}' in "
                               f"{seconds * 1000:.1f} ms")
         self._track_latency(stream, seconds)
         return self._push_outputs(stream, [buf], names, [tensors], [shapes])
 
     def _push_outputs(self, stream: _Stream, batch: list[Gst.Buffer], names, rows,
                       in_shapes) -> Gst.FlowReturn:
-        outputs = []
+        outputs, model = [], self.run.model
         for inbuf, tensors, shapes in zip(batch, rows, in_shapes, strict=True):
             out = buffer_from_tensors(tensors)
             out.copy_into(inbuf, COPY_FLAGS, 0, 0)
             attach_tensors_record(out, TensorsRecord(
-                model=self.model.name,
+                model=model.name,
                 names=names,
                 types=tuple(t.dtype for t in stream.output_spec.config.tensors),
                 dimensions=format_dimensions([tuple(t.shape) for t in tensors]),
                 input_types=tuple(t.dtype for t in stream.in_config.tensors),
                 input_dimensions=format_dimensions(shapes),
-                weights=self.model.weights,
+                weights=model.weights,
             ))
             outputs.append(out)
         for out in outputs:
@@ -449,13 +465,13 @@ class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.El
     do_change_state = TensorInference.do_change_state
 
     def _load_model(self):
-        refuse_graph_mode(self.settings["graph-mode"])
-        parse_engine(self.settings["engine"])
-        return load_model(self.settings["model"], self.settings["model-weights"],
-                          self.settings["device"])
+        refuse_graph_mode(self.settings.graph_mode)
+        parse_engine(self.settings.engine)
+        return load_model(self.settings.model, self.settings.model_weights,
+                          self.settings.device)
 
     def _runner_settings(self) -> tuple[str, int]:
-        return (self.settings["engine"], int(self.settings["threads"]))
+        return (self.settings.engine, int(self.settings.threads))
 
 
 class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.Element):
@@ -482,10 +498,10 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
     do_change_state = TensorInference.do_change_state
 
     def _load_model(self):
-        return load_openvino_model(self.settings["model"], int(self.settings["threads"]))
+        return load_openvino_model(self.settings.model, int(self.settings.threads))
 
     def _runner_settings(self) -> tuple[str, int]:
-        return ("auto", int(self.settings["threads"]))
+        return ("auto", int(self.settings.threads))
 
 
 def _pts(buf: Gst.Buffer) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from torchstream.caps import MEDIA_TYPE, config_from_fields, parse_types
+from torchstream.caps import MEDIA_TYPE, TensorsConfig, config_from_fields, parse_types
 from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
@@ -67,19 +67,20 @@ class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
     def __init__(self) -> None:
         super().__init__()
         self._init_settings()
-        self.params = None
-        self.normalizers = []
-        self.region_batch = False
-        self.batch_normalizer = None
+        self.run: _Run | None = None
 
     @guarded(False)
     def do_start(self):
         # a bad value is a settings error (ConfigError), not a caps one
-        self.params = NormalizeParams(
-            range=parse_float_list(self.settings["range"], "range"),
-            mean=parse_float_list(self.settings["mean"], "mean"),
-            std=parse_float_list(self.settings["std"], "std"),
-        )
+        self.run = _Run(NormalizeParams(
+            range=parse_float_list(self.settings.range, "range"),
+            mean=parse_float_list(self.settings.mean, "mean"),
+            std=parse_float_list(self.settings.std, "std"),
+        ))
+        return True
+
+    def do_stop(self):
+        self.run = None
         return True
 
     @guarded(None)
@@ -95,22 +96,22 @@ class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
-        config = config_from_fields(incaps.get_structure(0))
-        self.region_batch = len(config) == 1 and is_region_batch(config)
-        if self.region_batch:
+        config, run = config_from_fields(incaps.get_structure(0)), self.run
+        run.region_batch = len(config) == 1 and is_region_batch(config)
+        if run.region_batch:
             # [0,C,h,w] (tensor_roi_crop): R rows per buffer, each buffer's R in its record
-            self.normalizers = []
-            self.batch_normalizer = BatchNormalizer(self.params, config.tensors[0].shape)
+            run.normalizers = []
+            run.batch_normalizer = BatchNormalizer(run.params, config.tensors[0].shape)
         elif not all(t.is_fixed for t in config.tensors):
             raise CapsError(
                 "opencv_tensor_normalize needs fixed tensor dimensions, or one tensor whose "
                 f"first dim only is 0 (a region batch); got {config.dimensions_string}"
             )
         else:
-            self.normalizers = [Normalizer(self.params, t.shape) for t in config.tensors]
-        self.in_config = config
-        CAT.info(self, f"{config.dimensions_string}: {self.params}"
-                       + (" (region batch)" if self.region_batch else ""))
+            run.normalizers = [Normalizer(run.params, t.shape) for t in config.tensors]
+        run.in_config = config
+        CAT.info(self, f"{config.dimensions_string}: {run.params}"
+                       + (" (region batch)" if run.region_batch else ""))
         return True
 
     def do_transform_size(self, direction, caps, size, othercaps):
@@ -123,25 +124,26 @@ class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
         if record is not None:  # same shapes, new types: the record must say so
             attach_tensors_record(outbuf, replace(
                 record, types=tuple("float32" for _ in record.types)))
-        if self.region_batch:
-            return self._transform_rows(inbuf, outbuf)
-        if len(self.normalizers) != 1:
-            return self._transform_multi(inbuf, outbuf)
-        shape = self.normalizers[0].shape
+        run = self.run
+        if run.region_batch:
+            return self._transform_rows(run, inbuf, outbuf)
+        if len(run.normalizers) != 1:
+            return self._transform_multi(run, inbuf, outbuf)
+        shape = run.normalizers[0].shape
         n = int(np.prod(shape))
         with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
-            self.normalizers[0](
+            run.normalizers[0](
                 np.frombuffer(src, np.uint8, count=n).reshape(shape),
                 np.frombuffer(dst, np.float32, count=n).reshape(shape),
             )
         return Gst.FlowReturn.OK
 
-    def _transform_rows(self, inbuf, outbuf):
-        [shape] = buffer_shapes(inbuf, self.in_config)
+    def _transform_rows(self, run: _Run, inbuf, outbuf):
+        [shape] = buffer_shapes(inbuf, run.in_config)
         n = int(np.prod(shape))
         if n == 0:
             return Gst.FlowReturn.OK  # a frame without regions: an empty buffer flows on
-        normalizer = self.batch_normalizer.for_shape(shape)
+        normalizer = run.batch_normalizer.for_shape(shape)
         with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
             normalizer(
                 np.frombuffer(src, np.uint8, count=n).reshape(shape),
@@ -149,12 +151,12 @@ class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
             )
         return Gst.FlowReturn.OK
 
-    def _transform_multi(self, inbuf, outbuf):
+    def _transform_multi(self, run: _Run, inbuf, outbuf):
         from torchstream.gst.buffers import MappedTensors, buffer_from_tensors
 
-        with MappedTensors(inbuf, self.in_config) as arrays:
+        with MappedTensors(inbuf, run.in_config) as arrays:
             outs = []
-            for normalizer, array in zip(self.normalizers, arrays, strict=True):
+            for normalizer, array in zip(run.normalizers, arrays, strict=True):
                 out = np.empty(array.shape, np.float32)
                 normalizer(array, out)
                 outs.append(out)
@@ -165,3 +167,12 @@ class OpenCVTensorNormalize(FactoryMade, PropertyStore, GstBase.BaseTransform):
         return Gst.FlowReturn.OK
 
 
+@dataclass
+class _Run:
+    """The parsed settings of one run, and the normalizers of its negotiated caps."""
+
+    params: NormalizeParams
+    in_config: TensorsConfig | None = None
+    normalizers: list[Normalizer] = field(default_factory=list)
+    region_batch: bool = False  # [0,C,h,w]: a frame's regions, R rows per buffer
+    batch_normalizer: BatchNormalizer | None = None

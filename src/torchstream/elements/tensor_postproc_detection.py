@@ -11,11 +11,14 @@ in :mod:`torchstream.decode.detection`.
 
 from __future__ import annotations
 
-from torchstream.caps import MEDIA_TYPE, config_from_fields
+from dataclasses import dataclass
+
+from torchstream.caps import MEDIA_TYPE, TensorsConfig, config_from_fields
 from torchstream.decode.detection import (
     AUTO,
     DEFAULT_MAX_DETECTIONS,
     DetectionParams,
+    Layout,
     detect,
     input_size,
 )
@@ -45,6 +48,17 @@ from torchstream.gst.meta import (
     write_results,
 )
 from torchstream.results.data import ModelRecord
+
+
+@dataclass
+class _Run:
+    """What one run (start to stop) keeps: the settings' parameters and their labelling, the
+    negotiated tensors, and the output layout of the last buffer (logged when it changes)."""
+
+    params: DetectionParams
+    labelling: LabelsFromWeights
+    config: TensorsConfig | None = None
+    layout: Layout | None = None
 
 
 def index_prop(nick: str, blurb: str) -> Prop:
@@ -140,45 +154,46 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
     def __init__(self) -> None:
         super().__init__()
         self._init_metadata_writer()
-        self.params: DetectionParams | None = None
-        self.config = None
-        self.layout = None  # the output layout of the last buffer (logged when it changes)
-        self.labelling: LabelsFromWeights | None = None
+        self.run: _Run | None = None
 
     @guarded(False)
     def do_start(self):
         self.check_ranges()
         s = self.settings
-        self.params = DetectionParams(
-            threshold=s["threshold"],
-            box_index=s["box-index"],
-            label_index=s["label-index"],
-            confidence_index=s["confidence-index"],
-            labels=load_labels(s["labels"], s["labels-file"]),
-            converter=(s["converter"] or "auto").strip().lower(),
-            nms=s["nms"],
-            iou_threshold=s["iou-threshold"],
-            max_detections=s["max-detections"],
-            class_agnostic=s["class-agnostic"],
-            classes=s["classes"] or None,
-            point_names=parse_point_names(s["point-names"]),
-            point_connections=parse_point_connections(s["point-connections"]),
+        params = DetectionParams(
+            threshold=s.threshold,
+            box_index=s.box_index,
+            label_index=s.label_index,
+            confidence_index=s.confidence_index,
+            labels=load_labels(s.labels, s.labels_file),
+            converter=(s.converter or "auto").strip().lower(),
+            nms=s.nms,
+            iou_threshold=s.iou_threshold,
+            max_detections=s.max_detections,
+            class_agnostic=s.class_agnostic,
+            classes=s.classes or None,
+            point_names=parse_point_names(s.point_names),
+            point_connections=parse_point_connections(s.point_connections),
         )
-        self.labelling = LabelsFromWeights(self.params)
-        CAT.info(self, f"{self.params}")
+        self.run = _Run(params, LabelsFromWeights(params))
+        CAT.info(self, f"{params}")
+        return True
+
+    def do_stop(self):
+        self.run = None
         return True
 
     def _params_for(self, record) -> DetectionParams:
         """The settings, labelled by the model's published weights when given no labels."""
-        params, found = self.labelling(record.weights if record is not None else "")
+        params, found = self.run.labelling(record.weights if record is not None else "")
         if found is not None:
             CAT.info(self, found)
         return params
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
-        self.config = config_from_fields(incaps.get_structure(0))
-        self.layout = None  # found again from the first buffer
+        self.run.config = config_from_fields(incaps.get_structure(0))
+        self.run.layout = None  # found again from the first buffer
         return True
 
     @guarded(FLOW_ERROR)
@@ -187,15 +202,16 @@ class TensorPostprocDetection(FactoryMade, PropertyStore, GstBase.BaseTransform)
         names = list(record.names) if record is not None else []
         size = input_size(record.input_dimensions) if record is not None else None
         mapping = read_frame_mapping(buf)
-        with MappedTensors(buf, self.config) as arrays:
+        run = self.run
+        with MappedTensors(buf, run.config) as arrays:
             arrays = [numpy_values(a, info.dtype)
-                      for a, info in zip(arrays, self.config.tensors, strict=True)]
+                      for a, info in zip(arrays, run.config.tensors, strict=True)]
             detections, layout = detect(arrays, names, self._params_for(record), size, mapping)
-        if layout != self.layout:
+        if layout != run.layout:
             CAT.info(self, f"output layout: {layout}")
-            self.layout = layout
+            run.layout = layout
         CAT.log(self, lambda: f"{len(detections)} detections at threshold "
-                              f"{self.params.threshold}")
+                              f"{run.params.threshold}")
         results = read_results(buf)
         results.regions = detections
         if record is not None:

@@ -9,7 +9,9 @@ are defined in :mod:`torchstream.decode.classify`.
 
 from __future__ import annotations
 
-from torchstream.caps import MEDIA_TYPE, config_from_fields
+from dataclasses import dataclass
+
+from torchstream.caps import MEDIA_TYPE, TensorsConfig, config_from_fields
 from torchstream.decode.classify import LabelParams, classify, classify_rows, num_classes
 from torchstream.decode.labels import LabelsFromWeights, check_covers, load_labels
 from torchstream.elements._base import (
@@ -38,6 +40,17 @@ from torchstream.results.data import ModelRecord
 
 CAT = DebugCategory("torchstream-postproc-label",
                     "tensor_postproc_label: labels and classifications")
+
+
+@dataclass
+class _Run:
+    """What one run (start to stop) keeps: the settings' parameters and their labelling, the
+    negotiated tensors, and why the output is left unlabelled (if-scores, said once)."""
+
+    params: LabelParams
+    labelling: LabelsFromWeights
+    config: TensorsConfig | None = None
+    not_scores: str | None = None
 
 
 class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
@@ -102,32 +115,32 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
     def __init__(self) -> None:
         super().__init__()
         self._init_metadata_writer()
-        self.params: LabelParams | None = None
-        self.config = None
-        self.labelling: LabelsFromWeights | None = None
-        self.not_scores: str | None = None  # why the output is left unlabelled (if-scores)
+        self.run: _Run | None = None
 
     @guarded(False)
     def do_start(self):
-        self.not_scores = None
         self.check_ranges()
         s = self.settings
-        self.params = LabelParams(
-            method=(s["method"] or "").strip().lower(),
-            attribute=s["attribute-name"] or "",
-            threshold=s["threshold"],
-            compound_threshold=s["compound-threshold"],
-            labels=load_labels(s["labels"], s["labels-file"]),
+        params = LabelParams(
+            method=(s.method or "").strip().lower(),
+            attribute=s.attribute_name or "",
+            threshold=s.threshold,
+            compound_threshold=s.compound_threshold,
+            labels=load_labels(s.labels, s.labels_file),
         )
-        self.labelling = LabelsFromWeights(self.params)
-        CAT.info(self, f"{self.params}")
+        self.run = _Run(params, LabelsFromWeights(params))
+        CAT.info(self, f"{params}")
+        return True
+
+    def do_stop(self):
+        self.run = None
         return True
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
         config = config_from_fields(incaps.get_structure(0))
-        self.config = config
-        params = self.params
+        self.run.config = config
+        params = self.run.params
         # with a single output of a fixed class count (a region batch's R may be 0) the label
         # coverage is known now: refuse at once
         shape = config.tensors[0].shape if len(config) == 1 else ()
@@ -140,7 +153,8 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
 
     def _select(self, record) -> tuple[int, str]:
         """The index and name of the tensor to read."""
-        layer = (self.settings["layer-name"] or "").strip()
+        outputs = len(self.run.config)
+        layer = (self.settings.layer_name or "").strip()
         names = list(record.names) if record is not None else []
         if layer:
             if record is None:
@@ -154,29 +168,29 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
                     f"its outputs are: {', '.join(names)}"
                 )
             index = names.index(layer)
-            if index >= len(self.config):
+            if index >= outputs:
                 raise TorchstreamError(
                     f"layer-name '{layer}' is output {index} but the caps describe only "
-                    f"{len(self.config)} tensors"
+                    f"{outputs} tensors"
                 )
             return index, layer
-        if len(self.config) != 1:
+        if outputs != 1:
             known = f": {', '.join(names)}" if names else ""
             raise ConfigError(
-                f"the model has {len(self.config)} outputs; set layer-name to the one holding "
+                f"the model has {outputs} outputs; set layer-name to the one holding "
                 f"the class scores{known}"
             )
         return 0, names[0] if names else ""
 
     @guarded(FLOW_ERROR)
     def do_transform_ip(self, buf):
-        record = read_tensors_record(buf)
-        if_scores = self.settings["if-scores"] and not (self.settings["layer-name"] or "").strip()
+        record, config = read_tensors_record(buf), self.run.config
+        if_scores = self.settings.if_scores and not (self.settings.layer_name or "").strip()
         # several outputs are no set of class scores: said below, not an error with if-scores
-        index, layer = (0, "") if if_scores and len(self.config) != 1 else self._select(record)
-        info = self.config.tensors[index]
+        index, layer = (0, "") if if_scores and len(config) != 1 else self._select(record)
+        info = config.tensors[index]
         ids = read_roi_batch(buf)
-        with MappedTensors(buf, self.config) as arrays:
+        with MappedTensors(buf, config) as arrays:
             array = numpy_values(arrays[index], info.dtype)
             if if_scores:
                 if not self._are_scores(array, ids, record):
@@ -197,22 +211,22 @@ class TensorPostprocLabel(FactoryMade, PropertyStore, GstBase.BaseTransform):
     def _are_scores(self, array, ids, record) -> bool:
         """Whether ``array`` is one set of class scores per buffer (per region of a region
         batch); the first time it is not, say why in the log."""
-        shape = array.shape[1:] if ids is not None else array.shape
-        scores = (array.dtype.kind == "f" and len(self.config) == 1 and len(shape) >= 1
+        run, shape = self.run, array.shape[1:] if ids is not None else array.shape
+        scores = (array.dtype.kind == "f" and len(run.config) == 1 and len(shape) >= 1
                   and shape[-1] > 1 and all(d == 1 for d in shape[:-1]))
-        if not scores and self.not_scores is None:
+        if not scores and run.not_scores is None:
             model = record.model if record is not None and record.model else "the model"
-            self.not_scores = (f"the output of {model} ({len(self.config)} tensors, the first "
-                               f"{array.dtype} {list(array.shape)}) is not one set of class "
-                               "scores: no classification, the raw tensors stay on the buffer "
-                               "(a model-proc file says how to decode it)")
-            CAT.warning(self, self.not_scores)
+            run.not_scores = (f"the output of {model} ({len(run.config)} tensors, the first "
+                              f"{array.dtype} {list(array.shape)}) is not one set of class "
+                              "scores: no classification, the raw tensors stay on the buffer "
+                              "(a model-proc file says how to decode it)")
+            CAT.warning(self, run.not_scores)
         return scores
 
     def _params_for(self, record, shape: tuple[int, ...]) -> LabelParams:
         """The settings, labelled by the model's published weights when given no labels."""
         weights = record.weights if record is not None else ""
-        params, found = self.labelling(weights, num_classes(shape, self.params.method))
+        params, found = self.run.labelling(weights, num_classes(shape, self.run.params.method))
         if found is not None:
             CAT.info(self, found)
         return params

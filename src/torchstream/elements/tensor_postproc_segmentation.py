@@ -8,7 +8,9 @@ decoding.
 
 from __future__ import annotations
 
-from torchstream.caps import MEDIA_TYPE, config_from_fields
+from dataclasses import dataclass
+
+from torchstream.caps import MEDIA_TYPE, TensorsConfig, config_from_fields
 from torchstream.decode.labels import LabelsFromWeights, load_labels
 from torchstream.decode.segmentation import SegmentationParams, segment
 from torchstream.elements._base import (
@@ -35,6 +37,14 @@ CAT = DebugCategory("torchstream-postproc-segmentation",
                     "tensor_postproc_segmentation: class maps")
 
 
+@dataclass
+class _Run:
+    """What one run (start to stop) keeps: the labelling and the negotiated tensors."""
+
+    labelling: LabelsFromWeights
+    config: TensorsConfig | None = None
+
+
 class TensorPostprocSegmentation(FactoryMade, PropertyStore, GstBase.BaseTransform):
     __gtype_name__ = "tensor_postproc_segmentation"
     __gstmetadata__ = (
@@ -58,32 +68,36 @@ class TensorPostprocSegmentation(FactoryMade, PropertyStore, GstBase.BaseTransfo
     def __init__(self) -> None:
         super().__init__()
         self._init_metadata_writer()
-        self.config = None
-        self.labelling: LabelsFromWeights | None = None
+        self.run: _Run | None = None
 
     @guarded(False)
     def do_start(self):
         self.check_ranges()
-        params = SegmentationParams(load_labels(self.settings["labels"],
-                                                self.settings["labels-file"]))
-        self.labelling = LabelsFromWeights(params)
+        params = SegmentationParams(load_labels(self.settings.labels,
+                                                self.settings.labels_file))
+        self.run = _Run(LabelsFromWeights(params))
+        return True
+
+    def do_stop(self):
+        self.run = None
         return True
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
-        self.config = config_from_fields(incaps.get_structure(0))
+        self.run.config = config_from_fields(incaps.get_structure(0))
         return True
 
     @guarded(FLOW_ERROR)
     def do_transform_ip(self, buf):
         record = read_tensors_record(buf)
         names = list(record.names) if record is not None else []
-        params, found = self.labelling(record.weights if record is not None else "")
+        run = self.run
+        params, found = run.labelling(record.weights if record is not None else "")
         if found is not None:
             CAT.info(self, found)
-        with MappedTensors(buf, self.config) as arrays:
+        with MappedTensors(buf, run.config) as arrays:
             arrays = [numpy_values(a, info.dtype)
-                      for a, info in zip(arrays, self.config.tensors, strict=True)]
+                      for a, info in zip(arrays, run.config.tensors, strict=True)]
             segmentation, index = segment(arrays, names, params.labels, read_frame_mapping(buf))
         CAT.log(self, lambda: f"class map {segmentation.width}x{segmentation.height}, "
                               f"{len(segmentation.counts)} runs")

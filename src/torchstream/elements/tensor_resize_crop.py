@@ -8,6 +8,8 @@ resize changes no normalised coordinate and adds nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from torchstream.caps import MEDIA_TYPE, config_from_fields, format_dims, parse_dimensions
@@ -15,6 +17,7 @@ from torchstream.elements._base import (
     FLOW_ERROR,
     FactoryMade,
     PropertyStore,
+    Settings,
     bool_prop,
     gproperties,
     guarded,
@@ -98,17 +101,28 @@ def resize_properties(mode_note: str = "") -> dict:
     }
 
 
-def resize_spec(settings: dict) -> ResizeSpec:
+def resize_spec(settings: Settings) -> ResizeSpec:
     """The ResizeSpec of ``resize_properties`` values (errors name the property)."""
     return ResizeSpec(
-        size=parse_size(settings["size"], "size"),
-        mode=settings["mode"],
-        crop=parse_size(settings["crop"], "crop"),
-        interpolation=settings["interpolation"],
-        antialias=bool(settings["antialias"]),
-        border=parse_border(settings["padding"], "padding"),
-        fill=parse_float_list(settings["fill"], "fill") if settings["fill"] else (),
+        size=parse_size(settings.size, "size"),
+        mode=settings.mode,
+        crop=parse_size(settings.crop, "crop"),
+        interpolation=settings.interpolation,
+        antialias=bool(settings.antialias),
+        border=parse_border(settings.padding, "padding"),
+        fill=parse_float_list(settings.fill, "fill") if settings.fill else (),
     )
+
+
+@dataclass
+class _Run:
+    """What one run (READY -> PAUSED ... -> READY) plans: the settings' spec, then per caps
+    the shapes and the frame mapping (None: the output keeps the input's mapping)."""
+
+    spec: ResizeSpec
+    in_shape: tuple[int, ...] | None = None
+    out_shape: tuple[int, ...] | None = None
+    mapping: FrameMapping | None = None
 
 
 CAT = DebugCategory("torchstream-resize", "tensor_resize_crop: resize and crop plan per caps")
@@ -131,21 +145,23 @@ class TensorResizeCrop(FactoryMade, PropertyStore, GstBase.BaseTransform):
     def __init__(self) -> None:
         super().__init__()
         self._init_settings()
-        self.spec: ResizeSpec | None = None
-        self.in_shape = self.out_shape = None
-        self.mapping: FrameMapping | None = None  # None: the output keeps the input's mapping
+        self.run: _Run | None = None
 
     def _make_spec(self) -> ResizeSpec:
         return resize_spec(self.settings)
 
     @guarded(False)
     def do_start(self):
-        self.spec = self._make_spec()
+        self.run = _Run(self._make_spec())
+        return True
+
+    def do_stop(self):
+        self.run = None
         return True
 
     @guarded(None)
     def do_transform_caps(self, direction, caps, filter_):
-        spec = self.spec
+        spec = self.run.spec if self.run is not None else None
         if spec is None:
             try:
                 spec = self._make_spec()
@@ -165,32 +181,35 @@ class TensorResizeCrop(FactoryMade, PropertyStore, GstBase.BaseTransform):
 
     @guarded(False)
     def do_set_caps(self, incaps, outcaps):
-        self.in_shape = config_from_fields(incaps.get_structure(0)).tensors[0].shape
-        self.out_shape = config_from_fields(outcaps.get_structure(0)).tensors[0].shape
-        mapping = self.spec.mapping(*self.in_shape[1:])
-        self.mapping = None if mapping.is_identity else mapping
-        CAT.info(self, f"{list(self.in_shape)} -> {list(self.out_shape)} ({self.spec})")
+        run = self.run
+        run.in_shape = config_from_fields(incaps.get_structure(0)).tensors[0].shape
+        run.out_shape = config_from_fields(outcaps.get_structure(0)).tensors[0].shape
+        mapping = run.spec.mapping(*run.in_shape[1:])
+        run.mapping = None if mapping.is_identity else mapping
+        CAT.info(self, f"{list(run.in_shape)} -> {list(run.out_shape)} ({run.spec})")
         return True
 
     def do_transform_size(self, direction, caps, size, othercaps):
-        if self.out_shape is None:
+        run = self.run
+        if run is None or run.out_shape is None:
             return False, 0
-        shape = self.out_shape if direction == Gst.PadDirection.SINK else self.in_shape
+        shape = run.out_shape if direction == Gst.PadDirection.SINK else run.in_shape
         return True, int(np.prod(shape))
 
     @guarded(FLOW_ERROR)
     def do_transform(self, inbuf, outbuf):
         one_torch_thread()
+        run = self.run
         # the result may be a view of the input (crop only): copy it out before unmapping
         with mapped(inbuf, Gst.MapFlags.READ) as src, mapped(outbuf, Gst.MapFlags.WRITE) as dst:
-            image = np.frombuffer(src, np.uint8, count=int(np.prod(self.in_shape)))
-            result = self.spec.apply(to_torch(image.reshape(self.in_shape), "uint8"))
-            if tuple(result.shape) != tuple(self.out_shape):
-                raise CapsError(f"resize gave {tuple(result.shape)}, caps say {self.out_shape}")
-            out = np.frombuffer(dst, np.uint8, count=int(np.prod(self.out_shape)))
-            out.reshape(self.out_shape)[:] = result.numpy()
-        if self.mapping is not None:
+            image = np.frombuffer(src, np.uint8, count=int(np.prod(run.in_shape)))
+            result = run.spec.apply(to_torch(image.reshape(run.in_shape), "uint8"))
+            if tuple(result.shape) != tuple(run.out_shape):
+                raise CapsError(f"resize gave {tuple(result.shape)}, caps say {run.out_shape}")
+            out = np.frombuffer(dst, np.uint8, count=int(np.prod(run.out_shape)))
+            out.reshape(run.out_shape)[:] = result.numpy()
+        if run.mapping is not None:
             # outbuf holds a copy of the input's metas: replace the mapping it carried
             before = read_frame_mapping(inbuf) or FrameMapping.identity()
-            write_frame_mapping(outbuf, before.then(self.mapping))
+            write_frame_mapping(outbuf, before.then(run.mapping))
         return Gst.FlowReturn.OK

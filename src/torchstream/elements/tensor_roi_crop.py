@@ -89,7 +89,7 @@ class TensorRoiCrop(FactoryMade, PropertyStore, Gst.Element):
 
     def _make_cropper(self) -> RoiCropper:
         return RoiCropper(resize_spec(self.settings),
-                          parse_class_set(self.settings["object-class"], "object-class"))
+                          parse_class_set(self.settings.object_class, "object-class"))
 
     def _start(self) -> None:
         self.run = _Run(self._make_cropper())

@@ -11,6 +11,8 @@ not fit BaseTransform.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torchstream.caps import MEDIA_TYPE, TensorInfo, TensorsConfig, config_from_fields
 from torchstream.elements._base import (
     FLOW_ERROR,
@@ -33,6 +35,17 @@ from torchstream.gst.log import DebugCategory
 from torchstream.preprocess.clips import ClipWindow, clip_shape
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
+
+
+@dataclass
+class _Run:
+    """What one run (READY -> PAUSED ... -> READY) keeps: the negotiated frames' config,
+    their window and the clips' caps (from the caps event on), and the clips pushed."""
+
+    in_config: TensorsConfig | None = None
+    window: ClipWindow | None = None
+    src_caps: Gst.Caps | None = None
+    clips: int = 0
 CAT = DebugCategory("torchstream-window", "tensor_sliding_window: clips of frames")
 
 
@@ -60,24 +73,27 @@ class TensorSlidingWindow(FactoryMade, PropertyStore, Gst.Element):
         super().__init__()
         self._init_settings()
         self.sinkpad, self.srcpad = add_chain_pads(self)
-        self.window: ClipWindow | None = None
-        self.in_config: TensorsConfig | None = None
-        self.src_caps: Gst.Caps | None = None
+        self.run: _Run | None = None
+        self.clips = 0  # the last run's count, readable after it stopped
+
+    def do_get_property(self, prop):
+        if prop.name == "clips":
+            return self.run.clips if self.run is not None else self.clips
+        return PropertyStore.do_get_property(self, prop)
 
     def do_change_state(self, transition):
         if transition == Gst.StateChange.READY_TO_PAUSED:
             if not attempt(self, self.check_ranges):
                 return Gst.StateChangeReturn.FAILURE
-            self.settings["clips"] = 0
-            self.window = None
+            self.run = _Run()
         result = Gst.Element.do_change_state(self, transition)
-        if transition == Gst.StateChange.PAUSED_TO_READY:
-            self.window = None
+        if transition == Gst.StateChange.PAUSED_TO_READY and self.run is not None:
+            self.clips, self.run = self.run.clips, None
         return result
 
     def _length_stride(self) -> tuple[int, int]:
-        length = int(self.settings["length"])
-        return length, int(self.settings["stride"]) or length
+        length = int(self.settings.length)
+        return length, int(self.settings.stride) or length
 
     # -- negotiation ------------------------------------------------------------------------
 
@@ -88,7 +104,8 @@ class TensorSlidingWindow(FactoryMade, PropertyStore, Gst.Element):
         return pad.query_default(parent, query)
 
     def _src_query(self, pad, parent, query):
-        return answer_src_caps_query(pad, parent, query, self.src_caps, _TEMPLATE)
+        return answer_src_caps_query(pad, parent, query,
+                                     self.run.src_caps if self.run else None, _TEMPLATE)
 
     @guarded(False)
     def _set_caps(self, caps: Gst.Caps) -> bool:
@@ -99,12 +116,12 @@ class TensorSlidingWindow(FactoryMade, PropertyStore, Gst.Element):
         length, stride = self._length_stride()
         info = config.tensors[0]
         out = TensorsConfig((TensorInfo(info.dtype, clip_shape(info.shape, length)),))
-        self.in_config = config
-        self.window = ClipWindow(length, stride)
-        self.src_caps = Gst.Caps.from_string(out.to_caps_string())
+        run = self.run
+        run.in_config, run.window = config, ClipWindow(length, stride)
+        run.src_caps = Gst.Caps.from_string(out.to_caps_string())
         CAT.info(self, f"{list(info.shape)} frames -> {list(out.tensors[0].shape)} clips, one "
                        f"every {stride} frames from frame {length} on")
-        return self.srcpad.push_event(Gst.Event.new_caps(self.src_caps))
+        return self.srcpad.push_event(Gst.Event.new_caps(run.src_caps))
 
     # -- data -------------------------------------------------------------------------------
 
@@ -112,8 +129,9 @@ class TensorSlidingWindow(FactoryMade, PropertyStore, Gst.Element):
         kind = event.type
         if kind == Gst.EventType.CAPS:
             return self._set_caps(event.parse_caps())
-        if kind == Gst.EventType.FLUSH_STOP and self.window is not None:
-            self.window.reset()
+        window = self.run.window if self.run is not None else None
+        if kind == Gst.EventType.FLUSH_STOP and window is not None:
+            window.reset()
         if kind == Gst.EventType.EOS and not self._check_enough_frames():
             return False
         return pad.event_default(parent, event)
@@ -122,7 +140,7 @@ class TensorSlidingWindow(FactoryMade, PropertyStore, Gst.Element):
     def _check_enough_frames(self) -> bool:
         """A stream that ended before its first clip would give no result at all: an error
         naming the lengths, not a silent end."""
-        window = self.window
+        window = self.run.window if self.run is not None else None
         if window is not None and window.clips == 0 and window.seen > 0:
             raise TorchstreamError(
                 f"the stream ended after {window.seen} frames, fewer than the clip length "
@@ -132,15 +150,16 @@ class TensorSlidingWindow(FactoryMade, PropertyStore, Gst.Element):
 
     @guarded(FLOW_ERROR)
     def _chain(self, pad, parent, buf):
-        if self.window is None:
+        run = self.run
+        if run is None or run.window is None:
             raise CapsError("buffers arrived before caps were negotiated")
-        with MappedTensors(buf, self.in_config) as arrays:
-            clip = self.window.push(arrays[0])
+        with MappedTensors(buf, run.in_config) as arrays:
+            clip = run.window.push(arrays[0])
         if clip is None:
-            CAT.log(self, f"frame {self.window.seen}: no clip closes here")
+            CAT.log(self, f"frame {run.window.seen}: no clip closes here")
             return Gst.FlowReturn.OK
         out = buffer_from_tensors([clip])
         out.copy_into(buf, COPY_FLAGS, 0, 0)
-        self.settings["clips"] += 1
-        CAT.log(self, f"frame {self.window.seen}: clip {self.window.clips}")
+        run.clips += 1
+        CAT.log(self, f"frame {run.window.seen}: clip {run.clips}")
         return self.srcpad.push(out)

@@ -15,6 +15,7 @@ from tests.helpers import on_samples, resident_mb
 from torchstream.gst import Gst
 from torchstream.gst.meta import read_tensor_data
 from torchstream.gst.pipeline import run_to_end
+from torchstream.model.batching import PassLatency
 
 FRAMES = 150  # 5 s at 30 fps
 
@@ -93,6 +94,7 @@ def test_a_policy_that_cannot_work_is_refused(description, fragment):
     assert not result.ok and fragment in result.error, result.error
 
 
+@pytest.mark.soak
 def test_a_minute_of_live_video_keeps_memory_and_delay_flat(slow_model):
     """1800 frames at 30 fps (TORCHSTREAM_SOAK_MINUTES=30 for a longer soak), the model
     slower than the camera: resident memory after the first 10 s grows less than 20 MB and
@@ -111,3 +113,16 @@ def test_a_minute_of_live_video_keeps_memory_and_delay_flat(slow_model):
           "after the first 10 s")
     assert late < early + 0.3, (early, late)
     assert grown < 20, memory
+
+
+def test_the_reported_latency_follows_the_recent_forward_passes():
+    latency = PassLatency()
+    assert latency.add(0.400)  # a warm-up pass: the only one known
+    assert latency.seconds == pytest.approx(0.600)
+    changed = [latency.add(0.020) for _ in range(63)]
+    # the warm-up is one pass of 64, beyond the 95 % quantile: it no longer sets the latency
+    assert changed.count(True) == 1 and latency.seconds == pytest.approx(0.030)
+    assert not latency.add(0.300)  # one slow pass among fast ones changes nothing
+    assert latency.seconds == pytest.approx(0.030)
+    changed = [latency.add(0.050) for _ in range(8)]  # a model that slowed down for good
+    assert changed.index(True) <= 3 and latency.seconds == pytest.approx(0.075)

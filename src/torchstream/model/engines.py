@@ -31,9 +31,11 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from torchstream.errors import ConfigError, TorchstreamError, exception_summary
+from torchstream.model.choice_store import StoredChoice, openvino_cache_dir
 from torchstream.model.graph import build_graph, unwrap_scripted
 
 ENGINES = ("auto", "torch", "torchscript", "openvino")
@@ -214,6 +216,9 @@ class _Compiled(Engine):
     def _start(self, core: Any, model: Any, threads: int, passes: int = 1) -> None:
         self.source = model  # for with_threads(), until forget_source()
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads * passes}
+        cache = openvino_cache_dir()
+        if cache is not None:  # a later start loads the compiled model instead of compiling
+            config["CACHE_DIR"] = cache
         if passes == 1:
             config["PERFORMANCE_HINT"] = "LATENCY"
         else:  # OpenVINO's streams: each runs its requests on its own threads
@@ -282,6 +287,21 @@ class OpenVINOEngine(_Compiled):
             raise TorchstreamError(f"OpenVINO made {len(converted.outputs)} outputs of the "
                                    f"model's {len(leaves)}")
         self._start(core, converted, threads)
+
+    @classmethod
+    def from_stored(cls, xml: Path, reference: Any, threads: int) -> OpenVINOEngine:
+        """The model converted in an earlier run (choice_store), read back instead of
+        converted again."""
+        engine = cls.__new__(cls)
+        leaves: list = []
+        engine.template = _leaves(reference, leaves)
+        core = _core()
+        model = core.read_model(str(xml))
+        if len(model.outputs) != len(leaves):
+            raise TorchstreamError(f"the stored OpenVINO model has {len(model.outputs)} "
+                                   f"outputs, the model {len(leaves)}")
+        engine._start(core, model, threads)
+        return engine
 
     def __call__(self, args: Sequence[Any]) -> Any:
         return _rebuild(self.template, self._infer(args))
@@ -385,6 +405,7 @@ class Choice:
     engine: Engine
     note: str
     fallback: str = ""
+    warning: str = ""  # something else worth a warning (a damaged stored choice)
     timings_ms: dict[str, float] = field(default_factory=dict)
     # for a shared instance: the engine its worker runs while several streams send buffers
     parallel: Engine | None = None
@@ -533,7 +554,7 @@ def torchscript_mode(takes_image_list: bool) -> str:
 
 def choose_for_model(model: Any, engine: str, threads: int,
                      inputs: Sequence[Sequence[Any]], outputs: Sequence[Any],
-                     shared: bool = False) -> Choice:
+                     shared: bool = False, store: StoredChoice | None = None) -> Choice:
     """The engine ``model`` (a LoadedModel) runs with, given torch's ``outputs`` on the two
     probe ``inputs`` (forward arguments). Candidates in auto: torch; a TorchScript graph for
     torchvision models (users' modules may branch on the data in ways two inputs cannot
@@ -541,7 +562,8 @@ def choose_for_model(model: Any, engine: str, threads: int,
     tensors (tracing a detector that takes a list of images would freeze its number of
     detections), converted from the TorchScript graph when there is one (twice as fast to
     convert as the module). ``shared``: the instance is shared by streams (see
-    :func:`side_by_side`)."""
+    :func:`side_by_side`). ``store``: where auto's choice is kept between processes
+    (choice_store): an earlier run's choice is rebuilt and checked instead of made again."""
     if model.source == "openvino":
         choice = settle_threads(Choice(model.module, f"engine {model.module.label}: the "
                                        "model file is OpenVINO's"), threads, inputs[0], shared)
@@ -585,8 +607,56 @@ def choose_for_model(model: Any, engine: str, threads: int,
         candidates.append(Candidate("openvino", None if why_not else build_openvino, why_not))
     with warnings.catch_warnings():  # a scripted detector says so once, on its first call
         warnings.filterwarnings("ignore", message=r".*always returns a \(Losses, Detections\)")
+        damaged = ""
+        if asked == "auto" and store is not None:
+            recalled, damaged = _recall(store, reference, build_torchscript, inputs, outputs,
+                                        threads)
+            if recalled is not None:
+                return settle_threads(recalled, threads, inputs[0], shared)
         choice = choose(candidates, reference, outputs, inputs, asked, model.name)
+        if asked == "auto" and store is not None:
+            winner = choice.engine
+            store.save(winner.name, choice.timings_ms, choice.note,
+                       winner.source if isinstance(winner, OpenVINOEngine) else None)
+            if damaged:
+                choice = replace(choice, note=f"{choice.note}; {damaged}", warning=damaged)
         return settle_threads(choice, threads, inputs[0], shared)
+
+
+def _recall(store: StoredChoice, reference: TorchEngine, build_torchscript: Callable[[], Engine],
+            inputs: Sequence[Sequence[Any]], outputs: Sequence[Any],
+            threads: int) -> tuple[Choice | None, str]:
+    """(the choice an earlier run stored, rebuilt and checked against torch's outputs on
+    the probe inputs, ""); (None, why) when it cannot be used, (None, "") when there is
+    none."""
+    record, why = store.load()
+    if record is None:
+        return None, why
+    name = record["engine"]
+    try:
+        if name == "torch":
+            engine: Engine = reference
+        elif name == "torchscript":
+            engine = build_torchscript()
+        elif name == "openvino":
+            engine = OpenVINOEngine.from_stored(store.ir, outputs[0],
+                                                resolve_threads(threads, "openvino"))
+        else:
+            raise TorchstreamError(f"an unknown engine {name!r}")
+        same = all(outputs_equal(engine(args), out)
+                   for args, out in zip(inputs, outputs, strict=True))
+    except Exception as exc:  # noqa: BLE001 - any failure: the choice is made again
+        store.remove()
+        return None, (f"the stored engine choice {store.path} could not be rebuilt "
+                      f"({type(exc).__name__}: {exception_summary(exc)}): removed")
+    if not same:
+        store.remove()
+        return None, (f"the engine stored in {store.path} no longer gives torch's outputs: "
+                      "removed")
+    timings = {str(k): float(v) for k, v in record["timings_ms"].items()}
+    note = (f"{record.get('note') or f'engine {engine.label}'}; as chosen by an earlier start "
+            f"(kept in {store.path}), its outputs checked again")
+    return Choice(engine, note, timings_ms=timings), ""
 
 
 HEAVY_MS = 40.0  # a torch forward pass this long gets every core when that is faster ...

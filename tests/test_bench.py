@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e  # the whole benchmark program, one process per side
 def test_quick_benchmark_reports_every_side(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--frames", "8",

@@ -217,14 +217,14 @@ def reference_and_threshold(model, frames):
 
 @pytest.fixture(scope="module")
 def keypoint_model(tmp_path_factory):
-    model = seeded_detector("keypointrcnn_resnet50_fpn", decode_frames(BIKES, 4), 1.5)
+    model = seeded_detector("keypointrcnn_resnet50_fpn", decode_frames(BIKES, 2), 1.5)
     weights = save_state_dict(model, tmp_path_factory.mktemp("kp") / "keypointrcnn.pth")
     return model, weights
 
 
 def test_object_detect_keypoints_equal_torchvision(keypoint_model):
     model, weights = keypoint_model
-    frames = decode_frames(BIKES, 3, start=140)
+    frames = decode_frames(BIKES, 2, start=140)
     expected, threshold = reference_and_threshold(model, frames)
     run = run_results(
         f"appsrc name=src ! object_detect model={KEYPOINT_MODEL} model-weights={weights} "
@@ -268,13 +268,13 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def mask_model(tmp_path_factory):
-    model = seeded_detector("maskrcnn_resnet50_fpn", decode_frames(BIKES, 4), 6.0)
+    model = seeded_detector("maskrcnn_resnet50_fpn", decode_frames(BIKES, 2), 6.0)
     return model, save_state_dict(model, tmp_path_factory.mktemp("mask") / "maskrcnn.pth")
 
 
 def test_object_detect_masks_equal_torchvision(mask_model):
     model, weights = mask_model
-    frames = decode_frames(BIKES, 3, start=140)
+    frames = decode_frames(BIKES, 2, start=140)
     expected, threshold = reference_and_threshold(model, frames)
     run = run_results(
         f"appsrc name=src ! object_detect model={MASK_MODEL} model-weights={weights} "

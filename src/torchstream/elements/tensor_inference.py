@@ -156,7 +156,8 @@ class TensorInference:
 
     @property
     def _stream(self) -> _Stream | None:
-        return self.run.stream if self.run is not None else None
+        run = self.run  # read once: a query thread may see the run dropped at stop
+        return run.stream if run is not None else None
 
     # -- latency ----------------------------------------------------------------------------
 
@@ -189,8 +190,9 @@ class TensorInference:
         """The weights' preprocessing size first (CHW, 3 channels), then anything."""
         caps = Gst.Caps.new_empty()
         size = None
-        if self.run is not None:
-            size = self.run.model.preferred_input_size()
+        run = self.run
+        if run is not None:
+            size = run.model.preferred_input_size()
         elif self.settings.model and is_torchvision_name(self.settings.model):
             try:
                 weights = torchvision_default_weights(self.settings.model)
@@ -279,8 +281,9 @@ class TensorInference:
         stream = self._stream
         if kind == Gst.EventType.EOS:
             self._flush_pending()
-            if self.run is not None and self.run.instance is not None:
-                self.run.instance.set_active(id(self), False)
+            run = self.run
+            if run is not None and run.instance is not None:
+                run.instance.set_active(id(self), False)
         elif kind == Gst.EventType.FLUSH_STOP and stream is not None:
             if stream.pending:
                 CAT.debug(self, f"flush: {len(stream.pending)} buffers of a partial batch "

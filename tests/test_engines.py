@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -115,21 +116,37 @@ def _settled(make_choice, args, cpus: int) -> Choice:
     return choice
 
 
+class _ThreadBound(torch.nn.Module):
+    """A forward pass of ``ms`` on one thread whose time divides by the threads torch gives it
+    when ``splits`` (work that splits perfectly), or does not change: what the thread
+    decision sees on an idle machine, without the load of a shared one deciding the test."""
+
+    def __init__(self, ms: float, splits: bool) -> None:
+        super().__init__()
+        self.ms, self.splits = ms, splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.ms / 1000 / (torch.get_num_threads() if self.splits else 1))
+        return x * 2
+
+
 def test_a_slow_torch_forward_pass_gets_every_core():
     cpus = usable_cpus()
     x = [torch.rand(1024, 1024)]
     light = Choice(TorchEngine(_Matmuls(0), max(1, cpus - 1)), "engine torch")
     assert every_core_if_heavy(light, x) is light  # cheap: one thread is left to the pipeline
-    heavy = TorchEngine(_Matmuls(4), max(1, cpus - 1))  # ~110 ms with one thread here
-    choice = _settled(lambda: Choice(heavy, "engine torch"), x, cpus)
     if cpus == 1:
-        assert choice.engine is heavy
         return
+    heavy = TorchEngine(_ThreadBound(120, splits=True), 1)
+    choice = every_core_if_heavy(Choice(heavy, "engine torch"), x)
     assert choice.engine.threads == cpus, choice.note
     assert choice.engine.label == f"torch ({cpus} threads)"
     assert f"{cpus} threads: its" in choice.note and "with every core" in choice.note
     assert torch.equal(choice.engine(x), heavy(x))
     assert HEAVY_MS <= float(choice.note.split("its ")[1].split(" ms")[0])
+    # as slow, but no faster on every core: the core stays with the pipeline
+    stuck = Choice(TorchEngine(_ThreadBound(120, splits=False), 1), "engine torch")
+    assert every_core_if_heavy(stuck, x) is stuck
 
 
 @pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from tests.conftest import BIKES
+from tests.harness import Harness
 from tests.helpers import box_iou, decode_frames
 from tests.models import frames_to_tensors, save_state_dict, seeded_detector
 from tests.results_helpers import run_results
+from torchstream.caps import TensorInfo, TensorsConfig, format_dimensions
 from torchstream.decode.detection import DetectionParams, detect
 from torchstream.decode.keypoints import (
     COCO_POINTS,
@@ -25,11 +27,15 @@ from torchstream.decode.keypoints import (
 )
 from torchstream.environment import LABELS_DIR, MODEL_PROC_DIR
 from torchstream.errors import ConfigError, TorchstreamError
+from torchstream.gst import Gst
+from torchstream.gst.buffers import buffer_from_tensors
+from torchstream.gst.meta import attach_tensors_record
 from torchstream.results.data import (
     FrameResults,
     Keypoints,
     Mask,
     Region,
+    TensorsRecord,
     decode_results,
     encode_results,
 )
@@ -252,11 +258,12 @@ def test_object_detect_keypoints_equal_torchvision(keypoint_model):
     assert compared >= len(frames)
 
 
-def test_point_names_of_another_count_fail_the_stream_with_both_counts(keypoint_model):
-    _, weights = keypoint_model
-    run = run_results(f"appsrc name=src ! object_detect model={KEYPOINT_MODEL} "
-                      f"model-weights={weights} engine=torch threshold=0 point-names=<a,b,c> ! "
-                      "appsink name=sink", decode_frames(BIKES, 1, start=140), timeout=300)
+def test_point_names_of_another_count_fail_the_stream_with_both_counts(movenet):
+    """object_detect passes point-names on: MoveNet's 17 points against 3 names stop the
+    stream, naming both counts."""
+    run = run_results(f"appsrc name=src ! object_detect model={movenet} "
+                      f"model-proc={MODEL_PROC_DIR / 'movenet.json'} point-names=<a,b,c> ! "
+                      "appsink name=sink", decode_frames(BIKES, 1, start=119), timeout=300)
     assert not run.result.ok
     assert "'point-names' has 3 names but the model gives 17 points" in run.error
 
@@ -298,15 +305,27 @@ def test_object_detect_masks_equal_torchvision(mask_model):
     assert compared >= len(frames)
 
 
-def test_a_mask_model_with_too_few_labels_fails_naming_the_label_id(mask_model):
-    _, weights = mask_model
-    run = run_results(
-        f"appsrc name=src ! object_detect model={MASK_MODEL} model-weights={weights} "
-        "threshold=0 labels=<person,bicycle> engine=torch ! appsink name=sink",
-        decode_frames(BIKES, 1, start=140), timeout=300)
-    assert not run.result.ok
-    assert re.search(r"label id \d+ is outside the 2 labels of property 'labels'", run.error), \
-        run.error
+def test_a_mask_model_with_too_few_labels_fails_naming_the_label_id():
+    """tensor_postproc_detection, where object_detect's labels go, on a mask detector's
+    outputs (torchvision's names and layout): a label id past the labels given stops the
+    stream, naming the id."""
+    masks = np.zeros((2, 1, 48, 64), np.float32)
+    masks[:, :, 10:30, 10:40] = 1.0
+    arrays = [np.array([[10, 10, 40, 30], [5, 5, 20, 20]], np.float32),
+              np.array([1, 3], np.int64), np.array([0.9, 0.8], np.float32), masks]
+    names = ("boxes", "labels", "scores", "masks")
+    infos = tuple(TensorInfo(str(a.dtype), (0, *a.shape[1:])) for a in arrays)
+    harness = Harness("tensor_postproc_detection", labels="<person,bicycle>", threshold=0.0)
+    assert harness.start(TensorsConfig(infos).to_caps_string()), harness.error()
+    buf = buffer_from_tensors(arrays)
+    attach_tensors_record(buf, TensorsRecord(
+        MASK_MODEL, names, tuple(i.dtype for i in infos),
+        format_dimensions([a.shape for a in arrays]), ("float32",),
+        format_dimensions([(3, 48, 64)])))
+    assert harness.push(buf) == Gst.FlowReturn.ERROR
+    error = harness.error()
+    assert re.search(r"label id 3 is outside the 2 labels of property 'labels'", error), error
+    harness.stop()
 
 
 def test_object_detect_gives_movenet_s_keypoints_on_a_real_cyclist(movenet):

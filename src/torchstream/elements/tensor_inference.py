@@ -35,7 +35,7 @@ from torchstream.gst import Gst
 from torchstream.gst.buffers import COPY_FLAGS, MappedTensors, buffer_from_tensors, to_torch
 from torchstream.gst.log import DebugCategory
 from torchstream.gst.meta import attach_tensors_record
-from torchstream.model.batching import BatchRunner, PassLatency
+from torchstream.model.batching import BatchRunner, PassLatency, row_counts
 from torchstream.model.engines import (
     ENGINE_BLURB,
     THREADS_BLURB,
@@ -318,10 +318,7 @@ class TensorInference:
                 in_shapes.append([tuple(shape) for shape in mapping.shapes])
                 inputs.append([to_torch(a, t.dtype)
                                for a, t in zip(arrays, stream.in_config.tensors, strict=True)])
-            if stream.runner.region_batch:
-                names, rows = stream.runner.run_rows(inputs, _row_counts(in_shapes))
-            else:
-                names, rows = stream.runner.run(inputs)
+            names, rows = stream.runner.run_buffers(inputs, in_shapes)
         seconds = time.perf_counter() - started
         CAT.log(self, lambda: f"ran {len(batch)} buffers (pts {_pts(batch[0])}) in "
                               f"{seconds * 1000:.1f} ms")
@@ -340,7 +337,7 @@ class TensorInference:
             shapes = [tuple(shape) for shape in mapping.shapes]
             inputs = [to_torch(a, t.dtype)
                       for a, t in zip(arrays, stream.in_config.tensors, strict=True)]
-            rows = _row_counts([shapes])[0] if runner.region_batch else None
+            rows = row_counts([shapes])[0] if runner.region_batch else None
             future = instance.submit((id(runner.engine), stream.in_config),
                                      _shared_run(runner), inputs, rows)
             names, tensors = future.result()
@@ -374,7 +371,8 @@ class TensorInference:
 
 
 def _shared_run(runner: BatchRunner):
-    """What the shared worker calls for a batch of this runner's buffers."""
+    """What the shared worker calls for a batch of this runner's buffers (``counts``: the
+    region batches' rows per buffer, None for whole frames)."""
     def run(inputs: list, counts: list[int] | None, side_by_side: bool):
         if counts is not None:
             return runner.run_rows(inputs, counts, side_by_side)
@@ -509,16 +507,3 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
 
 def _pts(buf: Gst.Buffer) -> str:
     return "none" if buf.pts == Gst.CLOCK_TIME_NONE else f"{buf.pts / Gst.SECOND:.3f} s"
-
-
-def _row_counts(shapes: list[list[tuple[int, ...]]]) -> list[int]:
-    """Rows per buffer of a region batch (every tensor of a buffer must have as many)."""
-    counts = []
-    for buffer_shapes in shapes:
-        rows = {shape[0] for shape in buffer_shapes}
-        if len(rows) != 1:
-            raise TorchstreamError(
-                f"the tensors of a region batch buffer have different row counts: {sorted(rows)}"
-            )
-        counts.append(rows.pop())
-    return counts

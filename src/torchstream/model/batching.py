@@ -176,6 +176,14 @@ class BatchRunner:
         names, rows, _ = split_outputs(self.forward(inputs, parallel), len(inputs))
         return names, rows
 
+    def run_buffers(self, inputs: Sequence[Sequence], shapes: Sequence[Sequence[tuple]],
+                    parallel: bool = False) -> tuple[tuple[str, ...], list[list]]:
+        """A batch of buffers' tensors (``shapes``: each buffer's tensor shapes), whichever
+        the mode: region batches by their rows, others whole."""
+        if self.region_batch:
+            return self.run_rows(inputs, row_counts(shapes), parallel)
+        return self.run(inputs, parallel)
+
     def probe(self, batch: int = 1) -> OutputSpec:
         """Run twice on random inputs; dims that differ between runs vary per buffer."""
         if self.region_batch:
@@ -296,6 +304,19 @@ class BatchRunner:
             return torch.randint(0, 2, info.shape, generator=generator).bool()
         dtype = getattr(torch, info.dtype)  # uint8, int8, int32, int64
         return torch.randint(0, 100, info.shape, generator=generator).to(dtype)
+
+
+def row_counts(shapes: Sequence[Sequence[tuple]]) -> list[int]:
+    """Rows per buffer of a region batch (every tensor of a buffer must have as many)."""
+    counts = []
+    for buffer_shapes in shapes:
+        rows = {shape[0] for shape in buffer_shapes}
+        if len(rows) != 1:
+            raise TorchstreamError(
+                f"the tensors of a region batch buffer have different row counts: {sorted(rows)}"
+            )
+        counts.append(rows.pop())
+    return counts
 
 
 class PassLatency:

@@ -85,6 +85,11 @@ def test_the_environment_moves_or_disables_the_cache(tmp_path, monkeypatch, mobi
     assert cache_dir() is None
     start(mobilenet_weights)
     assert not (tmp_path / "xdg").exists()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))  # a folder that cannot be made
+    runner = start(mobilenet_weights)  # runs, and says the choice was not kept
+    assert "could not be kept" in runner.choice.note and not runner.choice.warning
 
 
 def test_two_processes_starting_at_once_both_run_and_leave_one_whole_entry(

@@ -94,7 +94,7 @@ class StoredChoice:
         cannot be used (it is removed); (None, "") when there is none."""
         try:
             text = self.path.read_text()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # none yet (saving says why not)
             return None, ""
         except OSError as exc:
             return None, f"cannot read {self.path}: {exc}"
@@ -114,10 +114,10 @@ class StoredChoice:
         return record, ""
 
     def save(self, engine: str, timings_ms: dict[str, float], note: str,
-             openvino_model: Any = None) -> None:
+             openvino_model: Any = None) -> str:
         """Write the entry whole; the OpenVINO model first, so a record never names files
-        that are not there yet. A cache that cannot be written is no error: the next start
-        chooses again."""
+        that are not there yet. A cache that cannot be written is no error (the next start
+        chooses again): returns why, for the choice's note, or ""."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if openvino_model is not None:
@@ -125,8 +125,9 @@ class StoredChoice:
             record = {"format": FORMAT, "engine": engine, "timings_ms": timings_ms,
                       "note": note}
             _write_whole(self.path, json.dumps(record, indent=1).encode())
-        except OSError:
-            pass
+        except Exception as exc:  # noqa: BLE001 - a full disk, a read-only folder, ...
+            return f"the choice could not be kept in {self.path.parent} ({exc})"
+        return ""
 
     def remove(self) -> None:
         for path in (self.path, self.ir, self.ir.with_suffix(".bin")):

@@ -616,10 +616,11 @@ def choose_for_model(model: Any, engine: str, threads: int,
         choice = choose(candidates, reference, outputs, inputs, asked, model.name)
         if asked == "auto" and store is not None:
             winner = choice.engine
-            store.save(winner.name, choice.timings_ms, choice.note,
-                       winner.source if isinstance(winner, OpenVINOEngine) else None)
-            if damaged:
-                choice = replace(choice, note=f"{choice.note}; {damaged}", warning=damaged)
+            unkept = store.save(winner.name, choice.timings_ms, choice.note,
+                                winner.source if isinstance(winner, OpenVINOEngine) else None)
+            if damaged or unkept:
+                said = "; ".join(filter(None, [damaged, unkept]))
+                choice = replace(choice, note=f"{choice.note}; {said}", warning=damaged)
         return settle_threads(choice, threads, inputs[0], shared)
 
 

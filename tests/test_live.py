@@ -15,7 +15,6 @@ from tests.helpers import on_samples, resident_mb
 from torchstream.gst import Gst
 from torchstream.gst.meta import read_tensor_data
 from torchstream.gst.pipeline import run_to_end
-from torchstream.model.batching import PassLatency
 
 FRAMES = 150  # 5 s at 30 fps
 
@@ -114,15 +113,3 @@ def test_a_minute_of_live_video_keeps_memory_and_delay_flat(slow_model):
     assert late < early + 0.3, (early, late)
     assert grown < 20, memory
 
-
-def test_the_reported_latency_follows_the_recent_forward_passes():
-    latency = PassLatency()
-    assert latency.add(0.400)  # a warm-up pass: the only one known
-    assert latency.seconds == pytest.approx(0.600)
-    changed = [latency.add(0.020) for _ in range(63)]
-    # the warm-up is one pass of 64, beyond the 95 % quantile: it no longer sets the latency
-    assert changed.count(True) == 1 and latency.seconds == pytest.approx(0.030)
-    assert not latency.add(0.300)  # one slow pass among fast ones changes nothing
-    assert latency.seconds == pytest.approx(0.030)
-    changed = [latency.add(0.050) for _ in range(8)]  # a model that slowed down for good
-    assert changed.index(True) <= 3 and latency.seconds == pytest.approx(0.075)

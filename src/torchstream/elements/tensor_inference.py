@@ -35,7 +35,7 @@ from torchstream.gst import Gst
 from torchstream.gst.buffers import COPY_FLAGS, MappedTensors, buffer_from_tensors, to_torch
 from torchstream.gst.log import DebugCategory
 from torchstream.gst.meta import attach_tensors_record
-from torchstream.model.batching import BatchRunner, PassLatency, row_counts
+from torchstream.model.batching import BatchRunner, row_counts
 from torchstream.model.engines import (
     ENGINE_BLURB,
     THREADS_BLURB,
@@ -85,7 +85,7 @@ class _Stream:
     output_spec: object
     src_caps: Gst.Caps
     pending: list[Gst.Buffer] = field(default_factory=list)  # the batch being filled
-    latency: PassLatency = field(default_factory=PassLatency)  # answered in latency queries
+    latency: int = 0  # ns reported in latency queries: twice the slowest forward pass seen
 
 
 @dataclass
@@ -168,20 +168,20 @@ class TensorInference:
             return False
         live, minimum, maximum = query.parse_latency()
         stream = self._stream
-        own = int(stream.latency.seconds * Gst.SECOND) if stream is not None else 0
+        own = stream.latency if stream is not None else 0
         if maximum != Gst.CLOCK_TIME_NONE:
             maximum += own
         query.set_latency(live, minimum + own, maximum)
         return True
 
     def _track_latency(self, stream: _Stream, seconds: float) -> None:
-        """Follow the recent forward passes, and tell the pipeline when the latency they call
-        for changed (a LATENCY message makes it query and distribute the latency again)."""
-        latency = stream.latency
-        if latency.add(seconds):
-            CAT.debug(self, f"latency {latency.seconds * 1000:.1f} ms ({latency.margin:g} x the "
-                            f"{latency.quantile:.0%} quantile of the last {len(latency.passes)} "
-                            "forward passes)")
+        """Raise the reported latency when a forward pass is slower than half of it, and tell
+        the pipeline (a LATENCY message makes it query and distribute the latency again)."""
+        needed = int(2 * seconds * Gst.SECOND)
+        if needed > stream.latency * 1.25:
+            stream.latency = needed
+            CAT.debug(self, f"latency {needed / Gst.MSECOND:.1f} ms (twice the slowest forward "
+                            "pass)")
             self.post_message(Gst.Message.new_latency(self))
 
     # -- negotiation ------------------------------------------------------------------------

@@ -12,7 +12,6 @@ pass and each buffer gets its own R output rows back (:meth:`BatchRunner.run_row
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -318,27 +317,3 @@ def row_counts(shapes: Sequence[Sequence[tuple]]) -> list[int]:
         counts.append(rows.pop())
     return counts
 
-
-class PassLatency:
-    """The latency an inference element adds to a live pipeline, from its recent forward
-    passes: ``margin`` times their ``quantile`` over the last ``window`` passes. A live
-    pipeline waits that long for each frame's results, so it must follow the model: one slow
-    pass among many (a warm-up, a page fault) must not delay every later frame, and a model
-    that slows down raises it within a few passes. It changes only by a quarter or more, so
-    the pipeline is not asked to redistribute its latency at every frame."""
-
-    def __init__(self, window: int = 64, quantile: float = 0.95, margin: float = 1.5) -> None:
-        self.passes: deque[float] = deque(maxlen=window)
-        self.quantile, self.margin = quantile, margin
-        self.seconds = 0.0  # what is reported
-
-    def add(self, seconds: float) -> bool:
-        """Record a pass; True when the reported latency changed enough (a quarter up or
-        down) to tell the pipeline."""
-        self.passes.append(seconds)
-        ranked = sorted(self.passes)
-        wanted = self.margin * ranked[min(len(ranked) - 1, int(self.quantile * len(ranked)))]
-        if wanted > self.seconds * 1.25 or wanted < self.seconds * 0.75:
-            self.seconds = wanted
-            return True
-        return False

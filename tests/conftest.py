@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # see docs: one torch thread per stream
-# Engine choices kept on disk go to a folder of this session's own: no test reads what an
-# earlier session or the user's own pipelines left in ~/.cache, and the session's processes
+# Engine choices kept on disk go to a folder of this test run's own: no test reads what an
+# earlier run or the user's own pipelines left in ~/.cache, and the run's processes
 # (gst-launch, the demo, the README's examples) reuse each other's choices as a user's do.
 _CACHE = tempfile.mkdtemp(prefix="torchstream-test-cache-")
 os.environ["TORCHSTREAM_CACHE_DIR"] = _CACHE

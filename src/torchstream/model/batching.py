@@ -164,9 +164,11 @@ class BatchRunner:
             key = (self.model.weights_key(), self.model.source, self.asked, threads,
                    signature(args[0]),
                    str(self.model.device), self.shared)
+        # only auto's choice is kept on disk (and only auto imports OpenVINO for its key)
+        store = (stored_choice((*key, openvino_available()), usable_cpus())
+                 if key is not None and self.asked == "auto" else None)
         self.choice, self.choice_reused = cached_choice(key, lambda: choose_for_model(
-            self.model, engine, threads, args, outputs, self.shared,
-            stored_choice(key and (*key, openvino_available()), usable_cpus())),
+            self.model, engine, threads, args, outputs, self.shared, store),
             owner=self.model)
         self.engine = self.choice.engine
 
@@ -316,4 +318,3 @@ def row_counts(shapes: Sequence[Sequence[tuple]]) -> list[int]:
             )
         counts.append(rows.pop())
     return counts
-

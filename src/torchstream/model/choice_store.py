@@ -44,7 +44,7 @@ def cache_dir() -> Path | None:
 def _cpu() -> str:
     """The CPU model and its instruction-set flags: OpenVINO's kernels and the timings that
     decided a choice depend on both."""
-    model, flags = platform.processor(), ""
+    model, flags = "", ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -56,6 +56,7 @@ def _cpu() -> str:
                 break
     except OSError:
         pass
+    model = model or platform.processor()  # where /proc/cpuinfo names none
     return f"{model} [{hashlib.sha256(flags.encode()).hexdigest()[:16]}]"
 
 

@@ -283,10 +283,14 @@ class OpenVINOEngine(_Compiled):
             warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer notices
             converted = openvino.convert_model(source, example_input=tuple(example),
                                                input=inputs)
-        if len(converted.outputs) != len(leaves):
-            raise TorchstreamError(f"OpenVINO made {len(converted.outputs)} outputs of the "
-                                   f"model's {len(leaves)}")
-        self._start(core, converted, threads)
+        self._adopt(core, converted, len(leaves), threads)
+
+    def _adopt(self, core: Any, model: Any, outputs: int, threads: int) -> None:
+        """Compile ``model`` (converted now or read back) once its outputs are the module's."""
+        if len(model.outputs) != outputs:
+            raise TorchstreamError(f"the OpenVINO model has {len(model.outputs)} outputs, the "
+                                   f"module {outputs}")
+        self._start(core, model, threads)
 
     @classmethod
     def from_stored(cls, xml: Path, reference: Any, threads: int) -> OpenVINOEngine:
@@ -296,11 +300,7 @@ class OpenVINOEngine(_Compiled):
         leaves: list = []
         engine.template = _leaves(reference, leaves)
         core = _core()
-        model = core.read_model(str(xml))
-        if len(model.outputs) != len(leaves):
-            raise TorchstreamError(f"the stored OpenVINO model has {len(model.outputs)} "
-                                   f"outputs, the model {len(leaves)}")
-        engine._start(core, model, threads)
+        engine._adopt(core, core.read_model(str(xml)), len(leaves), threads)
         return engine
 
     def __call__(self, args: Sequence[Any]) -> Any:

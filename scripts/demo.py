@@ -21,8 +21,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from torchstream.command.cli import run_pipeline
 from torchstream.environment import MODEL_PROC_DIR
-from torchstream.streams.cli import run_pipeline
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 VIDEO = Path("/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4")

@@ -58,7 +58,7 @@ def test_gst_launch_runs_the_inference_pipeline(mobilenet_weights):
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torchstream.streams.cli", *args],
+    return subprocess.run([sys.executable, "-m", "torchstream.command.cli", *args],
                           capture_output=True, text=True, timeout=timeout)
 
 

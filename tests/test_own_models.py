@@ -203,7 +203,7 @@ def test_a_model_file_whose_output_is_not_class_scores_says_so_once(frames, tmp_
                for o in run.per_sink["sink"])  # the bin's output is the frame, unlabelled
     env = dict(os.environ, GST_DEBUG="torchstream-postproc-label:2")
     launched = subprocess.run(
-        [sys.executable, "-m", "torchstream.streams.cli", "launch",
+        [sys.executable, "-m", "torchstream.command.cli", "launch",
          f"videotestsrc num-buffers=5 ! video/x-raw,width=320,height=240 ! video_inference "
          f"model={path} "
          "! fakesink"], env=env, capture_output=True, text=True, timeout=120)

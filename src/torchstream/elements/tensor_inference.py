@@ -59,6 +59,7 @@ from torchstream.model.sharing import (
     join_instance,
     leave_instance,
 )
+from torchstream.model.timing import report_pass
 from torchstream.preprocess.roi import is_region_batch
 from torchstream.results.data import TensorsRecord
 
@@ -323,6 +324,7 @@ class TensorInference:
         CAT.log(self, lambda: f"ran {len(batch)} buffers (pts {_pts(batch[0])}) in "
                               f"{seconds * 1000:.1f} ms")
         self._track_latency(stream, seconds)
+        report_pass(self.run.model.name, seconds, len(batch))
         return self._push_outputs(stream, batch, names, rows, in_shapes)
 
     @guarded(FLOW_ERROR)

@@ -32,6 +32,7 @@ from typing import Any
 
 from torchstream.errors import ConfigError
 from torchstream.model.engines import parallel_passes
+from torchstream.model.timing import report_pass
 
 DEFAULT_TIMEOUT_MS = 5
 INSTANCE_BLURB = ("Elements of this process with the same id share one model and engine; "
@@ -205,9 +206,11 @@ class SharedInstance:
             side_by_side = self.passes > 1 and len(self._active) > 1
             self._running += 1
             self.stats.most_at_once = max(self.stats.most_at_once, self._running)
+        started = time.perf_counter()
         try:
             return batch[0].run([r.inputs for r in batch], counts, side_by_side)
         finally:
+            report_pass(self.name, time.perf_counter() - started, len(batch))
             with self._cond:
                 self._running -= 1
 

@@ -397,6 +397,31 @@ def draw_results(image: np.ndarray, results: FrameResults, lines_thickness: int 
     return image
 
 
+def frame_to_bgr(data, fmt: str, width: int, height: int, offsets, strides) -> np.ndarray:
+    """A raw frame of any format :func:`frame_planes` reads as a new HxWx3 BGR uint8 image
+    (YUV as BT.601 limited range, the inverse of the colours the overlay draws with)."""
+    planes = frame_planes(data, fmt, width, height, offsets, strides)
+    if fmt in PACKED_FORMATS:
+        order = PACKED_FORMATS[fmt]
+        return np.ascontiguousarray(planes[0].array[..., [order.index(c) for c in "BGR"]])
+    shift = SIXTEEN_BIT_SHIFT.get(fmt, 0)
+    components: dict[str, np.ndarray] = {}
+    for (_, names, *_rest), plane in zip(YUV_FORMATS[fmt], planes, strict=True):
+        array = plane.array >> shift if shift else plane.array
+        for i, name in enumerate(names):
+            one = array[..., i] if array.ndim == 3 else array
+            if one.shape != (height, width):
+                one = cv2.resize(np.ascontiguousarray(one, dtype=np.uint8), (width, height),
+                                 interpolation=cv2.INTER_LINEAR)
+            components[name] = one.astype(np.float32)
+    if "G" in components:  # GRAY8
+        return np.repeat(components["G"].astype(np.uint8)[..., None], 3, axis=2)
+    y = (components["Y"] - 16.0) * 1.164
+    u, v = components["U"] - 128.0, components["V"] - 128.0
+    bgr = np.stack([y + 2.017 * u, y - 0.392 * u - 0.813 * v, y + 1.596 * v], axis=2)
+    return np.clip(bgr, 0, 255).astype(np.uint8)
+
+
 def is_drawable(results: FrameResults) -> bool:
     return bool(results.regions or results.classifications
                 or results.segmentation is not None)
@@ -404,6 +429,7 @@ def is_drawable(results: FrameResults) -> bool:
 
 __all__ = [
     "OVERLAY_FORMATS", "PALETTE", "Plane", "Style", "auto_style", "bgr_planes", "color_for",
-    "draw_on_planes", "draw_results", "frame_lines", "frame_planes", "is_drawable",
+    "draw_on_planes", "draw_results", "frame_lines", "frame_planes", "frame_to_bgr",
+    "is_drawable",
     "region_lines",
 ]

@@ -21,6 +21,17 @@ stream's pipeline description, and where a restarted file stream resumes. GStrea
     mqtt = { address = "localhost:1883", topic = "cameras/yard" }
     properties = { threshold = 0.6 }
 
+    [[stream]]
+    name = "lobby"
+    source = "videos/lobby.mp4"
+    loop = true                    # start the file again at its end, for ever
+    sync = true                    # at the file's own frame rate, as a camera would send it
+
+A stream whose source is a camera (rtsp://, http(s)://, v4l2://) that fails or ends is
+reconnected, without limit, waiting ``restart-delay`` then twice as long each time up to
+``reconnect-max-delay``; a stream's own ``restart`` key (never, on-failure, always) overrides
+``[run]``'s.
+
 A stream names an inference bin (``element`` and its ``properties``) or gives a whole
 ``pipeline`` template with ``{source}``, ``{name}`` and ``{publish}`` (the stream's outputs
 as elements) in it.
@@ -32,7 +43,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -56,6 +67,7 @@ class RunSettings:
     max_restarts: int = 5  # per stream; then it is reported failed and left stopped
     restart_delay: float = 1.0  # seconds before the first restart, doubling after each
     stall_timeout: float = 120.0  # seconds without a frame out before a stream counts failed
+    reconnect_max_delay: float = 5.0  # seconds at most between a camera's reconnection tries
     stop_timeout: float = 10.0  # seconds a stopped stream has to drain after EOS
     share_models: bool = True  # streams whose bins load the same model share one instance
     ray_cpus_per_stream: float = 0.0  # --ray: CPUs each stream's actor reserves (0: none)
@@ -73,11 +85,28 @@ class StreamSpec:
     jsonl: str = ""
     mqtt: dict[str, str] = field(default_factory=dict)
     format: str = "torchstream"
+    restart: str = ""  # the stream's own restart policy ('': the [run] table's)
+    loop: bool = False  # a file source: started again from its start at its end
+    sync: bool = False  # the sink syncs to the clock: a file plays at its own frame rate
 
     @property
     def file_path(self) -> str | None:
         """The local file the stream reads, when its source is one."""
         return source_file(self.source)
+
+    @property
+    def is_camera(self) -> bool:
+        """Its source is a camera's URI: when it fails or ends it is reconnected."""
+        return urlparse(self.source).scheme in CAMERA_SCHEMES
+
+    def table(self) -> dict[str, Any]:
+        """The ``[[stream]]`` table this spec reads back from (defaults left out)."""
+        out: dict[str, Any] = {}
+        for key in _STREAM_KEYS:
+            value = getattr(self, key)
+            if key == "name" or value != _SPEC_DEFAULTS[key]:
+                out[key] = dict(value) if isinstance(value, dict) else value
+        return out
 
     def publish(self, append: bool, first_frame: int = 0) -> str:
         """The stream's outputs as elements of a description ('' for none)."""
@@ -102,7 +131,7 @@ class StreamSpec:
         chain = [source_description(self.source), launch_element(self.element, self.properties)]
         if publish:
             chain.append(publish)
-        chain.append("fakesink sync=false")
+        chain.append(f"fakesink sync={str(self.sync).lower()}")
         return " ! ".join(chain)
 
 
@@ -116,11 +145,13 @@ _RUN_KEYS = {
     "status-file": ("status_file", str), "status-interval": ("status_interval", float),
     "restart": ("restart", str), "max-restarts": ("max_restarts", int),
     "restart-delay": ("restart_delay", float), "stall-timeout": ("stall_timeout", float),
-    "stop-timeout": ("stop_timeout", float), "share-models": ("share_models", bool),
+    "stop-timeout": ("stop_timeout", float),
+    "reconnect-max-delay": ("reconnect_max_delay", float), "share-models": ("share_models", bool),
     "ray-cpus-per-stream": ("ray_cpus_per_stream", float),
 }
 _STREAM_KEYS = ("name", "source", "element", "properties", "pipeline", "jsonl", "mqtt",
-                "format")
+                "format", "restart", "loop", "sync")
+CAMERA_SCHEMES = ("rtsp", "rtsps", "http", "https", "v4l2")
 _MQTT_KEYS = ("address", "topic", "mqtt-client-id", "mqtt-config", "max-connect-attempts",
               "max-reconnect-interval")
 _PLACEHOLDERS = {"source", "name", "publish"}
@@ -150,7 +181,7 @@ def parse(data: dict[str, Any], where: str = "streams file") -> StreamsConfig:
     tables = data.get("stream", [])
     if not isinstance(tables, list) or not tables:
         raise ConfigError(f"{where}: no streams: add one [[stream]] table per stream")
-    streams = [_stream(i, table, defaults, where) for i, table in enumerate(tables)]
+    streams = [stream_spec(table, defaults, where, i) for i, table in enumerate(tables)]
     names = [s.name for s in streams]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -198,7 +229,11 @@ def _run_settings(table: dict, where: str) -> RunSettings:
     return settings
 
 
-def _stream(index: int, table: Any, defaults: dict, where: str) -> StreamSpec:
+def stream_spec(table: Any, defaults: dict | None = None, where: str = "streams file",
+                index: int = 0) -> StreamSpec:
+    """One ``[[stream]]`` table checked, ``defaults`` applied; a mistake is a ConfigError
+    that names the key."""
+    defaults = defaults or {}
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: stream {index + 1} must be a table")
     label = f"{where}: stream {table.get('name') or index + 1}"
@@ -217,12 +252,20 @@ def _stream(index: int, table: Any, defaults: dict, where: str) -> StreamSpec:
     for key in ("properties", "mqtt"):
         if not isinstance(merged.get(key, {}), dict):
             raise ConfigError(f"{label}: {key} must be a table")
+    for key in ("loop", "sync"):
+        if not isinstance(merged.get(key, False), bool):
+            raise ConfigError(f"{label}: {key} must be true or false")
     merged.setdefault("name", f"stream-{index + 1}")
     if not re.fullmatch(r"[\w.-]+", merged["name"]):
         raise ConfigError(f"{label}: name may hold letters, digits, '_', '-' and '.' only")
     spec = StreamSpec(**merged)
     if spec.format not in RECORD_FORMATS:
         raise ConfigError(f"{label}: format must be one of {', '.join(RECORD_FORMATS)}")
+    if spec.restart and spec.restart not in RESTART_POLICIES:
+        raise ConfigError(f"{label}: restart must be one of {', '.join(RESTART_POLICIES)}")
+    if spec.loop and spec.file_path is None:
+        raise ConfigError(f"{label}: loop is for a file source (a camera is reconnected "
+                          "instead)")
     if spec.mqtt:
         _check_keys(spec.mqtt, _MQTT_KEYS, f"{label}: mqtt")
     if spec.pipeline:
@@ -248,23 +291,38 @@ def _stream(index: int, table: Any, defaults: dict, where: str) -> StreamSpec:
     return spec
 
 
+_SPEC_DEFAULTS = {f.name: f.default_factory() if f.default_factory is not MISSING
+                  else f.default for f in fields(StreamSpec) if f.default is not MISSING
+                  or f.default_factory is not MISSING}
+
+
+def instance_key(spec: StreamSpec) -> tuple | None:
+    """What decides whether two streams' bins load the same model the same way (None: a
+    pipeline template or an instance named by the stream)."""
+    if spec.pipeline or "model-instance-id" in spec.properties:
+        return None
+    return (spec.element, *(str(spec.properties.get(k)) for k in
+                            instance_properties(PytorchTensorInference.PROPERTIES)))
+
+
 def share_instances(streams: list[StreamSpec]) -> list[StreamSpec]:
     """Streams whose bins load one model the same way get one ``model-instance-id`` (unless
     they name their own), so the process holds one copy of it."""
     groups: dict[tuple, list[int]] = {}
     for i, spec in enumerate(streams):
-        if spec.pipeline or "model-instance-id" in spec.properties:
-            continue
-        key = (spec.element, *(str(spec.properties.get(k)) for k in
-                               instance_properties(PytorchTensorInference.PROPERTIES)))
-        groups.setdefault(key, []).append(i)
+        key = instance_key(spec)
+        if key is not None:
+            groups.setdefault(key, []).append(i)
     out = list(streams)
     for number, members in enumerate(g for g in groups.values() if len(g) > 1):
         for i in members:
-            spec = out[i]
-            out[i] = StreamSpec(**{**spec.__dict__, "properties": {
-                **spec.properties, "model-instance-id": f"{spec.element}-{number + 1}"}})
+            out[i] = with_properties(out[i], {"model-instance-id":
+                                              f"{out[i].element}-{number + 1}"})
     return out
+
+
+def with_properties(spec: StreamSpec, extra: dict[str, Any]) -> StreamSpec:
+    return StreamSpec(**{**spec.__dict__, "properties": {**spec.properties, **extra}})
 
 
 def source_file(source: str) -> str | None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 from torchstream.gst import GLib, Gst
 from torchstream.gst.pipeline import PipelineResult, run_to_end
@@ -48,24 +49,53 @@ class StreamStatus:
     first_frame_time: float | None = None  # wall clock, for fps across processes
     last_frame_time: float | None = None
     fps: float = 0.0  # since the previous snapshot
+    latency: float | None = None  # s from the last frame's entry into the first torchstream
+    # element to its exit from the last
+    inference_skipped: int = 0  # frames let through without inference (the live frame
+    # policy of the inference elements), over every run
     pid: int = 0
-    # every state change of this process's runs, in order: a change that lasts less than one
-    # status interval (a restart's delay) still reaches the log
+    # the latest state changes of this process's runs, in order, numbered by ``event``: a
+    # change that lasts less than one status interval (a restart's delay) still reaches the log
     events: list[dict] = field(default_factory=list)
+
+
+class FrameObserver(Protocol):
+    """Told of every frame a stream lets out (in the streaming thread: return quickly)."""
+
+    def frame_out(self, buf: Gst.Buffer, pad: Gst.Pad, latency: float | None) -> None: ...
+
+
+class _Either:
+    """Set when either event is (what run_to_end asks of its ``stop``)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+KEPT_EVENTS = 50
 
 
 class StreamRunner:
     """One stream: its runs, one after the other, until it finishes, fails or is stopped."""
 
     def __init__(self, spec: StreamSpec, settings: RunSettings, stop: threading.Event,
-                 resume_first: bool = False) -> None:
+                 resume_first: bool = False, observer: FrameObserver | None = None) -> None:
         self.spec = spec
         self.settings = settings
         self.stop = stop
         self.resume_first = resume_first  # the first run carries on an earlier process's
+        self.observer = observer
         self.status = StreamStatus(spec.name, pid=os.getpid())
         self._lock = threading.Lock()
         self._sampled = (time.monotonic(), 0)
+        self._restart = threading.Event()  # ends the current run; the next starts at once
+        self._entered: dict[int, float] = {}  # PTS -> when it entered the first element
+        self._awaiting_frame = False  # a camera is shown running once its first frame is out
+        self._skip_counters: list[Gst.Element] = []  # the run's elements that skip inference
+        self._skipped_before = 0  # inference-skipped of the earlier runs
         self.pipeline: Gst.Pipeline | None = None  # the current run's
 
     def snapshot(self) -> dict:
@@ -75,11 +105,21 @@ class StreamRunner:
             if now - then > 0.2:
                 self.status.fps = (frames - before) / (now - then)
                 self._sampled = (now, frames)
+            self.status.inference_skipped = self._skipped_before + self._skipped_now()
             return asdict(self.status)
+
+    def _skipped_now(self) -> int:
+        return sum(e.get_property("inference-skipped") for e in self._skip_counters)
+
+    def request_restart(self) -> None:
+        """End the current run through EOS and start the next at once."""
+        self._restart.set()
 
     def run(self) -> dict:
         delay = self.settings.restart_delay
+        policy = self.spec.restart or self.settings.restart
         while True:
+            frames_before = self.status.frames
             result, permanent = self._run_once()
             with self._lock:
                 if result.error:
@@ -87,10 +127,30 @@ class StreamRunner:
             if self.stop.is_set():
                 self._set_state("stopped")
                 break
-            if result.ok and not (self.status.live and self.settings.restart == "always"):
+            if self._restart.is_set():
+                self._restart.clear()
+                with self._lock:
+                    self.status.restarts += 1
+                    self._change_state("restarting")
+                continue
+            if result.ok and self.spec.loop:
+                continue  # the file again from its start; the frames count on
+            if self.spec.is_camera and not permanent and policy != "never":
+                # a camera that failed or ended is gone for a while, not for good
+                if self.status.frames > frames_before:
+                    delay = self.settings.restart_delay  # it was back: start the wait over
+                self._set_state("reconnecting")
+                if self.stop.wait(delay):
+                    self._set_state("stopped")
+                    break
+                delay = min(delay * 2, self.settings.reconnect_max_delay)
+                with self._lock:
+                    self.status.restarts += 1
+                continue
+            if result.ok and not (self.status.live and policy == "always"):
                 self._set_state("finished")
                 break
-            if permanent or self.settings.restart == "never" \
+            if permanent or policy == "never" \
                     or self.status.restarts >= self.settings.max_restarts:
                 self._set_state("failed" if not result.ok else "finished")
                 break
@@ -111,7 +171,11 @@ class StreamRunner:
         """With the lock held."""
         status = self.status
         status.state = state
-        status.events.append({"state": state, "runs": status.runs, "restarts": status.restarts,
+        number = status.events[-1]["event"] + 1 if status.events else 1
+        if len(status.events) >= KEPT_EVENTS:  # a long-lived stream keeps its latest
+            del status.events[0]
+        status.events.append({"event": number, "state": state, "runs": status.runs,
+                              "restarts": status.restarts,
                               "error": status.error, "resumed_after": status.resumed_after,
                               "frames": status.frames})
 
@@ -120,7 +184,9 @@ class StreamRunner:
         help."""
         again = self.status.runs > 0 or self.resume_first
         point, first_frame = None, 0
-        if again:
+        if self.spec.loop and self.status.runs > 0:
+            first_frame = self.status.frames  # a new pass over the file: nothing to resume
+        elif again:
             if self.spec.jsonl:
                 point = resume_point(self.spec.jsonl, self.spec.format)
             elif self.status.last_pts is not None:
@@ -144,18 +210,25 @@ class StreamRunner:
                 self.status.frames = point.records
             self.status.runs += 1
             self.status.resumed_after = resume
-            self._change_state("running")
-        if resume is not None:
-            for pad in first.sinkpads:
+            self._awaiting_frame = self.spec.is_camera
+            if not self._awaiting_frame and self.status.state != "running":  # (a loop's
+                self._change_state("running")  # next pass is no change)
+            self._skipped_before += self._skipped_now()
+            self._skip_counters = skip_counters(pipeline)
+        for pad in first.sinkpads:
+            if resume is not None:
                 pad.add_probe(Gst.PadProbeType.BUFFER, self._drop_published, resume)
+            pad.add_probe(Gst.PadProbeType.BUFFER, self._on_frame_in)
         for pad in last.srcpads:
             pad.add_probe(Gst.PadProbeType.BUFFER, self._on_frame_out)
         self.pipeline = pipeline
         try:
-            return run_to_end(pipeline, tick=self._watchdog(first), stop=self.stop,
+            return run_to_end(pipeline, tick=self._watchdog(first),
+                              stop=_Either(self.stop, self._restart),
                               drain_timeout=self.settings.stop_timeout), False
         finally:
             self.pipeline = None
+            self._entered.clear()
 
     def _drop_published(self, _pad, info, resume: int):
         pts = info.get_buffer().pts
@@ -165,8 +238,19 @@ class StreamRunner:
             return Gst.PadProbeReturn.DROP
         return Gst.PadProbeReturn.OK
 
-    def _on_frame_out(self, _pad, info):
+    def _on_frame_in(self, _pad, info):
         pts = info.get_buffer().pts
+        if pts != Gst.CLOCK_TIME_NONE:
+            if len(self._entered) > 1000:  # frames that never came out (dropped, re-stamped)
+                self._entered.clear()
+            self._entered[pts] = time.monotonic()
+        return Gst.PadProbeReturn.OK
+
+    def _on_frame_out(self, pad, info):
+        buf = info.get_buffer()
+        pts = buf.pts
+        entered = self._entered.pop(pts, None)
+        latency = time.monotonic() - entered if entered is not None else None
         with self._lock:
             s = self.status
             s.frames += 1
@@ -175,6 +259,13 @@ class StreamRunner:
                 s.first_frame_time = s.last_frame_time
             if pts != Gst.CLOCK_TIME_NONE:
                 s.last_pts = pts
+            if latency is not None:
+                s.latency = round(latency, 6)
+            if self._awaiting_frame:
+                self._awaiting_frame = False
+                self._change_state("running")
+        if self.observer is not None:
+            self.observer.frame_out(buf, pad, latency)
         return Gst.PadProbeReturn.OK
 
     def _watchdog(self, first: Gst.Element) -> Callable[[], str | None]:
@@ -201,6 +292,19 @@ class StreamRunner:
             return None
 
         return tick
+
+
+def skip_counters(pipeline: Gst.Bin) -> list[Gst.Element]:
+    """The top-level elements that count frames let through without inference."""
+    found = []
+    it = pipeline.iterate_elements()
+    while True:
+        res, element = it.next()
+        if res != Gst.IteratorResult.OK:
+            break
+        if element.find_property("inference-skipped") is not None:
+            found.append(element)
+    return found
 
 
 def torchstream_ends(pipeline: Gst.Bin):
@@ -235,9 +339,11 @@ class Supervisor:
         for snap in snapshots:
             name, process = snap["name"], (snap["name"], snap["pid"])
             events = snap.get("events", [])
-            for event in events[self._printed.get(process, 0):]:
-                self._event(name, event)
-            self._printed[process] = len(events)
+            for event in events:
+                if event["event"] > self._printed.get(process, 0):
+                    self._event(name, event)
+            if events:
+                self._printed[process] = events[-1]["event"]
             if self._last_state.get(name) != snap["state"]:  # a state no event has told
                 self._event(name, snap)
         elapsed = time.monotonic() - self.start

@@ -1,4 +1,4 @@
-"""The ``torchstream`` command: ``env``, ``launch``, ``run`` and ``inspect``."""
+"""The ``torchstream`` command: ``env``, ``launch``, ``run``, ``serve`` and ``inspect``."""
 
 from __future__ import annotations
 
@@ -144,6 +144,16 @@ def cmd_run(args) -> int:
     return exit_code(final)
 
 
+def cmd_serve(args) -> int:
+    from torchstream.serve.server import ServeOptions, serve
+
+    return serve(ServeOptions(
+        streams_file=args.file, host=args.host, port=args.port, state_file=args.state_file,
+        out_dir=args.out_dir, media_dirs=args.media_dir or [], models_dirs=args.models_dir or [],
+        token=args.token or "", allow_pipelines=args.allow_pipelines,
+        preview_fps=args.preview_fps))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="torchstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +171,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ray", metavar="ADDRESS", help="place each stream in a Ray actor: local "
                    "(a cluster on this machine) or a running cluster's address")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("serve", help="run streams as a service: a REST API to add and remove "
+                       "them, Prometheus metrics, a live preview and a web page (docs/serve.md)")
+    p.add_argument("file", nargs="?", help="streams file to start from (docs/streams.md)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                   "127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    p.add_argument("--state-file", help="the stream list, saved after every change and read "
+                   "back at start (default: OUT_DIR/serve-state.json)")
+    p.add_argument("--out-dir", default="out", help="the folder API streams' jsonl files go "
+                   "in (default: out)")
+    p.add_argument("--media-dir", action="append", help="a folder API streams may read video "
+                   "files from (repeatable; default: the current folder)")
+    p.add_argument("--models-dir", action="append", help="a folder API streams may load model "
+                   "files from (repeatable; default: ./models)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on /api and "
+                   "/metrics (or set TORCHSTREAM_TOKEN)")
+    p.add_argument("--allow-pipelines", action="store_true", help="accept gst-launch "
+                   "templates (the pipeline key) over the API")
+    p.add_argument("--preview-fps", type=float, default=5.0, help="most frames a second of "
+                   "a stream's preview (default 5)")
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("inspect", help="list the elements, or show one (gst-inspect-1.0)")
     p.add_argument("element", nargs="?")
     p.set_defaults(func=cmd_inspect)

@@ -11,7 +11,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   gstreamer1.0-python3-plugin-loader python3-gst-1.0 python3-gi python3-venv
   gir1.2-gst-plugins-base-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 python3-imageio
-  mosquitto
+  mosquitto chromium chromium-driver
 )
 
 missing=()

@@ -5,6 +5,7 @@ EOS with its files complete."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -32,12 +33,25 @@ class ServeOptions:
 def serve(options: ServeOptions) -> int:
     import uvicorn
 
+    class _Server(uvicorn.Server):
+        """SIGINT/SIGTERM end the service as they end ``torchstream run``: every stream
+        through EOS, then exit status 0 (not the signal raised again)."""
+
+        def handle_exit(self, sig: int, frame) -> None:
+            if not self.should_exit:
+                print(f"torchstream: {signal.Signals(sig).name}: stopping every stream (EOS)",
+                      file=sys.stderr, flush=True)
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+
     from torchstream.serve.api import create_app
     from torchstream.serve.policy import ApiPolicy
     from torchstream.serve.service import StreamService, load_state
     from torchstream.streams.config import RunSettings, load
 
     out_dir = Path(options.out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
     state_file = Path(options.state_file or out_dir / "serve-state.json").resolve()
     try:
         config = load(options.streams_file) if options.streams_file else None
@@ -75,8 +89,7 @@ def serve(options: ServeOptions) -> int:
     print(f"torchstream: serving {len(streams)} streams on http://{shown}:{port}/ "
           f"(API /api/streams, metrics /metrics{', bearer token required' if token else ''})",
           file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                           timeout_graceful_shutdown=3))
+    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
     server.run(sockets=[listener])
     if not service.closing.is_set():  # the server never got to its lifespan's end
         service.shutdown()

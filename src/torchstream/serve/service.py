@@ -77,6 +77,8 @@ class StreamService:
                 if spec.jsonl and other.spec.jsonl == spec.jsonl:
                     raise Refusal(409, f"jsonl: stream {other.spec.name!r} writes "
                                        f"{spec.jsonl!r}")
+            if spec.jsonl:
+                Path(spec.jsonl).parent.mkdir(parents=True, exist_ok=True)
             entry = self._launch(self._shared(spec), resume=False)
             self.save_state()
         return entry.runner.snapshot()
@@ -96,7 +98,8 @@ class StreamService:
         stop = threading.Event()
         tap = StreamTap(spec.name, spec.format, Preview(self.preview_fps, self._previews),
                         self.metrics)
-        runner = StreamRunner(spec, self.settings, stop, resume_first=resume, observer=tap)
+        runner = StreamRunner(spec, self.settings, stop, resume_first=resume, observer=tap,
+                              count_resumed=True)
         thread = threading.Thread(target=runner.run, name=f"stream {spec.name}", daemon=True)
         entry = _Entry(spec, runner, thread, stop, tap)
         self._entries[spec.name] = entry

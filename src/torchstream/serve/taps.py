@@ -117,7 +117,6 @@ class StreamTap:
         self.metrics = metrics  # ServiceMetrics
         self.objects: Counter[str] = Counter()
         self.subscribers: set[Subscriber] = set()
-        self.frames = 0  # frames seen (numbers the records)
         self._lock = threading.Lock()
         self._caps: Gst.Caps | None = None
         self._info: GstVideo.VideoInfo | None = None
@@ -126,9 +125,8 @@ class StreamTap:
         with self._lock:
             return dict(self.objects)
 
-    def frame_out(self, buf: Gst.Buffer, pad: Gst.Pad, latency: float | None) -> None:
-        number = self.frames
-        self.frames += 1
+    def frame_out(self, buf: Gst.Buffer, pad: Gst.Pad, number: int,
+                  latency: float | None) -> None:
         if latency is not None:
             self.metrics.observe_latency(self.name, latency)
         results = read_results(buf)

@@ -62,7 +62,9 @@ class StreamStatus:
 class FrameObserver(Protocol):
     """Told of every frame a stream lets out (in the streaming thread: return quickly)."""
 
-    def frame_out(self, buf: Gst.Buffer, pad: Gst.Pad, latency: float | None) -> None: ...
+    def frame_out(self, buf: Gst.Buffer, pad: Gst.Pad, number: int,
+                  latency: float | None) -> None:
+        """``number``: the frame's record number; ``latency``: seconds through the stream."""
 
 
 class _Either:
@@ -82,12 +84,18 @@ class StreamRunner:
     """One stream: its runs, one after the other, until it finishes, fails or is stopped."""
 
     def __init__(self, spec: StreamSpec, settings: RunSettings, stop: threading.Event,
-                 resume_first: bool = False, observer: FrameObserver | None = None) -> None:
+                 resume_first: bool = False, observer: FrameObserver | None = None,
+                 count_resumed: bool = False) -> None:
         self.spec = spec
         self.settings = settings
         self.stop = stop
         self.resume_first = resume_first  # the first run carries on an earlier process's
         self.observer = observer
+        # a resumed first run counts the records its file holds as frames out (the service;
+        # Ray's supervisor adds the earlier process's count itself)
+        self.count_resumed = count_resumed
+        self._new_pass = False  # the next run is a looped file's next pass
+        self._run_numbers = (0, 0)  # the current run's first record number, frames before it
         self.status = StreamStatus(spec.name, pid=os.getpid())
         self._lock = threading.Lock()
         self._sampled = (time.monotonic(), 0)
@@ -134,7 +142,8 @@ class StreamRunner:
                     self._change_state("restarting")
                 continue
             if result.ok and self.spec.loop:
-                continue  # the file again from its start; the frames count on
+                self._new_pass = True  # the file again from its start; the frames count on
+                continue
             if self.spec.is_camera and not permanent and policy != "never":
                 # a camera that failed or ended is gone for a while, not for good
                 if self.status.frames > frames_before:
@@ -184,8 +193,9 @@ class StreamRunner:
         help."""
         again = self.status.runs > 0 or self.resume_first
         point, first_frame = None, 0
-        if self.spec.loop and self.status.runs > 0:
-            first_frame = self.status.frames  # a new pass over the file: nothing to resume
+        if self._new_pass:  # a looped file from its start: nothing to resume, numbers go on
+            self._new_pass = False
+            first_frame = self._run_numbers[0] + self.status.frames - self._run_numbers[1]
         elif again:
             if self.spec.jsonl:
                 point = resume_point(self.spec.jsonl, self.spec.format)
@@ -204,10 +214,12 @@ class StreamRunner:
             return PipelineResult(ok=False, error="the pipeline holds no torchstream "
                                                   "element"), True
         with self._lock:
-            if point is not None and self.spec.jsonl and self.status.runs > 0:
+            if point is not None and self.spec.jsonl \
+                    and (self.status.runs > 0 or self.count_resumed):
                 # the file holds what the failed run published: a frame written there while
                 # the failing pipeline flushed never reached the count
                 self.status.frames = point.records
+            self._run_numbers = (first_frame, self.status.frames)
             self.status.runs += 1
             self.status.resumed_after = resume
             self._awaiting_frame = self.spec.is_camera
@@ -254,6 +266,7 @@ class StreamRunner:
         with self._lock:
             s = self.status
             s.frames += 1
+            number = s.frames - 1
             s.last_frame_time = time.time()
             if s.first_frame_time is None:
                 s.first_frame_time = s.last_frame_time
@@ -265,7 +278,7 @@ class StreamRunner:
                 self._awaiting_frame = False
                 self._change_state("running")
         if self.observer is not None:
-            self.observer.frame_out(buf, pad, latency)
+            self.observer.frame_out(buf, pad, number, latency)
         return Gst.PadProbeReturn.OK
 
     def _watchdog(self, first: Gst.Element) -> Callable[[], str | None]:

@@ -122,7 +122,7 @@ def test_streams_added_watched_removed_and_brought_back(tmp_path, centernet):
         assert all(jpeg(p).shape == (272, 640, 3) for p in parts)
         assert len({p for p in parts}) > 1, "the preview moves"
         answer = service.client.get("/api/streams/bird/frame.jpg")  # ended: nothing new
-        assert answer.status_code == 503 and "finished" in answer.json()["detail"]
+        assert answer.status_code == 409 and "finished" in answer.json()["detail"]
 
         # results as server-sent events: the meta_publish record, numbered by frame
         got = events(service, "street", 5)

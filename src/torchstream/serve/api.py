@@ -24,6 +24,7 @@ from torchstream.streams.config import stream_spec
 FRAME_WAIT = 5.0  # s a frame.jpg request waits for a frame to come out
 POLL = 0.04  # s between looks for a new preview frame or record
 BOUNDARY = "torchstream-frame"
+ENDED = ("finished", "failed", "stopped")
 
 Scalar = StrictStr | int | float | StrictBool
 
@@ -132,7 +133,8 @@ def create_app(service: StreamService, policy: ApiPolicy, token: str = "") -> Fa
              response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}},
                         404: {"description": "no such stream"},
-                        503: {"description": "no frame came out in time"}})
+                        409: {"description": "the stream has ended"},
+                        504: {"description": "no frame came out in time"}})
     async def frame(name: str) -> Response:
         """The next frame out of the stream, its results drawn."""
         preview = service.tap(name).preview
@@ -146,10 +148,11 @@ def create_app(service: StreamService, policy: ApiPolicy, token: str = "") -> Fa
                                 headers={"Cache-Control": "no-store"})
             if preview.error:
                 raise Refusal(409, preview.error)
+            state = (await call(service.status, name))["state"]
+            if state in ENDED:
+                raise Refusal(409, f"{name!r} is {state}: no frame comes out of it")
             await asyncio.sleep(POLL)
-        state = (await call(service.status, name))["state"]
-        raise Refusal(503, f"no frame came out of {name!r} within {FRAME_WAIT:g} s "
-                           f"(state: {state})")
+        raise Refusal(504, f"no frame came out of {name!r} within {FRAME_WAIT:g} s")
 
     @app.get("/api/streams/{name}/video.mjpeg", dependencies=guarded,
              response_class=StreamingResponse,

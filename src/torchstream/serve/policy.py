@@ -30,6 +30,15 @@ def _inside(path: Path, folders: list[Path]) -> bool:
     return any(path == f or f in path.parents for f in folders)
 
 
+def _strings(table: dict[str, Any], prefix: str = ""):
+    """(key, value) of every string in the table and its sub-tables."""
+    for key, value in table.items():
+        if isinstance(value, str):
+            yield f"{prefix}{key}", value
+        elif isinstance(value, dict):
+            yield from _strings(value, f"{prefix}{key}.")
+
+
 @dataclass(frozen=True)
 class ApiPolicy:
     out_dir: Path
@@ -39,7 +48,15 @@ class ApiPolicy:
 
     def admit(self, table: dict[str, Any]) -> dict[str, Any]:
         """The stream table with its paths made absolute, or a Refusal."""
-        table = dict(table)
+        try:
+            return self._admit(dict(table))
+        except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, ~nosuchuser, ...
+            raise Refusal(422, f"a path in the stream cannot be read: {exc}") from None
+
+    def _admit(self, table: dict[str, Any]) -> dict[str, Any]:
+        for key, value in _strings(table):
+            if "\x00" in value:
+                raise Refusal(422, f"{key}: holds a NUL character")
         if table.get("pipeline"):
             raise Refusal(403, "pipeline: gst-launch templates are refused over the API (the "
                                "service was started without --allow-pipelines); name an "

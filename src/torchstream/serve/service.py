@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchstream.errors import ConfigError
+from torchstream.gst import GLib, Gst
+from torchstream.props import launch_element
 from torchstream.serve.metrics import ServiceMetrics
 from torchstream.serve.policy import Refusal
 from torchstream.serve.taps import Preview, StreamTap
@@ -77,11 +79,23 @@ class StreamService:
                 if spec.jsonl and other.spec.jsonl == spec.jsonl:
                     raise Refusal(409, f"jsonl: stream {other.spec.name!r} writes "
                                        f"{spec.jsonl!r}")
+            self.check_element(spec)
             if spec.jsonl:
                 Path(spec.jsonl).parent.mkdir(parents=True, exist_ok=True)
             entry = self._launch(self._shared(spec), resume=False)
             self.save_state()
         return entry.runner.snapshot()
+
+    @staticmethod
+    def check_element(spec: StreamSpec) -> None:
+        """The stream's element made with its properties, and dropped: a property it does
+        not have, or a value it does not take, is refused before anything starts."""
+        if spec.pipeline:
+            return
+        try:
+            Gst.parse_launch(launch_element(spec.element, spec.properties))
+        except GLib.Error as exc:
+            raise Refusal(422, f"properties: {exc.message}") from None
 
     def _shared(self, spec: StreamSpec) -> StreamSpec:
         """A stream that loads the model of a stream already sharing one joins that

@@ -1,0 +1,112 @@
+"""What the service refuses, and that a refusal starts nothing: a token on /api and
+/metrics, gst-launch templates, files outside the output, media and models folders, keys and
+values that are wrong, names and files in use. And a fuzz run of the OpenAPI document
+(schemathesis) that finds no server error, with the service answering after it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.conftest import BIKES
+from tests.serve_helpers import REPO, Service, classifier, wait_for
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    running = Service(tmp_path_factory.mktemp("serve-api"), token=TOKEN)
+    running.add(classifier(BIKES, "bikes", jsonl="bikes.jsonl"))
+    yield running
+    assert running.stop() == 0, running.log[-3000:]
+
+
+def test_a_token_is_needed_on_the_api_and_metrics_but_not_the_probes(service):
+    import httpx
+
+    bare = httpx.Client(base_url=service.url, timeout=30)
+    for path in ("/api/streams", "/metrics", "/api/streams/bikes/frame.jpg"):
+        answer = bare.get(path)
+        assert answer.status_code == 401 and "bearer token" in answer.json()["detail"]
+        assert answer.headers["www-authenticate"] == "Bearer"
+    assert bare.get("/api/streams", headers={"Authorization": "Bearer wrong"}
+                    ).status_code == 401
+    assert bare.get(f"/api/streams?token={TOKEN}").status_code == 200  # <img>, EventSource
+    assert bare.get("/healthz").status_code == 200
+    assert bare.get("/").status_code == 200 and "<title>torchstream" in bare.get("/").text
+    assert bare.get("/openapi.json").json()["paths"]["/api/streams"]
+
+
+OUTSIDE = str(REPO / "README.md")
+REFUSED = [
+    ({"pipeline": "videotestsrc ! filesink location=/tmp/x"}, 403, "--allow-pipelines"),
+    ({"jsonl": "../escape.jsonl"}, 403, "'..'"),
+    ({"jsonl": "/tmp/elsewhere.jsonl"}, 403, "outside the output folder"),
+    ({"source": "/etc/hostname"}, 403, "not a file inside the media folders"),
+    ({"source": "ftp://example.com/video.mp4"}, 403, "scheme 'ftp'"),
+    ({"source": "v4l2:///etc/passwd"}, 403, "/dev/videoN"),
+    ({"properties": {"model": "/etc/model.pt"}}, 403, "outside the models and media"),
+    ({"properties": {"labels-file": OUTSIDE}}, 403, "properties.labels-file"),
+    ({"mqtt": {"address": "localhost:1883", "mqtt-config": "/etc/mqtt.json"}}, 403,
+     "mqtt.mqtt-config"),
+    ({"element": "filesink"}, 422, "not an inference bin"),
+    ({"properties": {"threshold": "high"}}, 422, "threshold"),
+    ({"properties": {"no-such-property": 1}}, 422, "no property \"no-such-property\""),
+    ({"source": "video\x00.mp4"}, 422, "NUL"),
+    ({"restart": "sometimes"}, 422, "restart"),
+    ({"sourse": str(BIKES)}, 422, "sourse"),
+    ({"name": "../x"}, 422, "name"),
+    ({"loop": "yes"}, 422, "loop"),
+]
+
+
+@pytest.mark.parametrize(("change", "status", "reason"), REFUSED,
+                         ids=[next(iter(c)) + f"-{s}" for c, s, _ in REFUSED])
+def test_a_refused_stream_is_said_why_and_nothing_starts(service, change, status, reason):
+    stream = classifier(BIKES, "refused", jsonl="refused.jsonl") | change
+    if "element" in change or "pipeline" in change:
+        stream.pop("properties")
+    answer = service.client.post("/api/streams", json=stream)
+    assert answer.status_code == status, answer.text
+    assert reason in str(answer.json()["detail"]), answer.text
+    assert set(service.streams()) == {"bikes"}
+    assert not (service.folder / "out" / "refused.jsonl").exists()
+
+
+def test_a_name_or_a_file_in_use_is_a_conflict(service):
+    again = service.client.post("/api/streams", json=classifier(BIKES, "bikes"))
+    assert again.status_code == 409 and "exists" in again.json()["detail"]
+    same_file = service.client.post("/api/streams",
+                                    json=classifier(BIKES, "other", jsonl="bikes.jsonl"))
+    assert same_file.status_code == 409 and "bikes.jsonl" in same_file.json()["detail"]
+    assert set(service.streams()) == {"bikes"}
+
+
+def test_a_stream_that_is_not_there_is_404(service):
+    for method, path in (("GET", "/api/streams/nope"), ("DELETE", "/api/streams/nope"),
+                         ("POST", "/api/streams/nope/restart"),
+                         ("GET", "/api/streams/nope/frame.jpg"),
+                         ("GET", "/api/streams/nope/video.mjpeg"),
+                         ("GET", "/api/streams/nope/results")):
+        answer = service.client.request(method, path)
+        assert answer.status_code == 404 and "nope" in answer.json()["detail"], (method, path)
+
+
+def test_readiness_follows_the_streams(service):
+    wait_for(lambda: service.streams()["bikes"]["state"] == "finished", 120, "bikes to end")
+    assert service.client.get("/readyz").status_code == 200  # a finished file is not owed
+    assert service.client.get("/healthz").json() == {"status": "alive"}
+
+
+def test_a_fuzz_run_of_the_openapi_document_finds_no_server_error(service):
+    done = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "st"), "run", f"{service.url}/openapi.json",
+         "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1",
+         "--header", f"Authorization: Bearer {TOKEN}", "--workers", "1",
+         "--exclude-path-regex", "(video\\.mjpeg|results)$", "--request-timeout", "30"],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert service.client.get("/healthz").status_code == 200
+    service.streams()  # still answers (its stateful phase may have removed the stream)

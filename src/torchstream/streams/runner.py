@@ -372,6 +372,8 @@ class Supervisor:
         text = {"restarting": f"failed: {snap['error']}; restart {snap['restarts'] + 1} of "
                               f"{self.settings.max_restarts} follows",
                 "failed": f"failed: {snap['error']}; not restarted",
+                "reconnecting": f"reconnecting (try {snap['restarts'] + 1}): "
+                                f"{snap['error'] or 'the camera ended its stream'}",
                 "running": f"running (run {snap['runs']}"
                            + (f", resumed after PTS {snap['resumed_after']} ns"
                               if snap["resumed_after"] is not None else "") + ")",

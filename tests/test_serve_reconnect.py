@@ -90,5 +90,5 @@ def test_a_camera_that_goes_away_is_shown_reconnecting_and_comes_back(tmp_path,
     assert "torchstream: camera: reconnecting" in service.log
     # the file stream never stopped: more frames in every second of the camera's outage
     assert len(counts) >= 10
-    for (t0, n0), (t1, n1) in zip(counts, counts[2:]):
+    for (t0, n0), (t1, n1) in zip(counts, counts[2:], strict=False):
         assert n1 > n0, f"the file stream stood still from {t0:.1f} to {t1:.1f} s"

@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -304,3 +305,38 @@ def test_gst_tools_load_both_elements_from_the_plugin_folder(tmp_path):
     for prop in ("lines-thickness", "font-scale", "font-thickness"):
         assert f"  {prop} " in done.stdout
     assert len(out.read_text().splitlines()) == 250
+
+
+def test_a_frame_of_any_drawn_format_reads_back_as_bgr(bikes_frames):
+    """The service's preview: a frame in the decoder's layout, as the BGR image OpenCV's own
+    conversions give (odd sizes, without OpenCV's 4:2:0 path, within a rounding step)."""
+    from torchstream.results.overlay import frame_to_bgr
+
+    rgb = bikes_frames[0]
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    for height, width in ((272, 640), (271, 639)):
+        image = np.ascontiguousarray(bgr[:height, :width])
+        assert np.array_equal(frame_to_bgr(bytearray(rgb[:height, :width].tobytes()), "RGB",
+                                           width, height, [0], [width * 3]), image)
+        bgra = cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)
+        assert np.array_equal(frame_to_bgr(bytearray(bgra.tobytes()), "BGRA", width, height,
+                                           [0], [width * 4]), image)
+    height, width = 272, 640
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    reference = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+    quarter = width * height // 4
+    planes = [0, width * height, width * height + quarter]
+    assert np.array_equal(frame_to_bgr(bytearray(i420.tobytes()), "I420", width, height,
+                                       planes, [width, width // 2, width // 2]), reference)
+    # the same frame padded to a stride of 704 bytes a row, read by the general path
+    # (Y42B: 4:2:2, which OpenCV's 4:2:0 conversions do not cover) stays close to it
+    y = i420[:height]
+    u = i420[height:height + height // 4].reshape(height // 2, width // 2)
+    v = i420[height + height // 4:].reshape(height // 2, width // 2)
+    u422, v422 = (np.repeat(c, 2, axis=0) for c in (u, v))
+    stride = 704
+    padded = [np.pad(p, ((0, 0), (0, stride - p.shape[1]))) for p in (y, u422, v422)]
+    data = bytearray(b"".join(p.tobytes() for p in padded))
+    offsets = [0, stride * height, 2 * stride * height]
+    general = frame_to_bgr(data, "Y42B", width, height, offsets, [stride] * 3)
+    assert np.abs(general.astype(int) - reference).mean() < 2.0

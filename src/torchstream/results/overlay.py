@@ -397,10 +397,17 @@ def draw_results(image: np.ndarray, results: FrameResults, lines_thickness: int 
     return image
 
 
+_OPENCV_420 = {"I420": cv2.COLOR_YUV2BGR_I420, "YV12": cv2.COLOR_YUV2BGR_YV12,
+               "NV12": cv2.COLOR_YUV2BGR_NV12, "NV21": cv2.COLOR_YUV2BGR_NV21}
+
+
 def frame_to_bgr(data, fmt: str, width: int, height: int, offsets, strides) -> np.ndarray:
     """A raw frame of any format :func:`frame_planes` reads as a new HxWx3 BGR uint8 image
     (YUV as BT.601 limited range, the inverse of the colours the overlay draws with)."""
     planes = frame_planes(data, fmt, width, height, offsets, strides)
+    if fmt in _OPENCV_420 and width % 2 == 0 and height % 2 == 0:  # OpenCV's own, faster
+        rows = [np.ascontiguousarray(p.array).reshape(-1, width) for p in planes]
+        return cv2.cvtColor(np.concatenate(rows), _OPENCV_420[fmt])
     if fmt in PACKED_FORMATS:
         order = PACKED_FORMATS[fmt]
         return np.ascontiguousarray(planes[0].array[..., [order.index(c) for c in "BGR"]])

@@ -27,6 +27,12 @@ lint: setup
 demo: setup models
 	@bash scripts/demo.sh
 
+# The service on two looped videos (bikes.mp4 through CenterNet with tracking, cockatoo.mp4
+# through mobilenet_v2): http://127.0.0.1:8080/ (docs/serve.md); ARGS="--port 9000" etc.
+.PHONY: serve
+serve: setup models
+	$(PY) -m scripts.serve_demo $(ARGS)
+
 clean:
 	rm -rf out .pytest_cache
 

@@ -143,8 +143,10 @@ def measure(side: str, seconds: float, clients: int, viewers: int) -> dict:
             load.thread.start()
         time.sleep(WARMUP)
         first, cpu_first = read_status(folder), cpu_seconds(process.pid)
+        clients_first = time.process_time()
         time.sleep(seconds)
         last, cpu_last = read_status(folder), cpu_seconds(process.pid)
+        clients_cpu = time.process_time() - clients_first
     finally:
         if load is not None:
             load.stop.set()
@@ -162,7 +164,8 @@ def measure(side: str, seconds: float, clients: int, viewers: int) -> dict:
     result = {"side": side, "fps": fps, "total_fps": sum(fps.values()),
               "cpu_ms_per_frame": 1000 * (cpu_last - cpu_first) / max(frames, 1)}
     if load is not None:
-        result.update(answered=load.answered, failed=load.failed, jpegs=load.jpegs)
+        result.update(answered=load.answered, failed=load.failed, jpegs=load.jpegs,
+                      client_cpu_share=clients_cpu / span)
     return result
 
 
@@ -181,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             result = measure(side, args.seconds, args.clients, args.viewers)
             runs[side].append(result)
             extra = (f"  {result['answered']} polls answered, {result['failed']} failed, "
-                     f"{result['jpegs']} MJPEG frames" if "answered" in result else "")
+                     f"{result['jpegs']} MJPEG frames; the clients took "
+                     f"{result['client_cpu_share']:.2f} of a core" if "answered" in result
+                     else "")
             print(f"[{repeat + 1}/{args.repeats}] {side:11s} "
                   + " ".join(f"{k} {v:5.1f} fps" for k, v in result["fps"].items())
                   + f"  {result['cpu_ms_per_frame']:.1f} CPU ms/frame{extra}", flush=True)

@@ -100,6 +100,24 @@ def test_readiness_follows_the_streams(service):
     assert service.client.get("/healthz").json() == {"status": "alive"}
 
 
+def test_a_service_that_cannot_start_says_why(tmp_path):
+    """A damaged state file or streams file, a port in use: exit status 2 and the reason,
+    before anything runs."""
+    state = tmp_path / "state.json"
+    state.write_text("{not json")
+    streams = tmp_path / "streams.toml"
+    streams.write_text('[[stream]]\nname = "x"\nsource = "nowhere.mp4"\n'
+                       'element = "video_inference"\n')
+    cases = (([f"--state-file={state}"], "cannot read the state file"),
+             ([str(streams), f"--state-file={tmp_path / 'none.json'}"], "does not exist"),
+             (["--port", "-1"], "cannot listen"))
+    for arguments, reason in cases:
+        done = subprocess.run([str(REPO / ".venv" / "bin" / "torchstream"), "serve",
+                               "--out-dir", str(tmp_path / "out"), *arguments],
+                              capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert done.returncode == 2 and reason in done.stderr, (arguments, done.stderr[-2000:])
+
+
 def test_a_fuzz_run_of_the_openapi_document_finds_no_server_error(service):
     done = subprocess.run(
         [str(REPO / ".venv" / "bin" / "st"), "run", f"{service.url}/openapi.json",

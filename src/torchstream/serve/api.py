@@ -75,8 +75,11 @@ def create_app(service: StreamService, policy: ApiPolicy, token: str = "") -> Fa
         yield
         await asyncio.to_thread(service.shutdown)
 
+    # no /docs or /redoc: their pages load scripts from a CDN, and the service must work
+    # offline; the OpenAPI document itself is at /openapi.json
     app = FastAPI(title="torchstream", summary="Video analytics streams: PyTorch models in "
-                  "GStreamer pipelines", version="1", lifespan=lifespan)
+                  "GStreamer pipelines", version="1", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
 
     def authorised(request: Request) -> None:
         if not token:

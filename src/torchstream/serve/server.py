@@ -77,8 +77,9 @@ def serve(options: ServeOptions) -> int:
         allow_pipelines=options.allow_pipelines)
     try:
         listener = socket.create_server((options.host, options.port))
-    except OSError as exc:
-        print(f"torchstream: cannot listen on {options.host}:{options.port}: {exc.strerror}",
+    except (OSError, OverflowError) as exc:  # in use, no such address, no such port
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"torchstream: cannot listen on {options.host}:{options.port}: {reason}",
               file=sys.stderr)
         return 2
     service = StreamService(settings, state_file, options.preview_fps)

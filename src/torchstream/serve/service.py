@@ -110,7 +110,8 @@ class StreamService:
 
     def _launch(self, spec: StreamSpec, resume: bool) -> _Entry:
         stop = threading.Event()
-        tap = StreamTap(spec.name, spec.format, Preview(self.preview_fps, self._previews),
+        tap = StreamTap(spec.name, spec.format,
+                        Preview(spec.name, self.preview_fps, self._previews),
                         self.metrics)
         runner = StreamRunner(spec, self.settings, stop, resume_first=resume, observer=tap,
                               count_resumed=True)

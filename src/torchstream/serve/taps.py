@@ -6,6 +6,7 @@ records for event subscribers (made only while one listens)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections import Counter
@@ -41,7 +42,8 @@ class _Frame:
 class Preview:
     """The latest annotated JPEG of a stream, made while someone watches."""
 
-    def __init__(self, fps: float, executor: Executor) -> None:
+    def __init__(self, name: str, fps: float, executor: Executor) -> None:
+        self.name = name
         self.interval = 1.0 / fps if fps > 0 else float("inf")
         self.executor = executor
         self.jpeg: bytes | None = None
@@ -74,6 +76,9 @@ class Preview:
         with self._cond:
             if ok:
                 self.jpeg, self.sequence = encoded.tobytes(), self.sequence + 1
+            elif error != self.error:  # said once in the log, and on every request
+                print(f"torchstream: {self.name}: no preview: {error}", file=sys.stderr,
+                      flush=True)
             self.error = error
             self._busy = False
             self._cond.notify_all()
@@ -149,7 +154,10 @@ class StreamTap:
                 subscriber.offer(record)
         if self.preview.wanted(now):
             if info is None:
-                self.preview.error = "the stream's output is not raw video"
+                if not self.preview.error:
+                    self.preview.error = "the stream's output is not raw video"
+                    print(f"torchstream: {self.name}: no preview: {self.preview.error}",
+                          file=sys.stderr, flush=True)
                 return
             offsets, strides = list(info.offset), list(info.stride)
             meta = GstVideo.buffer_get_video_meta(buf)

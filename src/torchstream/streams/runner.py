@@ -139,7 +139,7 @@ class StreamRunner:
                 self._restart.clear()
                 with self._lock:
                     self.status.restarts += 1
-                    self._change_state("restarting")
+                    self._change_state("restarting", requested=True)
                 continue
             if result.ok and self.spec.loop:
                 self._new_pass = True  # the file again from its start; the frames count on
@@ -176,8 +176,8 @@ class StreamRunner:
         with self._lock:
             self._change_state(state)
 
-    def _change_state(self, state: str) -> None:
-        """With the lock held."""
+    def _change_state(self, state: str, requested: bool = False) -> None:
+        """With the lock held; ``requested``: a restart asked for, not a failure."""
         status = self.status
         status.state = state
         number = status.events[-1]["event"] + 1 if status.events else 1
@@ -186,7 +186,7 @@ class StreamRunner:
         status.events.append({"event": number, "state": state, "runs": status.runs,
                               "restarts": status.restarts,
                               "error": status.error, "resumed_after": status.resumed_after,
-                              "frames": status.frames})
+                              "frames": status.frames, "requested": requested})
 
     def _run_once(self) -> tuple[PipelineResult, bool]:
         """One run of the pipeline; ``permanent``: it could not be built, a restart won't
@@ -369,7 +369,8 @@ class Supervisor:
     def _event(self, name: str, snap: dict) -> None:
         state = snap["state"]
         self._last_state[name] = state
-        text = {"restarting": f"failed: {snap['error']}; restart {snap['restarts'] + 1} of "
+        text = {"restarting": "restarting on request" if snap.get("requested") else
+                              f"failed: {snap['error']}; restart {snap['restarts'] + 1} of "
                               f"{self.settings.max_restarts} follows",
                 "failed": f"failed: {snap['error']}; not restarted",
                 "reconnecting": f"reconnecting (try {snap['restarts'] + 1}): "

@@ -15,6 +15,7 @@ from pathlib import Path
 from bench.measure import median, plan_frames
 from bench.models import (
     BIKES,
+    COCKATOO,
     MODELS,
     PIPELINE_SIDES,
     REPO,
@@ -22,6 +23,7 @@ from bench.models import (
     ModelSpec,
     pipeline_description,
     resolve_models,
+    sides_for,
 )
 from bench.report import render
 from bench.worker import RESULT_PREFIX
@@ -111,7 +113,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma list of batch sizes; 'best' is the bare model's best of "
                         f"{', '.join(map(str, SWEEP_CANDIDATES))} (default: 1,best)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--video", type=Path, default=BIKES, help="video file (default bikes.mp4)")
+    p.add_argument("--video", type=Path, action="append", default=None,
+                   help="video file, repeatable: each is a run of its own (default: bikes.mp4 "
+                        "640x272 and cockatoo.mp4 1280x720; --quick: bikes.mp4)")
     p.add_argument("--no-profile", action="store_true",
                    help="skip the per-element breakdown runs")
     p.add_argument("--quick", action="store_true",
@@ -129,6 +133,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             args.batches = "1"
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
+    args.videos = args.video or ([BIKES] if args.quick else [BIKES, COCKATOO])
     args.thread_list = [t.strip() for t in args.threads.split(",") if t.strip()]
     if not args.thread_list or any(t != "default" and (not t.isdigit() or int(t) < 1)
                                    for t in args.thread_list):
@@ -209,8 +214,23 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
         return 2
-    video = video_info(args.video)
     env = child_env()
+    reports, failed = [], 0
+    for path in args.videos:
+        report, failures = run_video(args, specs, batches, path, env)
+        print(render(report))
+        reports.append(report)
+        failed += failures
+    if args.json:
+        args.json.write_text(json.dumps(reports[0] if len(reports) == 1 else
+                                        {"videos": reports}, indent=1, default=str))
+    return 1 if failed else 0
+
+
+def run_video(args, specs: list[ModelSpec], batches: list[str], path: Path,
+              env: dict[str, str]) -> tuple[dict, int]:
+    """Every side of every model on one video, interleaved; the report and its failures."""
+    video = video_info(path)
     began = time.monotonic()
     runs: list[Run] = []
     profiles: list[Run] = []
@@ -227,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                     "threads": threads, "device": args.device, **video, **extra}
             if side in PIPELINE_SIDES:
                 data["description"] = pipeline_description(
-                    side, spec, weights[spec.key], batch, args.device, args.video,
+                    side, spec, weights[spec.key], batch, args.device, path,
                     0 if threads == "default" else int(threads))
             return data
 
@@ -237,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             frames = args.frames or spec.frames
             model_batches = ["1"] if spec.fixed_batch else batches
-            roles = list(SIDES) + (["sweep"] if "best" in model_batches else [])
+            sides = sides_for(spec)
+            roles = list(sides) + (["sweep"] if "best" in model_batches else [])
             procs = start_sides(spec, roles, payload, env, Path(tmp))
             try:
                 done: list[tuple[int, str]] = []
@@ -254,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         configs.append((spec, batch, "best" if entry == "best" else "",
                                         threads))
                         for rep in range(args.repeats):
-                            shift = (rep + len(configs)) % len(SIDES)  # each side each place
-                            for side in SIDES[shift:] + SIDES[:shift]:
+                            shift = (rep + len(configs)) % len(sides)  # each side each place
+                            for side in sides[shift:] + sides[:shift]:
                                 run = Run(side, spec, batch, rep, threads)
                                 measure(run, procs[side], payload(
                                     side, spec, batch, frames, threads, profile=args.quick))
@@ -275,13 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     report = summarise(args, video, specs, configs, runs, profiles, sweeps,
                        time.monotonic() - began)
     report["postproc"] = postproc
-    print(render(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
     failed = [r for r in runs + profiles if r.result.get("error")]
     failed += [s for s in sweeps.values() if s.get("error")]
     failed += [postproc] if postproc.get("error") else []
-    return 1 if failed else 0
+    return report, len(failed)
 
 
 def measure_postproc(env: dict[str, str], folder: Path) -> dict:
@@ -359,6 +377,8 @@ def summarise(args, video, specs, configs, runs, profiles, sweeps, seconds) -> d
             row["sides"][side] = {
                 "fps": median([r.get("fps", float("nan")) for r in results]),
                 "fps_runs": [r.get("fps") for r in results],
+                "cpu_ms_per_frame": median([r.get("cpu_ms_per_frame", float("nan"))
+                                            for r in results]),
                 "peak_rss_mb": median([r.get("peak_rss_mb", float("nan")) for r in results]),
                 "rss_growth_mb": median([r.get("rss_growth_mb", float("nan"))
                                          for r in results]),

@@ -48,6 +48,11 @@ def start_memory_window() -> None:
         pass  # not glibc or no clear_refs: the peak stays the process's lifetime peak
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class FrameClock:
     """Completion time of every frame, and the memory once warm and at the end.
 
@@ -63,10 +68,12 @@ class FrameClock:
         self.times: list[float] = []
         self.rss_warm = math.nan
         self.rss_end = math.nan
+        self.cpu_warm = self.cpu_end = math.nan  # the process's CPU seconds (every thread)
 
     def reset(self) -> None:
         self.times.clear()
         self.rss_warm = self.rss_end = math.nan
+        self.cpu_warm = self.cpu_end = math.nan
 
     def done(self, count: int = 1) -> None:
         now = time.perf_counter()
@@ -75,8 +82,10 @@ class FrameClock:
             n = len(self.times)
             if n == self.warmup:
                 self.rss_warm = current_rss_mb()
+                self.cpu_warm = cpu_seconds()
             if n == self.total:
                 self.rss_end = current_rss_mb()
+                self.cpu_end = cpu_seconds()
 
     def fps(self) -> float:
         """Frames after the warm-up divided by the time they took (nan if too few)."""
@@ -86,11 +95,21 @@ class FrameClock:
         span = self.times[-1] - self.times[w - 1]
         return (n - w) / span if span > 0 else math.nan
 
+    def cpu_ms_per_frame(self) -> float:
+        """CPU milliseconds of the whole process (every thread: getrusage) per frame after
+        the warm-up: on a noisy machine steadier than fps."""
+        timed = len(self.times) - self.warmup
+        if timed <= 0 or math.isnan(self.cpu_warm):
+            return math.nan
+        return 1000 * (self.cpu_end - self.cpu_warm) / timed
+
     def summary(self) -> dict:
         if math.isnan(self.rss_end) and self.times:
             self.rss_end = current_rss_mb()
+            self.cpu_end = cpu_seconds()
         return {
             "fps": self.fps(),
+            "cpu_ms_per_frame": self.cpu_ms_per_frame(),
             "frames": len(self.times),
             "warmup": self.warmup,
             "peak_rss_mb": peak_rss_mb(),

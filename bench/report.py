@@ -13,8 +13,11 @@ TORCH_TARGET = {"mobilenet_v2": 1.6, "resnet50": 1.3, "mobilenet_v3_small": 1.5}
 DEFAULT_TORCH_TARGET = 0.95
 BEST_TARGET = {"mobilenet_v2": 0.85}  # pipeline fps / the best engine's bare fps
 RSS_MARGIN_MB = 400.0  # a pipeline's peak RSS over bare eager torch's
-SHORT = {"bare-torch": "torch", "bare-best": "best", "plain": "plain", "processbin": "procbin",
+SHORT = {"bare-torch": "torch", "bare-best": "best", "decode": "decode", "plain": "plain",
+         "expert-sync": "exp-sync", "expert-async": "exp-async", "processbin": "procbin",
          "bin": "bin"}
+EXPERT_TARGET = 1.1  # video_inference / the expert's async loop (issue: faster than by hand)
+BOUND_TARGET = 0.85  # video_inference / 1 / (1/decode + 1/model alone)
 VERSUS = ("bare-torch", "bare-best", "plain")  # the ratio columns: pipeline / each of these
 
 
@@ -96,6 +99,14 @@ def render(report: dict) -> str:
     out += ["Peak RSS (MB, each side's own process; growth: RSS at the last frame minus RSS "
             "after the warm-up)"] + _table(header, rows) + [""]
 
+    out += _expert(report)
+    rows = [[r["model"], str(r["batch"]), r["threads"]]
+            + [_num(r["sides"][s].get("cpu_ms_per_frame"), 1).strip() for s in SIDES]
+            for r in report["rows"]]
+    out += ["CPU milliseconds per frame (the side's whole process, every thread: getrusage; "
+            "steadier than fps on a shared machine)"]
+    out += _table(["model", "batch", "threads"] + [f"{SHORT[s]}" for s in SIDES], rows) + [""]
+
     out += ["Targets (batch 1, default threads; ratios from this run)"] + _targets(report)
     out += [""]
 
@@ -119,6 +130,45 @@ def render(report: dict) -> str:
             out.append("Post-processing (bench.postproc): " + postproc_line(overlay))
     out.append(f"total time: {report['seconds']:.0f} s")
     return "\n".join(out)
+
+
+def bound(sides: dict) -> float:
+    """What decode and the model alone allow when they share the cores:
+    1 / (1/decode + 1/model in its best engine)."""
+    decode, model = sides["decode"]["fps"], sides["bare-best"]["fps"]
+    if not (math.isfinite(decode) and math.isfinite(model)) or decode <= 0 or model <= 0:
+        return math.nan
+    return 1 / (1 / decode + 1 / model)
+
+
+def _expert(report: dict) -> list[str]:
+    """The pipelines against the loop an expert writes (OpenCV decode + OpenVINO), and
+    against the bound of decode and model sharing the cores."""
+    rows = []
+    for r in report["rows"]:
+        s = r["sides"]
+        if not math.isfinite(s["expert-async"]["fps"]):
+            continue
+        limit = bound(s)
+        rows.append([r["model"], str(r["batch"]), r["threads"]]
+                    + [_num(s[x]["fps"]).strip() for x in ("decode", "bare-best")]
+                    + [_num(limit).strip()]
+                    + [_num(s[x]["fps"]).strip() for x in ("expert-sync", "expert-async",
+                                                            "processbin", "bin")]
+                    + [_num(_ratio(s["bin"]["fps"], s["expert-async"]["fps"]), 2).strip(),
+                       _num(_ratio(s["bin"]["fps"], s["expert-sync"]["fps"]), 2).strip(),
+                       _num(_ratio(s["bin"]["fps"], limit), 2).strip(),
+                       _num(_ratio(s["processbin"]["fps"], s["expert-async"]["fps"]),
+                            2).strip()])
+    if not rows:
+        return []
+    return (["Against the expert's loop (OpenCV decode + the weights' resize/crop + OpenVINO; "
+             f"targets: bin/exp-async >= {EXPERT_TARGET:.2f}, bin/bound >= "
+             f"{BOUND_TARGET:.2f})"]
+            + _table(["model", "batch", "threads", "decode fps", "model fps", "bound fps",
+                      "exp-sync fps", "exp-async fps", "procbin fps", "bin fps",
+                      "bin/exp-async", "bin/exp-sync", "bin/bound", "procbin/exp-async"],
+                     rows) + [""])
 
 
 def _targets(report: dict) -> list[str]:

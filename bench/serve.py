@@ -29,11 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-from bench.models import BIKES, IMAGENET_LABELS, MOBILENET_V2_WEIGHTS
+from bench.models import BIKES, COCKATOO, IMAGENET_LABELS, MOBILENET_V2_WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHSTREAM = REPO / ".venv" / "bin" / "torchstream"
-COCKATOO = Path("/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4")
 WARMUP = 15.0  # s after the first frame of every stream
 SIDES = ("run", "serve", "serve+load")
 

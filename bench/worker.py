@@ -255,6 +255,105 @@ def run_plain(job: dict) -> dict:
     return {**clock.summary(), "threads": torch.get_num_threads()}
 
 
+def run_decode(job: dict) -> dict:
+    """Decoding alone (OpenCV), the other half of the expert's loop: with the model alone
+    it bounds what any loop sharing the cores can do, 1 / (1/decode + 1/model)."""
+    clock = FrameClock(job["warmup"], job["frames"])
+    for _frame in _video_frames(job["video"], job["frames"]):
+        clock.done()
+    return clock.summary()
+
+
+_EXPERT: dict[tuple, object] = {}
+RESIZE_SIZE = 256  # the classifiers' weights: shorter side to 256, centre crop 224
+
+
+def _expert_crop(cv2, frame):
+    """Shorter side to 256 (INTER_AREA, OpenCV's antialiased shrink), centre crop 224: the
+    weights' own transform as an OpenCV user writes it."""
+    h, w = frame.shape[:2]
+    scale = RESIZE_SIZE / min(h, w)
+    nw, nh = max(CLASSIFIER_SIZE, round(w * scale)), max(CLASSIFIER_SIZE, round(h * scale))
+    resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
+    top, left = (nh - CLASSIFIER_SIZE) // 2, (nw - CLASSIFIER_SIZE) // 2
+    return resized[top:top + CLASSIFIER_SIZE, left:left + CLASSIFIER_SIZE]
+
+
+def _expert_model(job: dict, spec: ModelSpec, fused: bool):
+    """The model compiled by OpenVINO as an expert does it: converted from torch; for the
+    async loop with the preprocessing in the graph (uint8 BGR NHWC in: f32, BGR->RGB,
+    mean/scale by PrePostProcessor) and the THROUGHPUT hint, else f32 NCHW and LATENCY."""
+    key = (spec.key, job["weights"], fused)
+    if key not in _EXPERT:
+        import openvino as ov
+        import torch
+        from openvino.preprocess import ColorFormat, PrePostProcessor
+
+        model = build_model(spec, job["weights"], "cpu")
+        example = torch.zeros(1, 3, CLASSIFIER_SIZE, CLASSIFIER_SIZE)
+        converted = ov.convert_model(model, example_input=example)
+        if fused:
+            ppp = PrePostProcessor(converted)
+            ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")) \
+                .set_color_format(ColorFormat.BGR)
+            ppp.input().model().set_layout(ov.Layout("NCHW"))
+            ppp.input().preprocess().convert_element_type(ov.Type.f32) \
+                .convert_color(ColorFormat.RGB) \
+                .mean([255 * m for m in IMAGENET_MEAN]).scale([255 * v for v in IMAGENET_STD])
+            converted = ppp.build()
+        hint = "THROUGHPUT" if fused else "LATENCY"
+        _EXPERT[key] = ov.Core().compile_model(converted, "CPU", {"PERFORMANCE_HINT": hint})
+    return _EXPERT[key]
+
+
+def run_expert(job: dict) -> dict:
+    """The loop an experienced engineer writes instead of a pipeline (classifiers):
+    cv2.VideoCapture decodes, the weights' resize and crop in OpenCV, then
+
+    - expert-sync: RGB and (x/255 - mean)/std in numpy, one OpenVINO request at a time;
+    - expert-async: the uint8 BGR crop straight into the model with its preprocessing built
+      in, through an AsyncInferQueue of 2 requests.
+
+    Each result is read (softmax top-1) as the pipelines' are."""
+    import cv2
+    import numpy as np
+
+    spec = MODELS[job["model"]]
+    if spec.task != "classification":
+        return {"error": "the expert loops are written for classifiers"}
+    fused = job["side"] == "expert-async"
+    compiled = _expert_model(job, spec, fused)
+    clock = FrameClock(job["warmup"], job["frames"])
+    results: list = []
+
+    def top1(scores) -> None:
+        scores = scores[0]
+        e = np.exp(scores - scores.max())
+        best = int(e.argmax())
+        results.append((best, float(e[best] / e.sum())))
+        clock.done()
+
+    frames = _video_frames(job["video"], job["frames"])
+    if fused:
+        import openvino as ov
+
+        queue = ov.AsyncInferQueue(compiled, 2)
+        queue.set_callback(lambda request, _: top1(request.get_output_tensor(0).data))
+        for frame in frames:
+            queue.start_async({0: _expert_crop(cv2, frame)[None]})
+        queue.wait_all()
+    else:
+        mean = np.array(IMAGENET_MEAN, np.float32)
+        std = np.array(IMAGENET_STD, np.float32)
+        request = compiled.create_infer_request()
+        for frame in frames:
+            rgb = cv2.cvtColor(_expert_crop(cv2, frame), cv2.COLOR_BGR2RGB)
+            x = ((rgb.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None]
+            request.infer({0: np.ascontiguousarray(x)})
+            top1(request.get_output_tensor(0).data)
+    return {**clock.summary(), "engine": "openvino"}
+
+
 def run_pipeline(job: dict) -> dict:
     """A torchstream pipeline (processbin or bin form) from ``filesrc ! decodebin`` to a
     fakesink, in this process with the elements registered in-process."""
@@ -334,10 +433,16 @@ def warm(job: dict) -> dict:
     spec = MODELS[job["model"]]
     ensure_weights(spec, job["weights"])
     torch = _setup_torch(job)
-    if job["for_side"] in ("bare-torch", "bare-best", "plain", "sweep"):
+    if job["for_side"] in ("bare-torch", "bare-best", "plain", "sweep", "expert-sync",
+                           "expert-async"):
         import cv2  # noqa: F401
 
         build_model(spec, job["weights"], job["device"])
+        if job["for_side"] in ("expert-sync", "expert-async") \
+                and spec.task == "classification":
+            _expert_model(job, spec, job["for_side"] == "expert-async")
+    elif job["for_side"] == "decode":
+        import cv2  # noqa: F401
     else:
         from torchstream.elements import register_all
 
@@ -346,6 +451,7 @@ def warm(job: dict) -> dict:
 
 
 RUNNERS = {"warm": warm, "bare-torch": run_bare, "bare-best": run_bare, "plain": run_plain,
+           "decode": run_decode, "expert-sync": run_expert, "expert-async": run_expert,
            "processbin": run_pipeline, "bin": run_pipeline, "sweep": run_sweep}
 
 

@@ -22,20 +22,26 @@ def test_quick_benchmark_reports_every_side(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     table = done.stdout
     for heading in ("Frames per second", "Engines chosen by engine=auto", "Peak RSS",
+                    "Against the expert's loop", "CPU milliseconds per frame",
                     "Targets", "Where the time goes", "YOLO decode + NMS, 8400 candidates"):
         assert heading in table, table
     for column in ("torch fps", "best fps", "plain fps", "procbin fps", "bin fps",
+                   "decode fps", "exp-sync fps", "exp-async fps", "bound fps", "bin/exp-async",
                    "procbin/torch", "procbin/best", "bin/plain"):
         assert column in table, table
     report = json.loads(out.read_text())
     (row,) = report["rows"]
     assert row["model"] == "mobilenet_v3_small" and row["batch"] == 1
     assert row["threads"] == "default"
-    for side in ("bare-torch", "bare-best", "plain", "processbin", "bin"):
+    for side in ("bare-torch", "bare-best", "decode", "plain", "expert-sync", "expert-async",
+                 "processbin", "bin"):
         figures = row["sides"][side]
         assert figures["errors"] == [], figures
         assert math.isfinite(figures["fps"]) and figures["fps"] > 0, (side, figures)
         assert math.isfinite(figures["peak_rss_mb"]) and figures["peak_rss_mb"] > 50
+        assert math.isfinite(figures["cpu_ms_per_frame"]) and figures["cpu_ms_per_frame"] > 0
+    # decoding alone is faster than any loop that also runs the model
+    assert row["sides"]["decode"]["fps"] > row["sides"]["expert-async"]["fps"]
     # the bare side and both pipelines name the engine they ran, and it is the same one
     (best,) = row["sides"]["bare-best"]["engines"]
     assert best.split(" ")[0] in ("torch", "torchscript", "openvino")

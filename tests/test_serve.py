@@ -143,7 +143,8 @@ def test_streams_added_watched_removed_and_brought_back(tmp_path, centernet):
         wait_for(lambda: service.streams()["street"]["runs"] == runs + 1
                  and service.streams()["street"]["state"] == "running", 60, "the next run")
         assert service.streams()["street"]["restarts"] == 1
-        assert "torchstream: street: restarting on request" in service.log
+        wait_for(lambda: "torchstream: street: restarting on request" in service.log, 5,
+                 "the restart said in the log (the status line comes each second)")
 
         # removing a running stream ends it through EOS: its file complete
         answer = service.client.delete("/api/streams/yard")

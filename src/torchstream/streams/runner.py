@@ -346,9 +346,13 @@ class Supervisor:
         self.start = time.monotonic()
         self._printed: dict[tuple[str, int], int] = {}  # events printed per stream and process
         self._last_state: dict[str, str] = {}
+        self._lock = threading.Lock()  # the service's monitor and its removals both report
 
     def update(self, snapshots: Iterable[dict], final: bool = False) -> None:
-        snapshots = list(snapshots)
+        with self._lock:
+            self._update(list(snapshots), final)
+
+    def _update(self, snapshots: list[dict], final: bool) -> None:
         for snap in snapshots:
             name, process = snap["name"], (snap["name"], snap["pid"])
             events = snap.get("events", [])

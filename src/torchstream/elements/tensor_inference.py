@@ -11,6 +11,7 @@ fit BaseTransform's one-in-one-out contract.
 from __future__ import annotations
 
 import time
+from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -73,6 +74,7 @@ def instance_properties(properties: dict) -> tuple[str, ...]:
     """The properties that make a shared model instance: every one an inference element
     declares but the instance's name (elements naming one must agree on all of them)."""
     return tuple(name for name in properties if name not in ("model-instance-id", "graph-mode"))
+RECENT_PASSES = 100  # the forward passes the reported latency follows
 CAT = DebugCategory("torchstream-inference", "pytorch_tensor_inference and "
                     "openvino_tensor_inference: model loading, negotiation, engine, batches")
 
@@ -86,7 +88,8 @@ class _Stream:
     output_spec: object
     src_caps: Gst.Caps
     pending: list[Gst.Buffer] = field(default_factory=list)  # the batch being filled
-    latency: int = 0  # ns reported in latency queries: twice the slowest forward pass seen
+    latency: int = 0  # ns reported in latency queries: twice the slowest recent pass
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_PASSES))  # seconds
 
 
 @dataclass
@@ -176,13 +179,17 @@ class TensorInference:
         return True
 
     def _track_latency(self, stream: _Stream, seconds: float) -> None:
-        """Raise the reported latency when a forward pass is slower than half of it, and tell
-        the pipeline (a LATENCY message makes it query and distribute the latency again)."""
-        needed = int(2 * seconds * Gst.SECOND)
-        if needed > stream.latency * 1.25:
+        """Report twice the slowest of the last RECENT_PASSES forward passes: raised as soon as
+        a pass is slower than half of it (meta_aggregate in a live pipeline waits that long
+        for results), lowered when the slow passes have left the window, so that a slow first
+        pass or a busy moment does not delay the stream for good. A change is told to the
+        pipeline (a LATENCY message makes it query and distribute the latency again)."""
+        stream.recent.append(seconds)
+        needed = int(2 * max(stream.recent) * Gst.SECOND)
+        if needed > stream.latency * 1.25 or needed * 1.5 < stream.latency:
             stream.latency = needed
-            CAT.debug(self, f"latency {needed / Gst.MSECOND:.1f} ms (twice the slowest forward "
-                            "pass)")
+            CAT.debug(self, f"latency {needed / Gst.MSECOND:.1f} ms (twice the slowest of the "
+                            f"last {len(stream.recent)} forward passes)")
             self.post_message(Gst.Message.new_latency(self))
 
     # -- negotiation ------------------------------------------------------------------------

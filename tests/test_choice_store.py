@@ -1,6 +1,7 @@
 """The engine choice kept on disk: a later start rebuilds only the engine chosen before, checked
 against torch; other settings find another entry; a damaged entry is said and made again; two
-processes starting at once both run; the environment moves or disables the cache."""
+processes starting at once both run; the environment and the cache-dir property move or
+disable the cache."""
 
 from __future__ import annotations
 
@@ -114,3 +115,31 @@ print(runner.choice.engine.name)
     assert not [p for p in (cache / "choices").iterdir() if p.name.startswith(".")]
     later = start(mobilenet_weights)
     assert "as chosen by an earlier start" in later.choice.note
+
+
+def test_the_cache_dir_property_moves_or_disables_the_cache(cache, tmp_path, mobilenet_weights):
+    """The property wins over the environment: entries go to its folder, and `off` keeps
+    nothing anywhere."""
+    from torchstream.gst import Gst
+    from torchstream.gst.pipeline import run_to_end
+
+    def launch(setting: str) -> str:
+        engines._choices.clear()  # as a new process
+        pipeline = Gst.parse_launch(
+            "videotestsrc num-buffers=2 ! video/x-raw,width=160,height=120 ! "
+            f"video_inference model={MOBILENET} model-weights={mobilenet_weights} "
+            f"cache-dir={setting} ! fakesink")
+        result = run_to_end(pipeline, 120)
+        assert result.ok, result.error
+        [note] = [text for text in result.infos if "engine" in text]
+        return note
+
+    moved = tmp_path / "moved"
+    first = launch(str(moved))
+    assert "earlier start" not in first
+    [entry] = entries(moved)
+    assert not cache.exists()  # the environment's folder is not used
+    again = launch(str(moved))
+    assert "as chosen by an earlier start" in again and str(entry) in again
+    launch("off")
+    assert entries(moved) == [entry] and not cache.exists()

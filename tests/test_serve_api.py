@@ -49,6 +49,7 @@ REFUSED = [
     ({"source": "v4l2:///etc/passwd"}, 403, "/dev/videoN"),
     ({"properties": {"model": "/etc/model.pt"}}, 403, "outside the models and media"),
     ({"properties": {"labels-file": OUTSIDE}}, 403, "properties.labels-file"),
+    ({"properties": {"cache-dir": "cache"}}, 403, "properties.cache-dir"),
     ({"mqtt": {"address": "localhost:1883", "mqtt-config": "/etc/mqtt.json"}}, 403,
      "mqtt.mqtt-config"),
     ({"element": "filesink"}, 422, "not an inference bin"),

@@ -53,7 +53,7 @@ def _common_properties(threshold_blurb: str, region: str) -> dict:
             "Model-proc", "Model-proc JSON file: preprocessing and post-processing that "
             "override the defaults (docs/model-proc.md)", None),
         **{name: INFERENCE[name] for name in ("device", "batch-size", "engine", "threads",
-                                              "graph-mode", "model-instance-id",
+                                              "cache-dir", "graph-mode", "model-instance-id",
                                               "batch-timeout")},
         **{name: TensorPostprocLabel.PROPERTIES[name] for name in ("labels", "labels-file")},
         "threshold": double_prop("Threshold", threshold_blurb, 0.0, 1.0, -1.0, also=(-1.0,)),

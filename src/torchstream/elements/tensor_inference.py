@@ -65,6 +65,9 @@ from torchstream.preprocess.roi import is_region_batch
 from torchstream.results.data import TensorsRecord
 
 _TEMPLATE = Gst.Caps.from_string(MEDIA_TYPE)
+CACHE_BLURB = ("Folder where engine=auto's choice and OpenVINO's compiled models are kept "
+               "between starts, or off; none: $TORCHSTREAM_CACHE_DIR, else "
+               "$XDG_CACHE_HOME/torchstream")
 GRAPH_MODE_REMOVED = ("Removed: setting it is an error that names its replacement, engine "
                       "(graph-mode=eager is engine=torch; trace, script and freeze are "
                       "engine=torchscript)")
@@ -110,8 +113,8 @@ class TensorInference:
     def _load_model(self):
         raise NotImplementedError
 
-    def _runner_settings(self) -> tuple[str, int]:
-        """(engine, threads) for BatchRunner."""
+    def _runner_settings(self) -> tuple[str, int, str | None]:
+        """(engine, threads, cache) for BatchRunner."""
         raise NotImplementedError
 
     def __init__(self) -> None:
@@ -446,6 +449,13 @@ class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.El
                 'choice; see below); with `model-instance-id` on the CPU, threads of each pass '
                 'side by side (0: one), and as many passes at once as the CPUs hold that many'),
         ),
+        "cache-dir": string_prop("Cache folder", CACHE_BLURB, None,
+            doc=(
+                "where engine=auto's choice and OpenVINO's compiled models are kept, so that a "
+                'later start skips choosing and compiling: a folder (made when missing), or '
+                '`off` to keep nothing; none: `$TORCHSTREAM_CACHE_DIR`, else '
+                '`$XDG_CACHE_HOME/torchstream` (`~/.cache/torchstream`); see "Engines"'),
+        ),
         "graph-mode": string_prop("Graph mode", GRAPH_MODE_REMOVED, None,
             doc=(
                 'removed (the older spelling of `engine`): setting it is an error at start that '
@@ -480,8 +490,8 @@ class PytorchTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.El
         return load_model(self.settings.model, self.settings.model_weights,
                           self.settings.device)
 
-    def _runner_settings(self) -> tuple[str, int]:
-        return (self.settings.engine, int(self.settings.threads))
+    def _runner_settings(self) -> tuple[str, int, str | None]:
+        return (self.settings.engine, int(self.settings.threads), self.settings.cache_dir)
 
 
 class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.Element):
@@ -502,16 +512,17 @@ class OpenvinoTensorInference(FactoryMade, TensorInference, PropertyStore, Gst.E
                 'OpenVINO cannot read is an error at start naming it'),
         ),
         **{name: PytorchTensorInference.PROPERTIES[name] for name in (
-            "batch-size", "threads", "model-instance-id", "batch-timeout")},
+            "batch-size", "threads", "cache-dir", "model-instance-id", "batch-timeout")},
     }
     __gproperties__ = gproperties(PROPERTIES)
     do_change_state = TensorInference.do_change_state
 
     def _load_model(self):
-        return load_openvino_model(self.settings.model, int(self.settings.threads))
+        return load_openvino_model(self.settings.model, int(self.settings.threads),
+                                   self.settings.cache_dir)
 
-    def _runner_settings(self) -> tuple[str, int]:
-        return ("auto", int(self.settings.threads))
+    def _runner_settings(self) -> tuple[str, int, str | None]:
+        return ("auto", int(self.settings.threads), self.settings.cache_dir)
 
 
 def _pts(buf: Gst.Buffer) -> str:

@@ -96,11 +96,12 @@ class BatchRunner:
     """Runs ``model`` on batches whose per-buffer inputs match ``input_config``.
 
     :meth:`probe` runs torch on two random inputs, which gives the output caps, and chooses
-    the engine (torchstream.model.engines) from ``engine`` and ``threads``;
+    the engine (torchstream.model.engines) from ``engine`` and ``threads``, keeping auto's
+    choice and OpenVINO's compiled models in the ``cache`` folder (choice_store's setting);
     ``choice.note`` says which and why, ``choice.fallback`` why an engine could not be used."""
 
     def __init__(self, model: LoadedModel, input_config: TensorsConfig,
-                 engine: str = "auto", threads: int = 0,
+                 engine: str = "auto", threads: int = 0, cache: str | None = None,
                  shared: bool = False) -> None:
         self.region_batch = is_region_batch(input_config)
         if not self.region_batch:
@@ -119,6 +120,7 @@ class BatchRunner:
         self.input_config = input_config
         self.asked = parse_engine(engine)
         self.settings = (engine, int(threads))
+        self.cache = cache
         # a model instance shared by streams on the CPU also gets an engine for passes side by
         # side (engines.side_by_side), run while several streams send buffers
         self.shared = shared and str(model.device).startswith("cpu")
@@ -165,10 +167,10 @@ class BatchRunner:
                    signature(args[0]),
                    str(self.model.device), self.shared)
         # only auto's choice is kept on disk (and only auto imports OpenVINO for its key)
-        store = (stored_choice((*key, openvino_available()), usable_cpus())
+        store = (stored_choice((*key, openvino_available()), usable_cpus(), self.cache)
                  if key is not None and self.asked == "auto" else None)
         self.choice, self.choice_reused = cached_choice(key, lambda: choose_for_model(
-            self.model, engine, threads, args, outputs, self.shared, store),
+            self.model, engine, threads, args, outputs, self.shared, store, self.cache),
             owner=self.model)
         self.engine = self.choice.engine
 

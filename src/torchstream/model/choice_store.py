@@ -10,8 +10,9 @@ temporary file renamed over the old one), so two processes starting at once each
 nothing or a complete entry; an entry that cannot be read is dropped with a warning and the
 choice made again.
 
-``TORCHSTREAM_CACHE_DIR`` moves the cache (default ``$XDG_CACHE_HOME/torchstream``, else
-``~/.cache/torchstream``); ``TORCHSTREAM_CACHE_DIR=off`` (or empty) disables it.
+The inference elements' ``cache-dir`` property names the folder (``off`` disables it); unset,
+``TORCHSTREAM_CACHE_DIR`` does, and without either it is ``$XDG_CACHE_HOME/torchstream``,
+else ``~/.cache/torchstream``. Functions here take that setting (None: unset) as ``setting``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ FORMAT = 1  # the entries' layout: an entry of another format is not read
 OFF = ("", "0", "off", "none", "false", "no")
 
 
-def cache_dir() -> Path | None:
-    """The cache folder, or None when the environment disables it."""
-    value = os.environ.get(CACHE_ENV)
+def cache_dir(setting: str | None = None) -> Path | None:
+    """The cache folder for a ``cache-dir`` ``setting`` (None: the environment's), or None
+    when the cache is disabled."""
+    value = setting if setting is not None else os.environ.get(CACHE_ENV)
     if value is not None:
         return None if value.strip().lower() in OFF else Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -135,19 +137,20 @@ class StoredChoice:
             path.unlink(missing_ok=True)
 
 
-def stored_choice(key: tuple | None, cpus: int) -> StoredChoice | None:
+def stored_choice(key: tuple | None, cpus: int,
+                  setting: str | None = None) -> StoredChoice | None:
     """The entry for a choice under ``key`` (engines' choice key), None when the cache is
     off or the model has no identity to keep it under."""
-    root = cache_dir()
+    root = cache_dir(setting)
     if root is None or key is None:
         return None
     text = json.dumps({"key": repr(key), **fingerprint(cpus)}, sort_keys=True)
     return StoredChoice(root / "choices" / f"{hashlib.sha256(text.encode()).hexdigest()}.json")
 
 
-def openvino_cache_dir() -> str | None:
+def openvino_cache_dir(setting: str | None = None) -> str | None:
     """Where OpenVINO keeps the models it compiled (its ``CACHE_DIR``), under ours."""
-    root = cache_dir()
+    root = cache_dir(setting)
     return None if root is None else str(root / "openvino")
 
 

@@ -212,11 +212,12 @@ class _Compiled(Engine):
     process (measured)."""
 
     name = "openvino"
+    cache: str | None = None  # the cache-dir setting (choice_store): where compiled models go
 
     def _start(self, core: Any, model: Any, threads: int, passes: int = 1) -> None:
         self.source = model  # for with_threads(), until forget_source()
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads * passes}
-        cache = openvino_cache_dir()
+        cache = openvino_cache_dir(self.cache)
         if cache is not None:  # a later start loads the compiled model instead of compiling
             config["CACHE_DIR"] = cache
         if passes == 1:
@@ -266,10 +267,12 @@ class OpenVINOEngine(_Compiled):
     (batches, region rows and EOS's partial batch reuse one compiled model; measured no slower
     than a static shape). Outputs come back in the structure the module returns."""
 
-    def __init__(self, source: Any, example: Sequence[Any], reference: Any, threads: int) -> None:
+    def __init__(self, source: Any, example: Sequence[Any], reference: Any, threads: int,
+                 cache: str | None = None) -> None:
         import openvino
         import torch
 
+        self.cache = cache
         leaves: list = []
         self.template = _leaves(reference, leaves)
         inputs = []
@@ -293,10 +296,12 @@ class OpenVINOEngine(_Compiled):
         self._start(core, model, threads)
 
     @classmethod
-    def from_stored(cls, xml: Path, reference: Any, threads: int) -> OpenVINOEngine:
+    def from_stored(cls, xml: Path, reference: Any, threads: int,
+                    cache: str | None = None) -> OpenVINOEngine:
         """The model converted in an earlier run (choice_store), read back instead of
         converted again."""
         engine = cls.__new__(cls)
+        engine.cache = cache
         leaves: list = []
         engine.template = _leaves(reference, leaves)
         core = _core()
@@ -316,7 +321,8 @@ class OpenVINOFileEngine(_Compiled):
     model-proc's ``layer_name`` finds them). A static first dim is made dynamic where the
     model allows, so that batch-size and region batches work."""
 
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, cache: str | None = None) -> None:
+        self.cache = cache
         core = _core()
         try:
             model = core.read_model(path)
@@ -355,8 +361,9 @@ def _static_dims(shape: Any) -> list[int] | None:
     return [d.get_length() if d.is_static else 0 for d in shape]
 
 
-def load_openvino_model(path: str, threads: int = 0):
-    """A LoadedModel (torchstream.model.loading) whose module is ``path`` compiled by OpenVINO."""
+def load_openvino_model(path: str, threads: int = 0, cache: str | None = None):
+    """A LoadedModel (torchstream.model.loading) whose module is ``path`` compiled by OpenVINO
+    (``cache``: the cache-dir setting, choice_store)."""
     import torch
 
     from torchstream.model.loading import LoadedModel, check_file
@@ -371,7 +378,7 @@ def load_openvino_model(path: str, threads: int = 0):
     if not openvino_available():
         raise ConfigError("openvino is not installed (pip install openvino): it is needed to "
                           f"run {path}")
-    engine = OpenVINOFileEngine(path, resolve_threads(threads, "openvino"))
+    engine = OpenVINOFileEngine(path, resolve_threads(threads, "openvino"), cache)
     return LoadedModel(engine, path, torch.device("cpu"), "openvino",
                        input_size=engine.input_size())
 
@@ -554,7 +561,8 @@ def torchscript_mode(takes_image_list: bool) -> str:
 
 def choose_for_model(model: Any, engine: str, threads: int,
                      inputs: Sequence[Sequence[Any]], outputs: Sequence[Any],
-                     shared: bool = False, store: StoredChoice | None = None) -> Choice:
+                     shared: bool = False, store: StoredChoice | None = None,
+                     cache: str | None = None) -> Choice:
     """The engine ``model`` (a LoadedModel) runs with, given torch's ``outputs`` on the two
     probe ``inputs`` (forward arguments). Candidates in auto: torch; a TorchScript graph for
     torchvision models (users' modules may branch on the data in ways two inputs cannot
@@ -563,7 +571,8 @@ def choose_for_model(model: Any, engine: str, threads: int,
     detections), converted from the TorchScript graph when there is one (twice as fast to
     convert as the module). ``shared``: the instance is shared by streams (see
     :func:`side_by_side`). ``store``: where auto's choice is kept between processes
-    (choice_store): an earlier run's choice is rebuilt and checked instead of made again."""
+    (choice_store): an earlier run's choice is rebuilt and checked instead of made again;
+    ``cache``: the cache-dir setting, for OpenVINO's compiled models."""
     if model.source == "openvino":
         choice = settle_threads(Choice(model.module, f"engine {model.module.label}: the "
                                        "model file is OpenVINO's"), threads, inputs[0], shared)
@@ -586,7 +595,8 @@ def choose_for_model(model: Any, engine: str, threads: int,
     def build_openvino() -> Engine:
         script = built.get("torchscript")
         source = script.module if script is not None and mode != "script" else model.module
-        return OpenVINOEngine(source, inputs[0], outputs[0], resolve_threads(threads, "openvino"))
+        return OpenVINOEngine(source, inputs[0], outputs[0], resolve_threads(threads, "openvino"),
+                              cache)
 
     candidates = []
     if asked == "torchscript" or (asked == "auto" and model.source == "torchvision"):
@@ -610,7 +620,7 @@ def choose_for_model(model: Any, engine: str, threads: int,
         damaged = ""
         if asked == "auto" and store is not None:
             recalled, damaged = _recall(store, reference, build_torchscript, inputs, outputs,
-                                        threads)
+                                        threads, cache)
             if recalled is not None:
                 return settle_threads(recalled, threads, inputs[0], shared)
         choice = choose(candidates, reference, outputs, inputs, asked, model.name)
@@ -626,7 +636,7 @@ def choose_for_model(model: Any, engine: str, threads: int,
 
 def _recall(store: StoredChoice, reference: TorchEngine, build_torchscript: Callable[[], Engine],
             inputs: Sequence[Sequence[Any]], outputs: Sequence[Any],
-            threads: int) -> tuple[Choice | None, str]:
+            threads: int, cache: str | None = None) -> tuple[Choice | None, str]:
     """(the choice an earlier run stored, rebuilt and checked against torch's outputs on
     the probe inputs, ""); (None, why) when it cannot be used, (None, "") when there is
     none."""
@@ -641,7 +651,7 @@ def _recall(store: StoredChoice, reference: TorchEngine, build_torchscript: Call
             engine = build_torchscript()
         elif name == "openvino":
             engine = OpenVINOEngine.from_stored(store.ir, outputs[0],
-                                                resolve_threads(threads, "openvino"))
+                                                resolve_threads(threads, "openvino"), cache)
         else:
             raise TorchstreamError(f"an unknown engine {name!r}")
         same = all(outputs_equal(engine(args), out)

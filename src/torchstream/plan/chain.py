@@ -188,6 +188,8 @@ def plan_chain(kind: str, settings: dict) -> Chain:
     pre = list(_preprocess(kind, region, model, weights, tv, preproc, settings))
     inference = {"model": model, "batch-size": int(settings.get("batch-size") or 1),
                  "threads": int(settings.get("threads") or 0)}
+    if settings.get("cache-dir") is not None:
+        inference["cache-dir"] = settings["cache-dir"]
     if settings.get("model-instance-id"):
         inference.update({"model-instance-id": settings["model-instance-id"],
                           "batch-timeout": int(settings.get("batch-timeout", DEFAULT_TIMEOUT_MS))})

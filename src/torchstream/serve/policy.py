@@ -69,7 +69,12 @@ class ApiPolicy:
             table["jsonl"] = str(self._output(table["jsonl"]))
         if "source" in table:
             table["source"] = self._source(str(table["source"]))
-        for key, value in dict(table.get("properties") or {}).items():
+        properties = dict(table.get("properties") or {})
+        if "cache-dir" in properties:
+            raise Refusal(403, "properties.cache-dir: the engine cache is the service's own "
+                               "(TORCHSTREAM_CACHE_DIR where it starts); a request may not "
+                               "name a folder to write in")
+        for key, value in properties.items():
             self._checked_file(f"properties.{key}", value)
         for key, value in dict(table.get("mqtt") or {}).items():
             self._checked_file(f"mqtt.{key}", value)

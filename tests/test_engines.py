@@ -466,7 +466,9 @@ def test_an_engine_that_falls_back_warns_on_the_bus(bikes_frames, centernet):
 @pytest.mark.parametrize("video, count", [(BIKES, 250), (COCKATOO, 280)])
 def test_auto_classifies_whole_videos_as_eager_torch(video, count, mobilenet_weights):
     """engine=auto against engine=torch through the classification bin, on every frame of a
-    real video with the real ImageNet weights: the same top-1, probabilities within 1e-3."""
+    real video with the real ImageNet weights: the same top-1, probabilities within 1e-3.
+    auto runs OpenVINO with requests in flight, so this also shows each frame gets its own
+    outputs, in order, and EOS drains the passes in flight."""
     frames = decode_frames(video, count)
     assert len(frames) == count
     results = {}
@@ -481,6 +483,8 @@ def test_auto_classifies_whole_videos_as_eager_torch(video, count, mobilenet_wei
         if engine == "auto":
             chosen = next(i for i in run.result.infos if "engine" in i)
     assert "engine torch," not in chosen, chosen  # an engine faster than eager was found
+    if usable_cpus() >= 2:  # OpenVINO won: two passes at once, their outputs in order
+        assert "with requests in flight: 2 forward passes at once" in chosen, chosen
     same = sum(a.label_id == b.label_id for a, b in zip(results["auto"], results["torch"],
                                                         strict=True))
     assert same >= 0.995 * count, f"{same}/{count}"

@@ -508,13 +508,14 @@ def test_two_pipelines_with_the_same_model_at_once(models):
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("batch", [1, 4])
-def test_flushing_seek_leaves_no_stale_results(models, batch):
+@pytest.mark.parametrize("batch, engine", [(1, "auto"), (4, "auto"), (1, "openvino")])
+def test_flushing_seek_leaves_no_stale_results(models, batch, engine):
     """Seek back and forth in bikes.mp4 while frames flow: every frame that comes out carries
-    the result computed from its own pixels (the model returns the frame's mean colour)."""
+    the result computed from its own pixels (the model returns the frame's mean colour).
+    engine=openvino keeps requests in flight: a flush drops them."""
     pipeline = Gst.parse_launch(
         f'filesrc location="{BIKES}" ! decodebin ! videoconvert ! video/x-raw,format=RGB ! '
-        f"video_inference model={models['mean']} batch-size={batch} ! "
+        f"video_inference model={models['mean']} batch-size={batch} engine={engine} ! "
         "appsink name=sink sync=false max-buffers=2")
     got: list[Frame] = []
     attach_collector(pipeline, got)

@@ -102,7 +102,7 @@ class BatchRunner:
 
     def __init__(self, model: LoadedModel, input_config: TensorsConfig,
                  engine: str = "auto", threads: int = 0, cache: str | None = None,
-                 shared: bool = False) -> None:
+                 shared: bool = False, in_flight: bool = False) -> None:
         self.region_batch = is_region_batch(input_config)
         if not self.region_batch:
             for info in input_config.tensors:
@@ -124,6 +124,8 @@ class BatchRunner:
         # a model instance shared by streams on the CPU also gets an engine for passes side by
         # side (engines.side_by_side), run while several streams send buffers
         self.shared = shared and str(model.device).startswith("cpu")
+        # one stream may keep requests in flight instead (engines.settle_threads)
+        self.in_flight = in_flight and not self.shared and str(model.device).startswith("cpu")
         # torch until probe() has chosen (a model file OpenVINO runs is its own engine)
         self.engine = model.module if isinstance(model.module, Engine) else TorchEngine(
             model.module, resolve_threads(int(threads), "torch"))
@@ -165,12 +167,13 @@ class BatchRunner:
         if self.model.weights_key() is not None:
             key = (self.model.weights_key(), self.model.source, self.asked, threads,
                    signature(args[0]),
-                   str(self.model.device), self.shared)
+                   str(self.model.device), self.shared, self.in_flight)
         # only auto's choice is kept on disk (and only auto imports OpenVINO for its key)
         store = (stored_choice((*key, openvino_available()), usable_cpus(), self.cache)
                  if key is not None and self.asked == "auto" else None)
         self.choice, self.choice_reused = cached_choice(key, lambda: choose_for_model(
-            self.model, engine, threads, args, outputs, self.shared, store, self.cache),
+            self.model, engine, threads, args, outputs, self.shared, store, self.cache,
+            self.in_flight),
             owner=self.model)
         self.engine = self.choice.engine
 

@@ -562,7 +562,7 @@ def torchscript_mode(takes_image_list: bool) -> str:
 def choose_for_model(model: Any, engine: str, threads: int,
                      inputs: Sequence[Sequence[Any]], outputs: Sequence[Any],
                      shared: bool = False, store: StoredChoice | None = None,
-                     cache: str | None = None) -> Choice:
+                     cache: str | None = None, in_flight: bool = False) -> Choice:
     """The engine ``model`` (a LoadedModel) runs with, given torch's ``outputs`` on the two
     probe ``inputs`` (forward arguments). Candidates in auto: torch; a TorchScript graph for
     torchvision models (users' modules may branch on the data in ways two inputs cannot
@@ -572,10 +572,12 @@ def choose_for_model(model: Any, engine: str, threads: int,
     convert as the module). ``shared``: the instance is shared by streams (see
     :func:`side_by_side`). ``store``: where auto's choice is kept between processes
     (choice_store): an earlier run's choice is rebuilt and checked instead of made again;
-    ``cache``: the cache-dir setting, for OpenVINO's compiled models."""
+    ``cache``: the cache-dir setting, for OpenVINO's compiled models; ``in_flight``: one
+    stream that keeps several OpenVINO requests in flight (see :func:`settle_threads`)."""
     if model.source == "openvino":
         choice = settle_threads(Choice(model.module, f"engine {model.module.label}: the "
-                                       "model file is OpenVINO's"), threads, inputs[0], shared)
+                                       "model file is OpenVINO's"), threads, inputs[0], shared,
+                                in_flight)
         model.module = choice.engine  # a recompiled engine replaces the first one
         return choice
     asked = parse_engine(engine)
@@ -622,7 +624,7 @@ def choose_for_model(model: Any, engine: str, threads: int,
             recalled, damaged = _recall(store, reference, build_torchscript, inputs, outputs,
                                         threads, cache)
             if recalled is not None:
-                return settle_threads(recalled, threads, inputs[0], shared)
+                return settle_threads(recalled, threads, inputs[0], shared, in_flight)
         choice = choose(candidates, reference, outputs, inputs, asked, model.name)
         if asked == "auto" and store is not None:
             winner = choice.engine
@@ -631,7 +633,7 @@ def choose_for_model(model: Any, engine: str, threads: int,
             if damaged or unkept:
                 said = "; ".join(filter(None, [damaged, unkept]))
                 choice = replace(choice, note=f"{choice.note}; {said}", warning=damaged)
-        return settle_threads(choice, threads, inputs[0], shared)
+        return settle_threads(choice, threads, inputs[0], shared, in_flight)
 
 
 def _recall(store: StoredChoice, reference: TorchEngine, build_torchscript: Callable[[], Engine],
@@ -684,13 +686,21 @@ def _pass_ms(choice: Choice, args: Sequence[Any]) -> float:
 
 
 def settle_threads(choice: Choice, threads: int, args: Sequence[Any],
-                   shared: bool = False) -> Choice:
+                   shared: bool = False, in_flight: bool = False) -> Choice:
     """The choice with its final thread count when ``threads`` is 0 (the default): every
     core for a slow torch pass, one core free for a short OpenVINO pass; for an instance
-    shared by streams (``shared``), also the engine for passes side by side. An OpenVINO
-    engine then drops the model it was compiled from."""
+    shared by streams (``shared``), also the engine for passes side by side, and likewise
+    for one stream that keeps requests in flight (``in_flight``) when OpenVINO runs the
+    model with the default threads: OpenVINO releases the GIL for the whole pass, so the
+    requests truly run at once. An OpenVINO engine then drops the model it was compiled
+    from."""
     if shared:
         choice = side_by_side(choice, threads, args)
+    elif in_flight and threads == 0 and isinstance(choice.engine, _Compiled):
+        choice = side_by_side(choice, threads, args, "with requests in flight")
+        if choice.parallel is not None:  # it runs every pass: one compiled copy kept
+            choice = replace(choice, engine=choice.parallel)
+            threads = -1  # settled by the passes at once
     if threads == 0:
         choice = one_core_free_if_light(every_core_if_heavy(choice, args), args)
     for engine in (choice.engine, choice.parallel):
@@ -706,7 +716,8 @@ def parallel_passes(threads: int) -> tuple[int, int]:
     return max(1, usable_cpus() // each), each
 
 
-def side_by_side(choice: Choice, threads: int, args: Sequence[Any]) -> Choice:
+def side_by_side(choice: Choice, threads: int, args: Sequence[Any],
+                 when: str = "while several streams share it") -> Choice:
     """Add the engine a shared instance runs while two or more streams send it buffers:
     several forward passes at once on a few threads each instead of one on every core. Its
     outputs on ``args`` must equal the chosen engine's, or it is left out (said in the note).
@@ -723,8 +734,7 @@ def side_by_side(choice: Choice, threads: int, args: Sequence[Any]) -> Choice:
     if not outputs_equal(parallel(args), choice.engine(args)):
         return replace(choice, note=f"{choice.note}; {parallel.label} not used side by side: "
                                     "its outputs differ")
-    note = (f"{choice.note}; while several streams share it: {passes} forward passes at once, "
-            f"{parallel.label}")
+    note = f"{choice.note}; {when}: {passes} forward passes at once, {parallel.label}"
     return replace(choice, parallel=parallel, note=note)
 
 

@@ -55,7 +55,7 @@ def test_decisions_and_buffers_are_logged_under_the_element_categories():
     assert len(matched) == FRAMES
     # the element each line is about, and the Python code that wrote it
     level, file, line, function, element, message = ran[0]
-    assert (file, function, element) == ("tensor_inference.py", "_flush_pending", "inference")
+    assert (file, function, element) == ("tensor_inference.py", "_finish", "inference")
     assert int(line) > 0
 
 

@@ -78,6 +78,8 @@ def instance_properties(properties: dict) -> tuple[str, ...]:
     """The properties that make a shared model instance: every one an inference element
     declares but the instance's name (elements naming one must agree on all of them)."""
     return tuple(name for name in properties if name not in ("model-instance-id", "graph-mode"))
+
+
 RECENT_PASSES = 100  # the forward passes the reported latency follows
 CAT = DebugCategory("torchstream-inference", "pytorch_tensor_inference and "
                     "openvino_tensor_inference: model loading, negotiation, engine, batches")

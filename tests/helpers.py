@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,3 +204,15 @@ def steady_growth_mb(step, rounds: int = 3) -> float:
         step()
         grown.append(resident_mb() - before)
     return min(grown)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1):
+    """Poll ``condition`` until it gives a true value, and return that value; an
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

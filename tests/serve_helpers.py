@@ -8,12 +8,12 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import BIKES, COCKATOO, MOBILENET_V2_WEIGHTS
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHSTREAM = REPO / ".venv" / "bin" / "torchstream"
@@ -28,16 +28,6 @@ def classifier(source: Path | str, name: str, **keys) -> dict:
             "properties": {"model": "torchvision.models.mobilenet_v2",
                            "model-weights": str(MOBILENET_V2_WEIGHTS),
                            "labels-file": str(LABELS)}, **keys}
-
-
-def wait_for(condition, timeout: float, what: str, every: float = 0.2):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Service:

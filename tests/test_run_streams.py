@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BIKES
+from tests.helpers import wait_for
 from torchstream.gst import GLib, Gst
 from torchstream.streams.config import parse
 from torchstream.streams.runner import StreamRunner, supervise
@@ -43,13 +43,6 @@ def top1(recs: list[dict]) -> list[tuple[int, str]]:
 def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([str(TORCHSTREAM), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def three_streams_file(tmp_path, weights, run: str = "") -> Path:

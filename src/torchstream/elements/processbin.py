@@ -190,7 +190,7 @@ class StagedBin:
         """newest-frame: take the queue out from preprocess to process, so that the preprocess
         queue's thread carries a frame through the model and takes the newest one when it is
         free. With that queue the model worked on frames that had aged there while it ran:
-        the delay was five forward passes instead of one or two.
+        the delay was about four forward passes longer.
 
         An IDLE probe does it when no data crosses the preprocess stage's output (at once
         before the first frame is through); sticky events (caps, segment) go again to the

@@ -694,14 +694,15 @@ def settle_threads(choice: Choice, threads: int, args: Sequence[Any],
     model with the default threads: OpenVINO releases the GIL for the whole pass, so the
     requests truly run at once. An OpenVINO engine then drops the model it was compiled
     from."""
+    passes_at_once = False  # the thread count is then the passes' (one thread each)
     if shared:
         choice = side_by_side(choice, threads, args)
     elif in_flight and threads == 0 and isinstance(choice.engine, _Compiled):
         choice = side_by_side(choice, threads, args, "with requests in flight")
         if choice.parallel is not None:  # it runs every pass: one compiled copy kept
             choice = replace(choice, engine=choice.parallel)
-            threads = -1  # settled by the passes at once
-    if threads == 0:
+            passes_at_once = True
+    if threads == 0 and not passes_at_once:
         choice = one_core_free_if_light(every_core_if_heavy(choice, args), args)
     for engine in (choice.engine, choice.parallel):
         if isinstance(engine, _Compiled):

@@ -7,15 +7,20 @@ PY := $(VENV)/bin/python
 setup:
 	@bash scripts/setup.sh
 
-# Everything: the unit tests first (a failure there stops before the long runs), then the
-# end-to-end runs and the soak (-m "e2e or soak"). The 30 slowest tests close each part.
+# Everything, in three parts (a failure stops the later ones), each ending with its 30 slowest
+# tests: the unit tests, then the end-to-end runs and the soaks (-m "e2e or soak"), each on
+# two workers (pytest-xdist, a test file per worker at a time); then, alone, the tests that
+# measure the machine (-m serial: speed, delays, threads chosen by timing).
+XDIST := -n 2 --dist loadfile
 test: setup
-	$(PY) -m pytest -q -m "not e2e and not soak"
-	$(PY) -m pytest -q -m "e2e or soak"
+	$(PY) -m pytest -q $(XDIST) -m "not e2e and not soak and not serial"
+	$(PY) -m pytest -q $(XDIST) -m "(e2e or soak) and not serial"
+	$(PY) -m pytest -q -m serial
 
-# The inner loop: the unit tests only.
+# The inner loop: the unit tests on two workers, without the slowest (-m slow, over ~5 s each)
+# and without the tests that measure the machine.
 test-fast: setup
-	$(PY) -m pytest -q -m "not e2e and not soak"
+	$(PY) -m pytest -q $(XDIST) -m "not e2e and not soak and not serial and not slow"
 
 # docs/elements.md's property tables, from the elements' declarations (a test checks them)
 docs: setup

@@ -12,9 +12,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # see docs: one torch thread per 
 # Engine choices kept on disk go to a folder of this test run's own: no test reads what an
 # earlier run or the user's own pipelines left in ~/.cache, and the run's processes
 # (gst-launch, the demo, the README's examples) reuse each other's choices as a user's do.
-_CACHE = tempfile.mkdtemp(prefix="torchstream-test-cache-")
-os.environ["TORCHSTREAM_CACHE_DIR"] = _CACHE
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# Under pytest-xdist the workers inherit the controller's folder: one choice per model for
+# the whole run, whichever worker makes it (the store is safe for processes starting at once).
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="torchstream-test-cache-")
+    os.environ["TORCHSTREAM_CACHE_DIR"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 from tests.helpers import SITE, decode_frames  # noqa: E402 - after the environment above
 

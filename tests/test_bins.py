@@ -121,6 +121,7 @@ def detection_frames() -> list[np.ndarray]:
     return decode_frames(BIKES, 6, start=140)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, bias", [
     ("ssdlite320_mobilenet_v3_large", 15.0),
     ("fasterrcnn_mobilenet_v3_large_320_fpn", 6.0),
@@ -178,6 +179,7 @@ def mobilenet(mobilenet_weights):
     return model.eval(), weights.transforms()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("video, start", [(BIKES, 0), (COCKATOO, 100)])
 def test_video_inference_top1_equals_torchvision_reference(video, start, mobilenet,
                                                            mobilenet_weights):

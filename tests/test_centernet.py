@@ -56,6 +56,7 @@ def test_the_export_archive_gives_the_same_regions(centernet):
         assert np.abs(pixels(a, image) - pixels(b, image)).max() <= 0.5
 
 
+@pytest.mark.slow
 def test_cars_in_the_street_video(centernet):
     frames = decode_frames(BIKES, 41, start=140)
     assert len(frames) == 41

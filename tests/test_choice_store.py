@@ -93,6 +93,7 @@ def test_the_environment_moves_or_disables_the_cache(tmp_path, monkeypatch, mobi
     assert "could not be kept" in runner.choice.note and not runner.choice.warning
 
 
+@pytest.mark.slow
 def test_two_processes_starting_at_once_both_run_and_leave_one_whole_entry(
         cache, mobilenet_weights):
     script = f"""

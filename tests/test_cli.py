@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import BIKES, IMAGENET_MEAN, IMAGENET_STD
 from torchstream.elements import ELEMENTS
 
@@ -41,6 +43,7 @@ def test_gst_inspect_documents_properties():
     assert 'Default: "cpu"' in done.stdout
 
 
+@pytest.mark.slow
 def test_gst_launch_runs_the_inference_pipeline(mobilenet_weights):
     pipeline = (
         f"filesrc location={BIKES} ! decodebin ! videoconvert ! videoscale ! "

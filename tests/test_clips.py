@@ -88,6 +88,7 @@ def _reference_logits(model, frames: list[np.ndarray], ends: list[int]) -> list[
                 for end in ends]
 
 
+@pytest.mark.slow
 def test_clip_results_equal_torchvision_on_the_frames_that_close_each_window(
         seeded_clip_model):
     model, weights = seeded_clip_model

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import MOBILENET_V2_WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +35,7 @@ def launch(debug: str | None) -> list[tuple[str, ...]]:
     return [m.groups() for m in map(LINE.search, done.stderr.splitlines()) if m]
 
 
+@pytest.mark.slow
 def test_decisions_and_buffers_are_logged_under_the_element_categories():
     lines = launch("torchstream*:6")
     by_category: dict[str, list[tuple[str, ...]]] = {}
@@ -59,6 +62,7 @@ def test_decisions_and_buffers_are_logged_under_the_element_categories():
     assert int(line) > 0
 
 
+@pytest.mark.slow
 def test_the_threshold_selects_the_levels():
     info_only = launch("torchstream*:4")
     assert info_only and {level for level, *_ in info_only} == {"INFO"}

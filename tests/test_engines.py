@@ -149,6 +149,7 @@ def test_a_slow_torch_forward_pass_gets_every_core():
     assert every_core_if_heavy(stuck, x) is stuck
 
 
+@pytest.mark.serial
 @pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
 def test_a_short_openvino_pass_leaves_a_core_to_the_pipeline_and_a_long_one_keeps_all():
     cpus = usable_cpus()
@@ -334,6 +335,7 @@ print(runner.choice.note)
     assert "openvino: openvino is not installed" in note
 
 
+@pytest.mark.serial
 def test_centernet_keeps_torch_where_openvino_reorders_its_rows(centernet):
     model = load_model(str(centernet), None)
     runner = BatchRunner(model, TensorsConfig((TensorInfo("float32", (3, 512, 512)),)))
@@ -463,6 +465,7 @@ def test_an_engine_that_falls_back_warns_on_the_bus(bikes_frames, centernet):
                for w in run.result.warnings), run.result.warnings
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("video, count", [(BIKES, 250), (COCKATOO, 280)])
 def test_auto_classifies_whole_videos_as_eager_torch(video, count, mobilenet_weights):
     """engine=auto against engine=torch through the classification bin, on every frame of a

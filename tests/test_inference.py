@@ -133,6 +133,7 @@ def test_pretrained_classifier_gives_the_real_answer(image, accepted, mobilenet_
     assert _top1(run, categories) in accepted
 
 
+@pytest.mark.slow
 def test_torchscript_and_export_files_give_the_same_logits(tmp_path, bikes_frames, mobilenet,
                                                            mobilenet_weights):
     scripted = tmp_path / "mobilenet_v2.ts"

@@ -228,9 +228,10 @@ def keypoint_model(tmp_path_factory):
     return model, weights
 
 
+@pytest.mark.slow
 def test_object_detect_keypoints_equal_torchvision(keypoint_model):
     model, weights = keypoint_model
-    frames = decode_frames(BIKES, 2, start=140)
+    frames = decode_frames(BIKES, 1, start=140)  # ~10 s a frame for each side here
     expected, threshold = reference_and_threshold(model, frames)
     run = run_results(
         f"appsrc name=src ! object_detect model={KEYPOINT_MODEL} model-weights={weights} "
@@ -279,9 +280,10 @@ def mask_model(tmp_path_factory):
     return model, save_state_dict(model, tmp_path_factory.mktemp("mask") / "maskrcnn.pth")
 
 
+@pytest.mark.slow
 def test_object_detect_masks_equal_torchvision(mask_model):
     model, weights = mask_model
-    frames = decode_frames(BIKES, 2, start=140)
+    frames = decode_frames(BIKES, 1, start=140)  # ~10 s a frame for each side here
     expected, threshold = reference_and_threshold(model, frames)
     run = run_results(
         f"appsrc name=src ! object_detect model={MASK_MODEL} model-weights={weights} "

@@ -23,6 +23,9 @@ from torchstream.gst.meta import read_tensor_data
 from torchstream.gst.pipeline import run_to_end
 from torchstream.model import timing
 
+# delays measured against the clock: these run alone, after the tests run side by side
+pytestmark = pytest.mark.serial
+
 FRAMES = 150  # 5 s at 30 fps
 
 

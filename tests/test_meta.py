@@ -265,6 +265,7 @@ def test_region_pixels_round_and_clip():
     assert r.pixels(W, H) == (64, 68, 0, 68)
 
 
+@pytest.mark.slow
 def test_rewriting_results_keeps_memory_flat():
     results = [results_for(i) for i in range(4)]
 

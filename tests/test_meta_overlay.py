@@ -289,6 +289,7 @@ def test_luma_and_chroma_are_right_in_every_yuv_layout(bikes_frames, fmt):
         assert np.abs(edge - [red, green, blue]).max() <= 6
 
 
+@pytest.mark.slow
 def test_gst_tools_load_both_elements_from_the_plugin_folder(tmp_path):
     """The loader files work: gst-inspect documents the properties, gst-launch runs both."""
     torchstream = REPO / ".venv" / "bin" / "torchstream"

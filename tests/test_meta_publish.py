@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import BIKES
 from tests.results_helpers import run_results
@@ -93,6 +94,7 @@ def test_the_video_passes_through_untouched(bikes_frames, tmp_path):
     assert len(out.read_text().splitlines()) == len(frames)
 
 
+@pytest.mark.slow
 def test_stdout_mode_with_torchstream_launch():
     done = subprocess.run(
         [str(TORCHSTREAM), "launch", "-q",

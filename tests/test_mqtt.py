@@ -131,6 +131,7 @@ def test_no_broker_is_a_named_error():
     assert time.monotonic() - start < 20
 
 
+@pytest.mark.slow
 def test_publishing_resumes_after_the_broker_restarts(broker):
     """10 s of live video; the broker is down from 1.5 s to 2.5 s. The pipeline runs to its
     end; the subscriber (which reconnects too) gets the frames from before the cut, and every

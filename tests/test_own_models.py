@@ -193,6 +193,7 @@ class Boxes(torch.nn.Module):
         return x.mean(dim=(2, 3)).repeat(1, 20)[:, :60].reshape(1, 10, 6)
 
 
+@pytest.mark.slow
 def test_a_model_file_whose_output_is_not_class_scores_says_so_once(frames, tmp_path):
     path = tmp_path / "boxes.ts"
     torch.jit.save(torch.jit.script(Boxes()), str(path))
@@ -454,6 +455,7 @@ def tensor_transform(transform, frame: np.ndarray) -> torch.Tensor:
     return normalize(image.float() / 255)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", TIMM_ARCHITECTURES)
 def test_timm_models_by_name_equal_timm_itself(architecture, tmp_path):
     calibration = decode_frames(BIKES, 3, start=10) + decode_frames(COCKATOO, 3, start=100)

@@ -193,6 +193,7 @@ def test_aggregate_without_tensor_pads_is_an_error():
     assert "no tensor_%u request pad" in message
 
 
+@pytest.mark.slow
 def test_gst_launch_builds_the_spec_pipeline_from_descriptions(mobilenet_weights):
     """The classification pipeline of the SPEC, as a user types it (plugin loader, element
     properties built from description strings), on 10 frames of a real video."""

@@ -54,6 +54,7 @@ def detect_from(url: str, centernet: Path, out: Path):
     return pipeline, counted
 
 
+@pytest.mark.slow
 def test_objects_are_detected_on_an_rtsp_stream(server, centernet, tmp_path):
     out = tmp_path / "rtsp.jsonl"
     pipeline, counted = detect_from(server.url, centernet, out)
@@ -73,6 +74,7 @@ def test_objects_are_detected_on_an_rtsp_stream(server, centernet, tmp_path):
     assert with_regions <= len(lines) - skipped
 
 
+@pytest.mark.slow
 def test_the_server_going_away_ends_the_stream_cleanly(server, centernet, tmp_path):
     out = tmp_path / "cut.jsonl"
     pipeline, counted = detect_from(server.url, centernet, out)

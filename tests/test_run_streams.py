@@ -55,6 +55,7 @@ def three_streams_file(tmp_path, weights, run: str = "") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_three_streams_run_in_one_process_sharing_one_model(tmp_path, mobilenet_weights):
     three_streams_file(tmp_path, mobilenet_weights)
     done = run_cli(["run", str(tmp_path / "streams.toml")])
@@ -97,6 +98,7 @@ def fail_once(runner: StreamRunner, after_frames: int) -> threading.Thread:
     return thread
 
 
+@pytest.mark.slow
 def test_a_failed_file_stream_restarts_and_resumes_after_its_last_record(
         tmp_path, mobilenet_weights):
     cfg = parse({
@@ -130,6 +132,7 @@ def test_a_failed_file_stream_restarts_and_resumes_after_its_last_record(
     assert flaky_status["frames"] == BIKES_FRAMES
 
 
+@pytest.mark.slow
 def test_a_stream_that_keeps_failing_is_reported_and_the_others_finish(
         tmp_path, mobilenet_weights):
     broken = tmp_path / "broken.mp4"
@@ -153,6 +156,7 @@ def test_a_stream_that_keeps_failing_is_reported_and_the_others_finish(
     assert "no element \"no_such_element\"" in typo["error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_every_stream_with_its_records_complete(
         tmp_path, mobilenet_weights, signum):

@@ -111,6 +111,7 @@ def seeded_segmenter(tmp_path_factory):
     return model, path
 
 
+@pytest.mark.slow
 def test_video_inference_class_maps_equal_torchvision(seeded_segmenter):
     model, weights = seeded_segmenter
     frames = decode_frames(BIKES, 3, start=140)

@@ -101,6 +101,7 @@ def test_readiness_follows_the_streams(service):
     assert service.client.get("/healthz").json() == {"status": "alive"}
 
 
+@pytest.mark.slow
 def test_a_service_that_cannot_start_says_why(tmp_path):
     """A damaged state file or streams file, a port in use: exit status 2 and the reason,
     before anything runs."""
@@ -119,6 +120,7 @@ def test_a_service_that_cannot_start_says_why(tmp_path):
         assert done.returncode == 2 and reason in done.stderr, (arguments, done.stderr[-2000:])
 
 
+@pytest.mark.slow
 def test_a_fuzz_run_of_the_openapi_document_finds_no_server_error(service, tmp_path):
     """Run in a folder of its own: schemathesis keeps a cache of what it found there, and a
     run must not depend on an earlier one."""

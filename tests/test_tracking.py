@@ -293,6 +293,7 @@ TRACKS = {"parked": [(140, 1), (150, 0), (160, 1), (170, 1)],
           "hidden": [(140, 0), (150, 2)]}
 
 
+@pytest.mark.slow
 def test_cars_keep_their_ids_through_centernet_every_third_frame(centernet):
     frames = decode_frames(BIKES, 250)
     run = run_results(f"appsrc name=src ! object_detect model={centernet} "

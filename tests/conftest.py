@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
@@ -53,8 +54,12 @@ def _converted(name: str) -> Path:
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-m", "scripts.convert_models"], cwd=root,
-                          capture_output=True, text=True, timeout=900)
+    (root / "models").mkdir(exist_ok=True)
+    # one conversion at a time: the other pytest-xdist worker waits, then finds it done
+    with open(root / "models" / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run([sys.executable, "-m", "scripts.convert_models"], cwd=root,
+                              capture_output=True, text=True, timeout=900)
     if done.returncode == 2:
         pytest.skip(done.stderr.strip() or "the TF.js models could not be fetched")
     assert done.returncode == 0, done.stderr

@@ -20,7 +20,9 @@ from torchstream.model.engines import usable_cpus
 
 MOBILENET = "torchvision.models.mobilenet_v2"
 CPUS = usable_cpus()
-FRAMES = 100  # of bikes.mp4's 250 (a few more pass identity): enough to see batches and order
+# bikes.mp4's first 100 encoded frames of 250 (cut before the decoder, so the same frames
+# every run): enough passes to see batches and their order
+FRAMES = 100
 
 
 def top1(buf: Gst.Buffer, caps: Gst.Caps):
@@ -31,7 +33,8 @@ def top1(buf: Gst.Buffer, caps: Gst.Caps):
 
 def streams(count: int, extra: str, weights) -> str:
     return " ".join(
-        f"filesrc location={BIKES} ! decodebin ! identity eos-after={FRAMES} ! videoconvert ! "
+        f"filesrc location={BIKES} ! qtdemux ! h264parse ! identity eos-after={FRAMES} ! "
+        "avdec_h264 ! videoconvert ! "
         f"video_inference model={MOBILENET} model-weights={weights} {extra} ! appsink name=s{i}"
         for i in range(count))
 
@@ -42,7 +45,7 @@ def assert_same_results(own: Run, shared: Run, sinks: tuple[str, ...]) -> None:
     assert own.result.ok and shared.result.ok, (own.error, shared.error)
     for name in sinks:
         mine, theirs = own.per_sink[name], shared.per_sink[name]
-        assert len(theirs) == len(mine) >= FRAMES
+        assert len(theirs) == len(mine) >= 0.95 * FRAMES
         assert [pts for pts, _, _ in theirs] == sorted(pts for pts, _, _ in theirs)
         assert [(pts, label) for pts, label, _ in theirs] == \
             [(pts, label) for pts, label, _ in mine]

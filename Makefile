@@ -17,7 +17,7 @@ test: setup
 	$(PY) -m pytest -q $(XDIST) -m "(e2e or soak) and not serial"
 	$(PY) -m pytest -q -m serial
 
-# The inner loop: the unit tests on two workers, without the slowest (-m slow, over ~5 s each)
+# The inner loop: the unit tests on two workers, without the slowest (-m slow, over ~4 s each)
 # and without the tests that measure the machine.
 test-fast: setup
 	$(PY) -m pytest -q $(XDIST) -m "not e2e and not soak and not serial and not slow"

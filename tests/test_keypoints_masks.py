@@ -231,7 +231,7 @@ def keypoint_model(tmp_path_factory):
 @pytest.mark.slow
 def test_object_detect_keypoints_equal_torchvision(keypoint_model):
     model, weights = keypoint_model
-    frames = decode_frames(BIKES, 1, start=140)  # ~10 s a frame for each side here
+    frames = decode_frames(BIKES, 1, start=140)  # ~5 s of CPU a frame for each side
     expected, threshold = reference_and_threshold(model, frames)
     run = run_results(
         f"appsrc name=src ! object_detect model={KEYPOINT_MODEL} model-weights={weights} "
@@ -283,7 +283,7 @@ def mask_model(tmp_path_factory):
 @pytest.mark.slow
 def test_object_detect_masks_equal_torchvision(mask_model):
     model, weights = mask_model
-    frames = decode_frames(BIKES, 1, start=140)  # ~10 s a frame for each side here
+    frames = decode_frames(BIKES, 1, start=140)  # ~5 s of CPU a frame for each side
     expected, threshold = reference_and_threshold(model, frames)
     run = run_results(
         f"appsrc name=src ! object_detect model={MASK_MODEL} model-weights={weights} "
